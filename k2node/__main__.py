@@ -1,0 +1,3 @@
+from k2node.cli import main
+
+raise SystemExit(main())

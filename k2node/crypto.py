@@ -1,0 +1,135 @@
+"""Keys, wallet files and the template's signed payloads (ed25519, base58)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import base58
+from nacl.exceptions import BadSignatureError
+from nacl.exceptions import ValueError as NaclValueError
+from nacl.signing import SigningKey, VerifyKey
+
+from k2node.jsjson import stringify
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{1,64}$")
+
+
+class WalletError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Keypair:
+    signing_key: SigningKey
+
+    @classmethod
+    def generate(cls) -> Keypair:
+        return cls(SigningKey.generate())
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> Keypair:
+        if len(secret) != 64:
+            raise WalletError(f"a secret key has 64 bytes, got {len(secret)}")
+        pair = cls(SigningKey(secret[:32]))
+        if pair.public_bytes != secret[32:]:
+            raise WalletError("secret key bytes 32..63 are not the public key of bytes 0..31")
+        return pair
+
+    @property
+    def public_bytes(self) -> bytes:
+        return bytes(self.signing_key.verify_key)
+
+    @property
+    def pubkey(self) -> str:
+        return str(base58.b58encode(self.public_bytes).decode())
+
+    @property
+    def secret_bytes(self) -> bytes:
+        return bytes(self.signing_key) + self.public_bytes
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes(self.signing_key.sign(message).signature)
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"Keypair({self.pubkey})"
+
+
+def load_wallet(path: Path) -> Keypair:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WalletError(f"wallet file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise WalletError(f"wallet file {path} is not a JSON array of 64 bytes: {exc}") from None
+    if not (isinstance(raw, list) and all(isinstance(b, int) and 0 <= b < 256 for b in raw)):
+        raise WalletError(f"wallet file {path} is not a JSON array of 64 bytes")
+    return Keypair.from_secret(bytes(raw))
+
+
+def load_or_create_wallet(path: Path) -> tuple[Keypair, bool]:
+    """Return the wallet at `path`, creating it (mode 0600, Solana id.json format) if absent."""
+    if path.exists():
+        return load_wallet(path), False
+    pair = Keypair.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(list(pair.secret_bytes), out)
+    return pair, True
+
+
+def decode_pubkey(value: Any) -> str:
+    """A public key as base58, from base58 or from an old web3 `{"_bn": hex}` object."""
+    if isinstance(value, str):
+        try:
+            raw = base58.b58decode(value)
+        except ValueError:
+            raise ValueError(f"not a base58 public key: {value[:60]!r}") from None
+        if len(raw) != 32:
+            raise ValueError(f"a public key has 32 bytes, got {len(raw)}")
+        return value
+    if isinstance(value, dict) and isinstance(value.get("_bn"), str) and _HEX64.match(value["_bn"]):
+        return str(base58.b58encode(bytes.fromhex(value["_bn"].rjust(64, "0"))).decode())
+    raise ValueError("a public key must be a base58 string or {'_bn': hex}")
+
+
+def verify_detached(pubkey: str, message: bytes, signature: bytes) -> bool:
+    try:
+        VerifyKey(base58.b58decode(pubkey)).verify(message, signature)
+    except (BadSignatureError, NaclValueError, ValueError, TypeError):
+        return False
+    return True
+
+
+def payload_signing(body: Any, keypair: Keypair) -> str:
+    """The template's signed payload: bs58(signature || UTF-8 JSON.stringify(body))."""
+    message = stringify(body).encode()
+    return str(base58.b58encode(keypair.sign(message) + message).decode())
+
+
+def verify_signature(signed: str, pubkey: str) -> dict[str, str]:
+    """Open a signed payload: `{"data": message}` or `{"error": "Invalid signature"}`."""
+    invalid = {"error": "Invalid signature"}
+    try:
+        raw = base58.b58decode(signed)
+        key = VerifyKey(base58.b58decode(decode_pubkey(pubkey)))
+        message = key.verify(raw[64:], raw[:64])
+        return {"data": message.decode("utf-8")}
+    except (BadSignatureError, NaclValueError, ValueError, TypeError, UnicodeDecodeError):
+        return invalid
+
+
+def web3_account(keypair: Keypair) -> dict[str, Any]:
+    """The shape `getSubmitterAccount` answers to JavaScript tasks (a web3.js Keypair)."""
+    secret = keypair.secret_bytes
+    return {
+        "_keypair": {
+            "publicKey": {"_bn": keypair.public_bytes.hex()},
+            "secretKey": {str(i): b for i, b in enumerate(secret)},
+        }
+    }

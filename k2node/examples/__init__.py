@@ -1,0 +1,1 @@
+"""Example tasks bundled with k2node."""

@@ -1,0 +1,77 @@
+"""Byte-exact `JSON.stringify` for the values K2 tasks hash and sign.
+
+Every node of a task must hash the same bytes, and JavaScript nodes compute them with
+`JSON.stringify`: compact separators, keys in insertion order, non-ASCII kept as is, lone
+surrogates escaped, and JavaScript's own number formatting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from typing import Any
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _js_string(value: str) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    # A Python str holds a surrogate only when it is unpaired; JavaScript escapes those.
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def js_number(value: float) -> str:
+    """Format a number as JavaScript's Number.prototype.toString does."""
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value) or math.isinf(value):
+        return "null"
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exp_text = repr(abs(value)).partition("e")
+    exponent = int(exp_text) if exp_text else 0
+    int_part, _, frac = mantissa.partition(".")
+    if int_part != "0":
+        point = len(int_part) + exponent
+    else:
+        point = exponent - (len(frac) - len(frac.lstrip("0")))
+    digits = (int_part + frac).lstrip("0").rstrip("0") or "0"
+    count = len(digits)
+    if count <= point <= 21:
+        text = digits + "0" * (point - count)
+    elif 0 < point <= 21:
+        text = f"{digits[:point]}.{digits[point:]}"
+    elif -6 < point <= 0:
+        text = "0." + "0" * -point + digits
+    else:
+        e = point - 1
+        tail = f".{digits[1:]}" if count > 1 else ""
+        text = f"{digits[0]}{tail}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + text
+
+
+def stringify(value: Any) -> str:
+    """Serialise like JavaScript's `JSON.stringify(value)` with no spacing."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return _js_string(value)
+    if isinstance(value, int | float):
+        return js_number(value)
+    if isinstance(value, dict):
+        parts = [f"{_js_string(str(k))}:{stringify(v)}" for k, v in value.items()]
+        return "{" + ",".join(parts) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(stringify(v) for v in value) + "]"
+    raise TypeError(f"cannot stringify {type(value).__name__}")
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

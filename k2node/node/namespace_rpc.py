@@ -1,0 +1,310 @@
+"""`POST /namespace-wrapper`: the calls a task process makes to its node (K2-CONTRACT)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import secrets
+import shutil
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from k2node import __version__
+from k2node.crypto import payload_signing, verify_signature, web3_account
+from k2node.node.agent import ActionError, TaskAgent
+from k2node.settlement.base import TransactionError
+
+log = structlog.get_logger("k2node.rpc")
+
+
+@dataclass
+class TaskContext:
+    """What the node knows of one task it runs: its agent, secret and settings."""
+
+    agent: TaskAgent
+    name: str
+    secret: str
+    stake: int
+    public_url: str
+
+    @property
+    def task_id(self) -> str:
+        return self.agent.task_id
+
+
+_Method = Callable[..., Awaitable[Any]]
+METHODS: dict[str, _Method] = {}
+# Methods that change K2 state: logged as one event each.
+_ACTIONS = {
+    "checkSubmissionAndUpdateRound",
+    "auditSubmission",
+    "distributionListAuditSubmission",
+    "uploadDistributionList",
+    "distributionListSubmissionOnChain",
+    "payloadTrigger",
+    "stakeOnChain",
+    "claimReward",
+}
+
+
+def _method(name: str) -> Callable[[_Method], _Method]:
+    def register(fn: _Method) -> _Method:
+        METHODS[name] = fn
+        return fn
+
+    return register
+
+
+def _options(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ActionError("options must be an object")
+    return value
+
+
+@_method("getCurrentSlot")
+async def _get_slot(ctx: TaskContext) -> int:
+    return ctx.agent.settlement.current_slot()
+
+
+@_method("getRound")
+async def _get_round(ctx: TaskContext) -> int:
+    return await ctx.agent.current_round()
+
+
+@_method("getAverageSlotTime")
+async def _get_average_slot_time(ctx: TaskContext) -> float:
+    return ctx.agent.settlement.slot_ms
+
+
+@_method("getTaskState")
+async def _get_task_state(ctx: TaskContext, options: Any = None) -> dict[str, Any]:
+    return await ctx.agent.state(_options(options))
+
+
+@_method("getTaskSubmissionInfo")
+async def _get_submission_info(ctx: TaskContext, round_: Any) -> dict[str, Any]:
+    return await ctx.agent.submission_info(round_)
+
+
+@_method("getTaskDistributionInfo")
+async def _get_distribution_info(ctx: TaskContext, round_: Any) -> dict[str, Any]:
+    return await ctx.agent.distribution_info(round_)
+
+
+@_method("checkSubmissionAndUpdateRound")
+async def _submit(ctx: TaskContext, value: Any, round_: Any) -> dict[str, Any]:
+    return await ctx.agent.submit(value, round_)
+
+
+@_method("auditSubmission")
+async def _audit(ctx: TaskContext, candidate: Any, is_valid: Any, round_: Any) -> dict[str, Any]:
+    return await ctx.agent.audit(candidate, is_valid, round_)
+
+
+@_method("distributionListAuditSubmission")
+async def _audit_distribution(
+    ctx: TaskContext, candidate: Any, is_valid: Any, round_: Any
+) -> dict[str, Any]:
+    return await ctx.agent.audit_distribution(candidate, is_valid, round_)
+
+
+@_method("uploadDistributionList")
+async def _upload(ctx: TaskContext, distribution: Any, round_: Any) -> dict[str, Any]:
+    return await ctx.agent.upload_distribution(distribution, round_)
+
+
+@_method("distributionListSubmissionOnChain")
+async def _submit_distribution(ctx: TaskContext, round_: Any) -> dict[str, Any]:
+    return await ctx.agent.submit_distribution(round_)
+
+
+@_method("getDistributionList")
+async def _get_distribution_list(ctx: TaskContext, submitter: Any, round_: Any) -> str | None:
+    found = await ctx.agent.distribution_list(submitter, round_)
+    return None if found is None else json.dumps(found, separators=(",", ":"))
+
+
+@_method("payloadTrigger")
+async def _payout(ctx: TaskContext, round_: Any) -> dict[str, Any]:
+    return await ctx.agent.payout(round_)
+
+
+@_method("getSubmitterAccount")
+async def _submitter_account(ctx: TaskContext) -> dict[str, Any]:
+    return web3_account(ctx.agent.staking)
+
+
+@_method("signData")
+async def _sign(ctx: TaskContext, body: Any) -> str:
+    return payload_signing(body, ctx.agent.staking)
+
+
+@_method("verifySignedData")
+async def _verify(ctx: TaskContext, signed: Any, pubkey: Any) -> dict[str, str]:
+    if not isinstance(signed, str):
+        raise ActionError("signed data must be a string")
+    return verify_signature(signed, pubkey)
+
+
+@_method("getTaskLevelDBPath")
+async def _db_path(ctx: TaskContext) -> str:
+    return str(ctx.agent.db_path.resolve())
+
+
+@_method("getBasePath")
+async def _base_path(ctx: TaskContext) -> str:
+    return str(ctx.agent.base_path.resolve())
+
+
+@_method("getRpcUrl")
+async def _rpc_url(ctx: TaskContext) -> str:
+    return ctx.public_url
+
+
+@_method("getTaskNodeVersion")
+async def _version(ctx: TaskContext) -> str:
+    return __version__
+
+
+@_method("getNodes")
+async def _nodes(ctx: TaskContext, url: Any = None) -> list[dict[str, str]]:
+    state = await ctx.agent.state()
+    return [{"pubkey": k, "url": v} for k, v in state["ip_address_list"].items()]
+
+
+@_method("logger")
+async def _logger(ctx: TaskContext, level: Any, message: Any, action: Any = "") -> bool:
+    log.info(
+        "task_log",
+        task_id=ctx.task_id,
+        level=str(level)[:16],
+        message=str(message)[:2000],
+        action=str(action)[:200],
+    )
+    return True
+
+
+@_method("stakeOnChain")
+async def _stake(ctx: TaskContext, *_: Any) -> dict[str, Any]:
+    return await ctx.agent.stake(ctx.stake, ctx.public_url)
+
+
+@_method("claimReward")
+async def _claim(ctx: TaskContext, *_: Any) -> dict[str, Any]:
+    return await ctx.agent.claim()
+
+
+@_method("defaultTaskSetup")
+async def _default_setup(ctx: TaskContext) -> bool:
+    return True  # the node stakes and prepares the task's folder before starting it
+
+
+def _confined(ctx: TaskContext, path: Any) -> Path:
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise ActionError("path must be a non-empty string")
+    base = ctx.agent.base_path.resolve()
+    target = (base / path).resolve()
+    if not target.is_relative_to(base):
+        raise ActionError("path is outside the task's folder")
+    return target
+
+
+def _fs_sync(target: Path, method: str, args: tuple[Any, ...]) -> Any:
+    match method:
+        case "readFile" | "readFileSync":
+            return target.read_text()
+        case "writeFile" | "writeFileSync":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(str(args[0]) if args else "")
+            return None
+        case "appendFile" | "appendFileSync":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("a") as out:
+                out.write(str(args[0]) if args else "")
+            return None
+        case "mkdir" | "mkdirSync":
+            target.mkdir(parents=True, exist_ok=True)
+            return None
+        case "readdir" | "readdirSync":
+            return sorted(p.name for p in target.iterdir())
+        case "exists" | "existsSync" | "access":
+            return target.exists()
+        case "unlink" | "unlinkSync":
+            target.unlink()
+            return None
+        case "rm" | "rmSync":
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+            return None
+    raise ActionError(f"fs method {method!r} is not supported")
+
+
+@_method("fs")
+async def _fs(ctx: TaskContext, method: Any, path: Any, *args: Any) -> Any:
+    if not isinstance(method, str):
+        raise ActionError("fs method must be a string")
+    target = _confined(ctx, path)
+    return await asyncio.to_thread(_fs_sync, target, method, args)
+
+
+METHODS["fsStaking"] = METHODS["fs"]
+
+
+def _arity_ok(fn: _Method, params: list[Any]) -> bool:
+    try:
+        inspect.signature(fn).bind(None, *params)
+    except TypeError:
+        return False
+    return True
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+class NamespaceRpc:
+    def __init__(self, contexts: Mapping[str, TaskContext]) -> None:
+        self._contexts = contexts
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(422, "body must be a JSON object")
+        if not isinstance(body, dict):
+            return _error(422, "body must be a JSON object")
+        args, task_id, secret = body.get("args"), body.get("taskId"), body.get("secret")
+        if not isinstance(args, list) or not args or not isinstance(args[0], str):
+            return _error(422, "args must be a non-empty array starting with the method name")
+        if not isinstance(task_id, str) or not task_id:
+            return _error(422, "taskId is required")
+        if not isinstance(secret, str) or not secret:
+            return _error(422, "secret is required")
+        ctx = self._contexts.get(task_id)
+        if ctx is None or not secrets.compare_digest(ctx.secret.encode(), secret.encode()):
+            return _error(401, "Invalid secret provided")
+        name, params = args[0], args[1:]
+        fn = METHODS.get(name)
+        if fn is None:
+            return _error(422, f"unknown method {name[:64]!r}")
+        if not _arity_ok(fn, params):
+            return _error(422, f"wrong number of arguments for {name}")
+        try:
+            result = await fn(ctx, *params)
+        except (ActionError, TransactionError, ValueError, OSError) as exc:
+            log.info("rpc_refused", task_id=task_id, method=name, error=str(exc))
+            return _error(422, f"{name}: {exc}")
+        if name in _ACTIONS:
+            round_ = params[-1] if params and isinstance(params[-1], int) else None
+            log.info("rpc_action", task_id=task_id, method=name, round=round_, result=result)
+        return web.json_response({"response": result})

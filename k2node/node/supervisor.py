@@ -1,0 +1,228 @@
+"""Task processes: one OS process per task, driven over the Node.js fork channel.
+
+Exit policy of the JavaScript node: exit code 1 stops the task for good; any other exit
+restarts it after 2^(n+1) s (capped at 5 min, the count reset after 5 h of stable running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+import k2node
+from k2node.protocol import CHANNEL_FD_ENV, CHANNEL_MODE_ENV, TASK_ENTRY_ENV
+from k2node.task.ipc import IpcChannel
+
+log = structlog.get_logger("k2node.supervisor")
+
+STOP_TIMEOUT_S = 5.0
+BACKOFF_CAP_S = 300.0
+STABLE_RESET_S = 5 * 3600.0
+_PACKAGE_ROOT = str(Path(k2node.__file__).resolve().parent.parent)
+
+OnReply = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task_id: str
+    name: str
+    entry: str  # module:Class, file.py:Class, or a webpacked JavaScript main.js
+    argv: tuple[str, ...]  # the ten positional arguments of the contract
+    log_path: Path
+    task_vars: dict[str, str] = field(default_factory=dict)
+
+    def command(self) -> list[str]:
+        if self.entry.endswith(".js"):
+            return ["node", self.entry, *self.argv]
+        return [sys.executable, "-m", "k2node.task", *self.argv]
+
+    def environment(self, channel_fd: int) -> dict[str, str]:
+        # Only the task's own variables: never the node's secrets or settings.
+        env = dict(self.task_vars)
+        env.update(
+            {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "PYTHONPATH": _PACKAGE_ROOT,
+                CHANNEL_FD_ENV: str(channel_fd),
+                CHANNEL_MODE_ENV: "json",
+                TASK_ENTRY_ENV: self.entry,
+                "K2NODE_LOG_FORMAT": "json",
+            }
+        )
+        return env
+
+
+class TaskProcess:
+    def __init__(self, spec: TaskSpec, on_reply: OnReply) -> None:
+        self.spec = spec
+        self._on_reply = on_reply
+        self._proc: asyncio.subprocess.Process | None = None
+        self._channel: IpcChannel | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self) -> None:
+        parent, child = socket.socketpair()
+        self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.spec.log_path.open("ab") as out:
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *self.spec.command(),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=self.spec.environment(child.fileno()),
+                    pass_fds=(child.fileno(),),
+                    start_new_session=True,  # Ctrl-C on the node's terminal is the node's
+                )
+            finally:
+                child.close()
+        self._channel = await IpcChannel.over(parent)
+        self._reader = asyncio.create_task(self._read(), name=f"ipc-{self.spec.task_id}")
+        log.info("task_process_started", task_id=self.spec.task_id, pid=self._proc.pid)
+
+    async def _read(self) -> None:
+        assert self._channel is not None
+        while (message := await self._channel.receive()) is not None:
+            self._on_reply(self.spec.task_id, message)
+
+    async def send(self, message: dict[str, Any]) -> bool:
+        if not self.running or self._channel is None:
+            return False
+        try:
+            await self._channel.send(message)
+        except (ConnectionError, OSError):
+            return False
+        return True
+
+    async def wait(self) -> int:
+        assert self._proc is not None
+        code = await self._proc.wait()
+        await self._close_channel()
+        return code
+
+    async def _close_channel(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def stop(self, grace_s: float = STOP_TIMEOUT_S) -> int | None:
+        """Terminate, wait a bounded time, kill; return the exit code."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), grace_s)
+            except TimeoutError:
+                log.warning("task_process_killed", task_id=self.spec.task_id, pid=proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        await self._close_channel()
+        log.info("task_process_stopped", task_id=self.spec.task_id, code=proc.returncode)
+        return proc.returncode
+
+
+class Supervisor:
+    """Keeps each task's process alive according to the exit policy."""
+
+    def __init__(self, on_reply: OnReply, backoff_base_s: float = 1.0) -> None:
+        self._on_reply = on_reply
+        self._backoff_base_s = backoff_base_s
+        self._processes: dict[str, TaskProcess] = {}
+        self._restart: dict[str, asyncio.Event] = {}
+        self._started: dict[str, asyncio.Event] = {}
+        self._stopping = asyncio.Event()
+        self.stopped_for_good: set[str] = set()
+
+    def process(self, task_id: str) -> TaskProcess | None:
+        return self._processes.get(task_id)
+
+    async def send(self, task_id: str, message: dict[str, Any]) -> bool:
+        proc = self._processes.get(task_id)
+        return proc is not None and await proc.send(message)
+
+    async def wait_started(self, task_id: str) -> None:
+        await self._started.setdefault(task_id, asyncio.Event()).wait()
+
+    def request_restart(self, task_id: str, reason: str) -> None:
+        if task_id in self._restart:
+            log.warning("task_restart_requested", task_id=task_id, reason=reason)
+            self._restart[task_id].set()
+
+    async def supervise(self, spec: TaskSpec) -> None:
+        """Run `spec` until the node stops or the task exits with code 1."""
+        failures = 0
+        restart = self._restart.setdefault(spec.task_id, asyncio.Event())
+        while not self._stopping.is_set():
+            proc = TaskProcess(spec, self._on_reply)
+            self._processes[spec.task_id] = proc
+            started = time.monotonic()
+            await proc.start()
+            self._started.setdefault(spec.task_id, asyncio.Event()).set()
+            waiter = asyncio.ensure_future(proc.wait())
+            restarter = asyncio.ensure_future(restart.wait())
+            stopper = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait(
+                    {waiter, restarter, stopper}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for fut in (restarter, stopper):
+                    fut.cancel()
+                if not waiter.done():
+                    await proc.stop()
+                    waiter.cancel()
+                await asyncio.gather(waiter, restarter, stopper, return_exceptions=True)
+            if self._stopping.is_set():
+                return
+            if restart.is_set():
+                restart.clear()
+                continue
+            code = proc.returncode
+            if time.monotonic() - started > STABLE_RESET_S:
+                failures = 0
+            if code == 1:
+                log.error(
+                    "task_stopped_for_good",
+                    task_id=spec.task_id,
+                    code=code,
+                    log_file=str(spec.log_path),
+                )
+                self.stopped_for_good.add(spec.task_id)
+                return
+            delay = min(self._backoff_base_s * 2 ** (failures + 1), BACKOFF_CAP_S)
+            failures += 1
+            log.warning("task_exited", task_id=spec.task_id, code=code, restart_in_s=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def stop(self) -> None:
+        self._stopping.set()

@@ -1,0 +1,67 @@
+"""LevelDB (plyvel) key/value stores with JSON values.
+
+plyvel is synchronous; single gets and puts are a few microseconds, so they run on the loop;
+scans and snapshots run in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import plyvel
+
+
+class StoreError(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, db: Any, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            db = plyvel.DB(str(path), create_if_missing=True)
+        except plyvel.IOError as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from None
+        return cls(db, path)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            # Drop it now: a plyvel DB freed during interpreter shutdown reports an error.
+            self._db = None
+
+    @property
+    def closed(self) -> bool:
+        return self._db is None
+
+    def get(self, key: str) -> Any:
+        raw = self._db.get(key.encode())
+        return None if raw is None else json.loads(raw)
+
+    def put(self, key: str, value: Any) -> None:
+        self._db.put(key.encode(), json.dumps(value, separators=(",", ":")).encode())
+
+    def put_many(self, items: dict[str, Any], delete: list[str] | None = None) -> None:
+        with self._db.write_batch(transaction=True) as batch:
+            for key, value in items.items():
+                batch.put(key.encode(), json.dumps(value, separators=(",", ":")).encode())
+            for key in delete or []:
+                batch.delete(key.encode())
+
+    def delete(self, key: str) -> None:
+        self._db.delete(key.encode())
+
+    def items(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        for key, raw in self._db.iterator(prefix=prefix.encode()):
+            yield key.decode(), json.loads(raw)
+
+    def keys(self, prefix: str) -> list[str]:
+        return [k.decode() for k in self._db.iterator(prefix=prefix.encode(), include_value=False)]

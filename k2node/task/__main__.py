@@ -1,0 +1,31 @@
+"""`python -m k2node.task ...`: the entry point of a task process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from k2node.logs import configure_logging
+from k2node.protocol import CHANNEL_FD_ENV, TASK_ENTRY_ENV
+from k2node.task.namespace import NamespaceError
+from k2node.task.runner import TaskArgs, TaskStartError, run_task
+
+
+def main() -> int:
+    configure_logging(os.environ.get("K2NODE_LOG_FORMAT", "auto"))
+    try:
+        args = TaskArgs.parse(sys.argv[1:])
+        entry = os.environ.get(TASK_ENTRY_ENV, "")
+        fd = int(os.environ.get(CHANNEL_FD_ENV, ""))
+        return asyncio.run(run_task(args, entry, fd))
+    except (TaskStartError, ValueError) as exc:  # cannot work: exit 1 stops it for good
+        print(f"k2node task: {exc}", file=sys.stderr)
+        return 1
+    except NamespaceError as exc:  # the node was not ready: exit 0 asks for a restart
+        print(f"k2node task: {exc}", file=sys.stderr)
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

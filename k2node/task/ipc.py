@@ -1,0 +1,55 @@
+"""The Node.js `child_process.fork` channel: newline-delimited JSON over a socket pair."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("k2node.ipc")
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+class IpcChannel:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def over(cls, sock: socket.socket) -> IpcChannel:
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_MESSAGE_BYTES)
+        return cls(reader, writer)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        await self._writer.drain()
+
+    async def receive(self) -> dict[str, Any] | None:
+        """The next JSON object; None once the other end has closed."""
+        while True:
+            try:
+                line = await self._reader.readline()
+            except ValueError:  # a line over the limit: drop what was read of it
+                log.warning("ipc_message_too_large", limit=MAX_MESSAGE_BYTES)
+                continue
+            except ConnectionError:
+                return None
+            if not line:
+                return None
+            try:
+                message = json.loads(line)
+            except ValueError:
+                log.warning("ipc_message_not_json", head=line[:80].decode(errors="replace"))
+                continue
+            if isinstance(message, dict):
+                return message
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()

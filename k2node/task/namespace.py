@@ -1,0 +1,157 @@
+"""NamespaceWrapper: a task's handle on its node (chain calls) and on its own LevelDB."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import base58
+
+from k2node.crypto import verify_signature as _verify_signature
+from k2node.protocol import NAMESPACE_PATH
+from k2node.store import Store
+
+
+class NamespaceError(Exception):
+    """The node refused or failed a namespace call; the message is the node's."""
+
+
+class NamespaceWrapper:
+    def __init__(
+        self, task_id: str, secret: str, node_url: str, session: aiohttp.ClientSession
+    ) -> None:
+        self.task_id = task_id
+        self._secret = secret
+        self._url = node_url.rstrip("/") + NAMESPACE_PATH
+        self._session = session
+        self._store: Store | None = None
+        self._submitter: str | None = None
+
+    async def call(self, method: str, *params: Any) -> Any:
+        """Call a wire method of the namespace RPC (K2-CONTRACT names) and return its answer."""
+        body = {"args": [method, *params], "taskId": self.task_id, "secret": self._secret}
+        try:
+            async with self._session.post(self._url, json=body) as resp:
+                answer = await resp.json(content_type=None)
+                status = resp.status
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise NamespaceError(f"{method}: node unreachable or bad answer: {exc}") from None
+        if status != 200 or not isinstance(answer, dict) or "response" not in answer:
+            message = answer.get("message") if isinstance(answer, dict) else answer
+            raise NamespaceError(f"{method}: {message} (HTTP {status})")
+        return answer["response"]
+
+    # -- local database ------------------------------------------------------------------
+    async def open_store(self) -> None:
+        path = await self.call("getTaskLevelDBPath")
+        self._store = Store.open(Path(path))
+
+    def close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def _db(self) -> Store:
+        if self._store is None:
+            raise NamespaceError("the task database is not open yet")
+        return self._store
+
+    async def store_get(self, key: str) -> Any:
+        return self._db().get(f"kv/{key}")
+
+    async def store_set(self, key: str, value: Any) -> None:
+        self._db().put(f"kv/{key}", value)
+
+    # -- chain reads -----------------------------------------------------------------------
+    async def get_slot(self) -> int:
+        return int(await self.call("getCurrentSlot"))
+
+    async def get_round(self) -> int:
+        return int(await self.call("getRound"))
+
+    async def get_average_slot_time(self) -> float:
+        return float(await self.call("getAverageSlotTime"))
+
+    async def get_task_state(self, options: dict[str, bool] | None = None) -> dict[str, Any]:
+        state: dict[str, Any] = await self.call("getTaskState", options or {})
+        return state
+
+    async def get_task_submission_info(self, round_: int) -> dict[str, Any]:
+        info: dict[str, Any] = await self.call("getTaskSubmissionInfo", round_)
+        return info
+
+    async def get_task_distribution_info(self, round_: int) -> dict[str, Any]:
+        info: dict[str, Any] = await self.call("getTaskDistributionInfo", round_)
+        return info
+
+    async def get_distribution_list(self, submitter: str, round_: int) -> dict[str, Any] | None:
+        raw = await self.call("getDistributionList", submitter, round_)
+        if raw is None:
+            return None
+        parsed = json.loads(raw) if isinstance(raw, str) else raw
+        return parsed if isinstance(parsed, dict) else None
+
+    async def get_submitter_account(self) -> dict[str, Any]:
+        account: dict[str, Any] = await self.call("getSubmitterAccount")
+        return account
+
+    async def get_submitter_pubkey(self) -> str:
+        if self._submitter is None:
+            account = await self.get_submitter_account()
+            raw = bytes.fromhex(account["_keypair"]["publicKey"]["_bn"].rjust(64, "0"))
+            self._submitter = base58.b58encode(raw).decode()
+        return self._submitter
+
+    # -- chain writes (the node signs with its staking key) ----------------------------------
+    async def check_submission_and_update_round(self, value: str, round_: int) -> Any:
+        return await self.call("checkSubmissionAndUpdateRound", value, round_)
+
+    async def audit_submission(self, candidate: str, is_valid: bool, round_: int) -> Any:
+        return await self.call("auditSubmission", candidate, is_valid, round_)
+
+    async def distribution_list_audit_submission(
+        self, candidate: str, is_valid: bool, round_: int
+    ) -> Any:
+        return await self.call("distributionListAuditSubmission", candidate, is_valid, round_)
+
+    async def upload_distribution_list(self, distribution: dict[str, int], round_: int) -> Any:
+        return await self.call("uploadDistributionList", distribution, round_)
+
+    async def distribution_list_submission_on_chain(self, round_: int) -> Any:
+        return await self.call("distributionListSubmissionOnChain", round_)
+
+    async def payout_trigger(self, round_: int) -> Any:
+        return await self.call("payloadTrigger", round_)
+
+    async def stake_on_chain(self) -> Any:
+        return await self.call("stakeOnChain")
+
+    async def claim_reward(self) -> Any:
+        return await self.call("claimReward")
+
+    # -- signing -------------------------------------------------------------------------
+    async def payload_signing(self, body: Any) -> str:
+        return str(await self.call("signData", body))
+
+    async def verify_signature(self, signed: str, pubkey: str) -> dict[str, str]:
+        return _verify_signature(signed, pubkey)
+
+    # -- node services -------------------------------------------------------------------
+    async def fs(self, method: str, path: str, *args: Any) -> Any:
+        return await self.call("fs", method, path, *args)
+
+    async def logger(self, level: str, message: str, action: str = "") -> Any:
+        return await self.call("logger", level, message, action)
+
+    async def get_task_level_db_path(self) -> str:
+        return str(await self.call("getTaskLevelDBPath"))
+
+    async def get_base_path(self) -> str:
+        return str(await self.call("getBasePath"))
+
+    async def get_rpc_url(self) -> str:
+        return str(await self.call("getRpcUrl"))
+
+    async def get_task_node_version(self) -> str:
+        return str(await self.call("getTaskNodeVersion"))

@@ -1,0 +1,207 @@
+"""The task process: IPC timer listener, the task's own HTTP server, its NamespaceWrapper.
+
+Started by the node as `python -m k2node.task <the ten positional arguments of the contract>`
+with the fork channel's descriptor in NODE_CHANNEL_FD and the task's code in
+K2NODE_TASK_ENTRY (`module:Class` or `path/to/file.py:Class`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from k2node.protocol import MAX_RPC_BODY, PHASE_NAMES, Phase
+from k2node.task.core import CoreLogic
+from k2node.task.ipc import IpcChannel
+from k2node.task.namespace import NamespaceWrapper
+
+log = structlog.get_logger("k2node.task")
+
+
+class TaskStartError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class TaskArgs:
+    name: str
+    task_id: str
+    port: int
+    mode: str
+    main_pubkey: str
+    secret: str
+    k2_url: str
+    service_url: str
+    stake: str
+    node_port: int
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> TaskArgs:
+        if len(argv) < 10:
+            raise TaskStartError(
+                "usage: python -m k2node.task NAME TASK_ID PORT service MAIN_KEY SECRET "
+                "K2_URL SERVICE_URL STAKE NODE_PORT"
+            )
+        try:
+            port, node_port = int(argv[2]), int(argv[9])
+        except ValueError:
+            raise TaskStartError("PORT and NODE_PORT must be integers") from None
+        return cls(
+            argv[0], argv[1], port, argv[3], argv[4], argv[5], argv[6], argv[7], argv[8], node_port
+        )
+
+
+def load_entry(spec: str) -> CoreLogic:
+    """Instantiate the task's CoreLogic from `module:Class` or `file.py:Class`."""
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise TaskStartError(f"task entry {spec!r} is not of the form module:Class")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if module_spec is None or module_spec.loader is None:
+                raise TaskStartError(f"cannot load {path}")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except (ImportError, OSError) as exc:
+        raise TaskStartError(f"cannot import task entry {spec!r}: {exc}") from None
+    found = getattr(module, attr, None)
+    instance = found() if isinstance(found, type) else found
+    if not isinstance(instance, CoreLogic):
+        raise TaskStartError(f"task entry {spec!r} is not a CoreLogic subclass")
+    return instance
+
+
+async def run_phase(core: CoreLogic, message: dict[str, Any]) -> dict[str, Any]:
+    """Run one phase message; return the phaseDone reply (k2node extension)."""
+    name = message["functionCall"]
+    round_ = message.get("roundNumber")
+    reply: dict[str, Any] = {"phaseDone": name, "roundNumber": round_}
+    if isinstance(message.get("phaseLabel"), str):
+        reply["phaseLabel"] = message["phaseLabel"][:100]
+    if name not in PHASE_NAMES or not isinstance(round_, int) or round_ < 0:
+        return reply | {"ok": False, "ms": 0.0, "error": "bad phase message"}
+    structlog.contextvars.bind_contextvars(round=round_, phase=name)
+    started = time.perf_counter()
+    try:
+        match Phase(name):
+            case Phase.EXECUTE_TASK:
+                await core.task(round_)
+            case Phase.SUBMIT_PAYLOAD:
+                await core.submit_task(round_)
+            case Phase.AUDIT_PAYLOAD:
+                await core.audit_task(round_)
+            case Phase.GENERATE_DISTRIBUTION:
+                await core.submit_distribution_list(
+                    round_, bool(message.get("isPreviousRoundFailed", False))
+                )
+            case Phase.DISTRIBUTION_AUDIT:
+                await core.audit_distribution(round_)
+        ok, error = True, None
+    except Exception as exc:  # the task's failure must not end the process
+        ok, error = False, f"{type(exc).__name__}: {exc}"
+    ms = round((time.perf_counter() - started) * 1000, 3)
+    if ok:
+        log.info("phase_done", ms=ms)
+    else:
+        log.warning("phase_failed", ms=ms, error=error)
+    return reply | {"ok": ok, "ms": ms} | ({"error": error} if error else {})
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        return web.json_response({"message": exc.reason}, status=exc.status)
+    except Exception as exc:
+        log.warning("task_route_error", path=request.path, error=repr(exc))
+        return web.json_response({"message": "internal error"}, status=500)
+
+
+def build_task_app(core: CoreLogic) -> web.Application:
+    app = web.Application(client_max_size=MAX_RPC_BODY, middlewares=[_json_errors])
+
+    async def root(_: web.Request) -> web.Response:
+        return web.json_response({"status": 200, "message": "Running"})
+
+    async def task_state(_: web.Request) -> web.Response:
+        return web.json_response({"taskState": await core.namespace.get_task_state({})})
+
+    async def value(_: web.Request) -> web.Response:
+        return web.json_response({"value": await core.namespace.store_get("value")})
+
+    app.router.add_get("/", root)
+    app.router.add_get("/taskState", task_state)
+    app.router.add_get("/value", value)
+    app.router.add_routes(core.routes())
+    return app
+
+
+async def run_task(args: TaskArgs, entry: str, channel_fd: int) -> int:
+    core = load_entry(entry)
+    structlog.contextvars.bind_contextvars(task_id=args.task_id)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sock = socket.socket(fileno=channel_fd)
+    channel = await IpcChannel.over(sock)
+    running: set[asyncio.Task[None]] = set()
+    async with aiohttp.ClientSession() as session:
+        ns = NamespaceWrapper(
+            args.task_id, args.secret, f"http://127.0.0.1:{args.node_port}", session
+        )
+        core.namespace = ns
+        await ns.open_store()
+        runner = web.AppRunner(build_task_app(core), access_log=None)
+        try:
+            await ns.call("defaultTaskSetup")
+            await core.setup()
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", args.port).start()
+            log.info("task_started", name=args.name, port=args.port)
+
+            async def phase(message: dict[str, Any]) -> None:
+                reply = await run_phase(core, message)
+                try:
+                    await channel.send(reply)
+                except (ConnectionError, OSError):
+                    stop.set()
+
+            async def listen() -> None:
+                while (message := await channel.receive()) is not None:
+                    if "functionCall" not in message:
+                        continue
+                    job = asyncio.create_task(phase(message), name=f"phase-{message}")
+                    running.add(job)
+                    job.add_done_callback(running.discard)
+                stop.set()  # the node closed the channel: it is gone or stopping us
+
+            listener = asyncio.create_task(listen(), name="ipc-listener")
+            await stop.wait()
+            listener.cancel()
+            for job in list(running):
+                job.cancel()
+            await asyncio.gather(listener, *running, return_exceptions=True)
+        finally:
+            await runner.cleanup()
+            await channel.close()
+            ns.close_store()
+    log.info("task_stopped")
+    return 0
