@@ -68,7 +68,10 @@ def load_wallet(path: Path) -> Keypair:
         raise WalletError(f"wallet file {path} is not a JSON array of 64 bytes: {exc}") from None
     if not (isinstance(raw, list) and all(isinstance(b, int) and 0 <= b < 256 for b in raw)):
         raise WalletError(f"wallet file {path} is not a JSON array of 64 bytes")
-    return Keypair.from_secret(bytes(raw))
+    try:
+        return Keypair.from_secret(bytes(raw))
+    except WalletError as exc:
+        raise WalletError(f"wallet file {path}: {exc}") from None
 
 
 def load_or_create_wallet(path: Path) -> tuple[Keypair, bool]:

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k2node.crypto import Keypair
+from k2node.settlement.base import ROE_PER_KOII, sign_tx
+from k2node.settlement.local import LocalK2
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REPO = Path(__file__).resolve().parents[1]
+
+
+class FakeClock:
+    """Wall time the test moves by hand; one slot is one second."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def to_slot(self, k2: LocalK2, slot: int) -> None:
+        self.now = k2.wall_time_of_slot(slot) + 0.001
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def k2(tmp_path: Path, clock: FakeClock) -> Iterator[LocalK2]:
+    chain = LocalK2.open(tmp_path / "k2", slot_ms=1000, clock=clock)
+    yield chain
+    chain.close()
+
+
+TASK_ARGS: dict[str, Any] = {
+    "task_name": "test task",
+    "task_description": "for tests",
+    "task_executable_network": "DEVELOPMENT",
+    "task_audit_program": "main",
+    "round_time": 20,
+    "submission_window": 8,
+    "audit_window": 8,
+    "minimum_stake_amount": 1 * ROE_PER_KOII,
+    "total_bounty_amount": 100 * ROE_PER_KOII,
+    "bounty_amount_per_round": 3 * ROE_PER_KOII,
+    "allowed_failed_distributions": 1,
+}
+
+
+async def send(k2: LocalK2, key: Keypair, ix: str, task_id: str, **args: Any) -> dict[str, Any]:
+    return await k2.send(sign_tx(key, ix, task_id, args, k2.current_slot()))
+
+
+async def create_task(k2: LocalK2, manager: Keypair, **overrides: Any) -> str:
+    args = TASK_ARGS | overrides
+    await k2.airdrop(manager.pubkey, args["total_bounty_amount"])
+    result = await k2.send(sign_tx(manager, "CreateTask", "", args, k2.current_slot()))
+    return str(result["task_id"])
+
+
+async def stake(k2: LocalK2, key: Keypair, task_id: str, amount: int = 2 * ROE_PER_KOII) -> None:
+    await k2.airdrop(key.pubkey, amount)
+    await send(k2, key, "Stake", task_id, amount=amount, ip_address="http://127.0.0.1:1")
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool] | bool], timeout: float = 30.0, every: float = 0.05
+) -> None:
+    """Wait on a condition, never on a fixed sleep; fail with a clear message at the bound."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(every)

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import base58
+import pytest
+
+from k2node.crypto import (
+    Keypair,
+    WalletError,
+    decode_pubkey,
+    load_or_create_wallet,
+    load_wallet,
+    payload_signing,
+    verify_signature,
+    web3_account,
+)
+
+
+def test_wallet_is_created_once_in_solana_format(tmp_path: Path) -> None:
+    path = tmp_path / "w" / "id.json"
+    pair, created = load_or_create_wallet(path)
+    assert created
+    raw = json.loads(path.read_text())
+    assert len(raw) == 64 and all(0 <= b < 256 for b in raw)
+    assert bytes(raw[32:]) == pair.public_bytes
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again, created = load_or_create_wallet(path)
+    assert not created and again.pubkey == pair.pubkey
+    assert pair.pubkey not in repr(pair.secret_bytes) and "secret" not in repr(pair)
+
+
+@pytest.mark.parametrize(
+    "content", ["", "{}", "[1,2,3]", json.dumps([300] * 64), json.dumps(list(range(64)))]
+)
+def test_bad_wallet_files_are_refused(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "id.json"
+    path.write_text(content)
+    with pytest.raises(WalletError, match=str(path)):
+        load_wallet(path)
+
+
+def test_signed_payload_round_trip_and_tampering() -> None:
+    me, other = Keypair.generate(), Keypair.generate()
+    body = {"round": 3, "value": "ünï", "n": 1.5}
+    signed = payload_signing(body, me)
+    raw = base58.b58decode(signed)
+    assert raw[64:] == '{"round":3,"value":"ünï","n":1.5}'.encode()
+    assert verify_signature(signed, me.pubkey) == {"data": raw[64:].decode()}
+    assert verify_signature(signed, other.pubkey) == {"error": "Invalid signature"}
+    flipped = base58.b58encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode()
+    assert verify_signature(flipped, me.pubkey) == {"error": "Invalid signature"}
+    for junk in ("", "0OIl", "abc"):
+        assert verify_signature(junk, me.pubkey) == {"error": "Invalid signature"}
+    assert verify_signature(signed, "not-a-key") == {"error": "Invalid signature"}
+
+
+def test_public_keys_arrive_as_base58_or_bn() -> None:
+    pair = Keypair.generate()
+    assert decode_pubkey(pair.pubkey) == pair.pubkey
+    assert decode_pubkey({"_bn": pair.public_bytes.hex()}) == pair.pubkey
+    account = web3_account(pair)
+    assert decode_pubkey(account["_keypair"]["publicKey"]) == pair.pubkey
+    secret = account["_keypair"]["secretKey"]
+    assert bytes(secret[str(i)] for i in range(64)) == pair.secret_bytes
+    for bad in ("", "abc", {"_bn": "zz"}, {"_bn": 5}, 12, None):
+        with pytest.raises(ValueError):
+            decode_pubkey(bad)

@@ -1,0 +1,189 @@
+"""`POST /namespace-wrapper` and the node API: contract answers, and bad or hostile input."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from k2node.crypto import Keypair, verify_signature
+from k2node.node.api import NodeApi
+from k2node.node.agent import TaskAgent
+from k2node.node.ledger import Ledger
+from k2node.node.namespace_rpc import TaskContext
+from k2node.settlement.local import LocalK2
+from k2node.store import Store
+from tests.conftest import FakeClock, create_task, send, stake
+
+
+@dataclass
+class Env:
+    client: TestClient[Any, Any]
+    ctx: TaskContext
+    k2: LocalK2
+    clock: FakeClock
+    store: Store
+    peer: Keypair
+
+    async def call(self, *args: Any, secret: str | None = None) -> tuple[int, Any]:
+        body = {"args": list(args), "taskId": self.ctx.task_id,
+                "secret": self.ctx.secret if secret is None else secret}
+        resp = await self.client.post("/namespace-wrapper", json=body)
+        return resp.status, await resp.json()
+
+
+@pytest.fixture
+async def env(tmp_path: Path, k2: LocalK2, clock: FakeClock) -> AsyncIterator[Env]:
+    manager, me, peer = Keypair.generate(), Keypair.generate(), Keypair.generate()
+    task_id = await create_task(k2, manager)
+    await stake(k2, me, task_id)
+    await stake(k2, peer, task_id)
+    store = Store.open(tmp_path / "node-db")
+    agent = TaskAgent(task_id, k2, Ledger(store, k2), me, manager.pubkey, tmp_path / "task")
+    agent.base_path.mkdir()
+    ctx = TaskContext(agent, "test task", "s3cret-s3cret-s3cret", 10, "http://127.0.0.1:1")
+    api = NodeApi({task_id: ctx}, {}, lambda _: False, manager.pubkey, "", _no_phase)
+    client = TestClient(TestServer(api.app()))
+    await client.start_server()
+    yield Env(client, ctx, k2, clock, store, peer)
+    await client.close()
+    store.close()
+
+
+async def _no_phase(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {"delivered": False}
+
+
+async def test_reads_answer_in_contract_shapes(env: Env) -> None:
+    env.clock.to_slot(env.k2, 21)
+    assert await env.call("getCurrentSlot") == (200, {"response": 21})
+    assert await env.call("getRound") == (200, {"response": 1})
+    assert await env.call("getAverageSlotTime") == (200, {"response": 1000.0})
+    status, body = await env.call("getTaskState", {"is_stake_list_required": True})
+    assert status == 200 and len(body["response"]["stake_list"]) == 2
+    assert body["response"]["submissions"] == {}
+    status, body = await env.call("getTaskSubmissionInfo", 0)
+    assert body == {"response": {"submissions": {"0": {}}, "submissions_audit_trigger": {"0": {}}}}
+    status, body = await env.call("getTaskDistributionInfo", 0)
+    assert set(body["response"]) == {
+        "distribution_rewards_submission", "distributions_audit_trigger",
+        "distributions_audit_record",
+    }
+    status, body = await env.call("getSubmitterAccount")
+    secret = body["response"]["_keypair"]["secretKey"]
+    assert bytes(secret[str(i)] for i in range(64)) == env.ctx.agent.staking.secret_bytes
+    status, body = await env.call("getTaskLevelDBPath")
+    assert status == 200 and body["response"].endswith("/db")
+    assert (await env.call("getDistributionList", env.peer.pubkey, 0)) == (200, {"response": None})
+
+
+async def test_sign_and_verify(env: Env) -> None:
+    status, body = await env.call("signData", {"a": 1})
+    assert status == 200
+    signed = body["response"]
+    assert verify_signature(signed, env.ctx.agent.staking.pubkey) == {"data": '{"a":1}'}
+    me = env.ctx.agent.staking.pubkey
+    assert await env.call("verifySignedData", signed, me) == (200, {"response": {"data": '{"a":1}'}})
+    status, body = await env.call("verifySignedData", signed, env.peer.pubkey)
+    assert body == {"response": {"error": "Invalid signature"}}
+
+
+async def test_submission_is_sent_once_and_checked_first(env: Env) -> None:
+    env.clock.to_slot(env.k2, 5)
+    status, body = await env.call("checkSubmissionAndUpdateRound", "v", 0)
+    assert status == 422 and "accepted in slots [20, 28)" in body["message"]
+    status, body = await env.call("checkSubmissionAndUpdateRound", "x" * 513, 0)
+    assert status == 422 and "513 bytes" in body["message"]
+    status, body = await env.call("checkSubmissionAndUpdateRound", {"not": "a string"}, 0)
+    assert status == 422
+    env.clock.to_slot(env.k2, 20)
+    sent_before = env.k2.tx_count.get("SubmitTask", 0)
+    assert (await env.call("checkSubmissionAndUpdateRound", "v", 0))[0] == 200
+    status, body = await env.call("checkSubmissionAndUpdateRound", "v", 0)
+    assert status == 200 and body["response"]["already"] is True
+    # one refused attempt (outside the window) and one accepted: nothing sent twice
+    assert env.k2.tx_count["SubmitTask"] == sent_before + 1
+
+
+async def test_votes_accept_bn_keys(env: Env) -> None:
+    env.clock.to_slot(env.k2, 20)
+    await send(env.k2, env.peer, "SubmitTask", env.ctx.task_id, submission="x", round=0)
+    env.clock.to_slot(env.k2, 28)
+    candidate = {"_bn": env.peer.public_bytes.hex()}
+    status, body = await env.call("auditSubmission", candidate, False, 0)
+    assert status == 200 and body["response"] == {"trigger": "raised"}
+    status, body = await env.call("auditSubmission", env.peer.pubkey, "yes", 0)
+    assert status == 422 and "isValid" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "message"),
+    [
+        (b"{", 422, "JSON object"),
+        (b"[1, 2]", 422, "JSON object"),
+        (b'{"taskId": "t", "secret": "s"}', 422, "args"),
+        (b'{"args": [], "taskId": "t", "secret": "s"}', 422, "args"),
+        (b'{"args": [5], "taskId": "t", "secret": "s"}', 422, "args"),
+        (b'{"args": ["getCurrentSlot"], "secret": "s"}', 422, "taskId"),
+        (b'{"args": ["getCurrentSlot"], "taskId": "t"}', 422, "secret"),
+        (b'{"args": ["getCurrentSlot"], "taskId": "nope", "secret": "s"}', 401,
+         "Invalid secret provided"),
+    ],
+)
+async def test_malformed_bodies(env: Env, raw: bytes, status: int, message: str) -> None:
+    resp = await env.client.post("/namespace-wrapper", data=raw)
+    assert resp.status == status
+    assert message in (await resp.json())["message"]
+
+
+async def test_wrong_secret_unknown_method_and_arity(env: Env) -> None:
+    assert await env.call("getCurrentSlot", secret="wrong") == (
+        401, {"message": "Invalid secret provided"}
+    )
+    status, body = await env.call("mintMeSomeKoii")
+    assert status == 422 and "unknown method" in body["message"]
+    status, body = await env.call("getTaskSubmissionInfo")
+    assert status == 422 and "wrong number of arguments" in body["message"]
+    status, body = await env.call("getTaskSubmissionInfo", -1)
+    assert status == 422 and "round" in body["message"]
+    status, body = await env.call("getTaskState", "not options")
+    assert status == 422
+
+
+async def test_oversized_body_is_refused(env: Env) -> None:
+    big = io.BytesIO(b"x" * (9 * 1024 * 1024))
+    resp = await env.client.post("/namespace-wrapper", data=big)
+    assert resp.status == 413
+    assert "message" in await resp.json()
+
+
+async def test_fs_is_confined_to_the_task_folder(env: Env, tmp_path: Path) -> None:
+    assert (await env.call("fs", "writeFile", "notes/a.txt", "hello"))[0] == 200
+    assert await env.call("fs", "readFile", "notes/a.txt") == (200, {"response": "hello"})
+    assert await env.call("fs", "readdir", "notes") == (200, {"response": ["a.txt"]})
+    secret_file = tmp_path / "outside.txt"
+    secret_file.write_text("secret")
+    for path in ("../outside.txt", str(secret_file), "notes/../../outside.txt", "", "a\x00b"):
+        status, body = await env.call("fs", "readFile", path)
+        assert status == 422, path
+    status, body = await env.call("fs", "chmod", "notes/a.txt")
+    assert status == 422 and "not supported" in body["message"]
+    status, body = await env.call("fs", "readFile", "missing.txt")
+    assert status == 422
+
+
+async def test_node_routes(env: Env) -> None:
+    resp = await env.client.get("/tasks")
+    assert await resp.json() == [{"TaskName": "test task", "TaskID": env.ctx.task_id}]
+    resp = await env.client.get(f"/task/{env.ctx.task_id}/value")
+    assert resp.status == 422
+    assert await resp.json() == {"message": f"Task {env.ctx.task_id} not running"}
+    resp = await env.client.get("/nothing-here")
+    assert resp.status == 404 and "message" in await resp.json()
+    resp = await env.client.post(f"/admin/tasks/{env.ctx.task_id}/phase", json={"x": 1})
+    assert resp.status == 422
