@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from k2node.config import Settings
 from k2node.crypto import Keypair
 from k2node.settlement.base import ROE_PER_KOII, sign_tx
 from k2node.settlement.local import LocalK2
@@ -73,10 +74,10 @@ async def stake(k2: LocalK2, key: Keypair, task_id: str, amount: int = 2 * ROE_P
 
 
 async def wait_for(
-    condition: Callable[[], Awaitable[bool] | bool], timeout: float = 30.0, every: float = 0.05
+    condition: Callable[[], Awaitable[bool] | bool], within: float = 30.0, every: float = 0.05
 ) -> None:
     """Wait on a condition, never on a fixed sleep; fail with a clear message at the bound."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = condition()
         if not isinstance(result, bool):
@@ -84,5 +85,44 @@ async def wait_for(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(every)
+
+
+class RecordingK2(LocalK2):
+    """A local K2 that remembers every transaction it was sent, accepted or not."""
+
+    sent: list[tuple[str, str, Any]]
+
+    async def send(self, tx: dict[str, Any]) -> dict[str, Any]:
+        if not hasattr(self, "sent"):
+            self.sent = []
+        args = tx.get("args") if isinstance(tx, dict) else None
+        round_ = args.get("round") if isinstance(args, dict) else None
+        self.sent.append((str(tx.get("ix")), str(tx.get("signer")), round_))
+        return await super().send(tx)
+
+    def attempts(self, ix: str, signer: str) -> dict[Any, int]:
+        counts: dict[Any, int] = {}
+        for sent_ix, sent_signer, round_ in getattr(self, "sent", []):
+            if sent_ix == ix and sent_signer == signer:
+                counts[round_] = counts.get(round_, 0) + 1
+        return counts
+
+
+def node_settings(data_dir: Path, task_id: str, entry: str = "", **extra: Any) -> Settings:
+    from k2node.config import DEFAULT_TASK_ENTRY
+
+    return Settings(
+        data_dir=data_dir,
+        wallet_location=data_dir / "wallets" / "id.json",
+        tasks=(task_id,),
+        task_stakes=(2 * ROE_PER_KOII,),
+        server_port=0,
+        task_entry=entry or DEFAULT_TASK_ENTRY,
+        **extra,
+    )
+
+
+def task_file(name: str) -> str:
+    return str(REPO / "tests" / "tasks" / name)

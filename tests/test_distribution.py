@@ -94,9 +94,7 @@ def test_failed_submitters_are_dropped_after_payout_failed() -> None:
             second, best = best, rest_scores[key]
         elif rest_scores[key] > second:
             second, expected = rest_scores[key], key
-    got = select_distribution_submitter(
-        submissions, failed_by, {"0": "PayoutFailed"}, 0, True
-    )
+    got = select_distribution_submitter(submissions, failed_by, {"0": "PayoutFailed"}, 0, True)
     assert got == expected and got != normal
     # without the PayoutFailed record nobody is dropped
     assert select_distribution_submitter(submissions, failed_by, {}, 0, False) == normal

@@ -34,8 +34,9 @@ async def _staked_task(k2: LocalK2, keys: dict[str, Keypair], **overrides: Any) 
     return task_id
 
 
-async def _submit_all(k2: LocalK2, clock: FakeClock, keys: dict[str, Keypair], task_id: str,
-                      round_: int) -> None:
+async def _submit_all(
+    k2: LocalK2, clock: FakeClock, keys: dict[str, Keypair], task_id: str, round_: int
+) -> None:
     clock.to_slot(k2, 20 * (round_ + 1))
     for name in ("a", "b", "c", "d"):
         await send(k2, keys[name], "SubmitTask", task_id, submission=f"v-{name}", round=round_)
@@ -58,13 +59,13 @@ async def test_submission_only_in_its_window(k2: LocalK2, clock: FakeClock, keys
     state = await k2.get_task_state(task_id, {"is_submission_required": True})
     assert list(state["submissions"]["0"]) == [keys["a"].pubkey, keys["b"].pubkey]
     assert state["submissions"]["0"][keys["a"].pubkey] == {
-        "submission_value": "x", "slot": 20, "round": 0
+        "submission_value": "x",
+        "slot": 20,
+        "round": 0,
     }
 
 
-async def test_submission_size_limit_is_512_bytes(
-    k2: LocalK2, clock: FakeClock, keys: Any
-) -> None:
+async def test_submission_size_limit_is_512_bytes(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
     task_id = await _staked_task(k2, keys)
     clock.to_slot(k2, 20)
     with pytest.raises(TransactionError, match="513 bytes"):
@@ -110,9 +111,7 @@ async def test_replayed_and_expired_transactions_are_refused(
         await k2.send(old)
 
 
-async def test_unstaked_key_cannot_submit_or_vote(
-    k2: LocalK2, clock: FakeClock, keys: Any
-) -> None:
+async def test_unstaked_key_cannot_submit_or_vote(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
     task_id = await _staked_task(k2, keys)
     stranger = Keypair.generate()
     clock.to_slot(k2, 20)
@@ -121,8 +120,15 @@ async def test_unstaked_key_cannot_submit_or_vote(
     await send(k2, keys["a"], "SubmitTask", task_id, submission="x", round=0)
     clock.to_slot(k2, 28)
     with pytest.raises(TransactionError, match="not staked"):
-        await send(k2, stranger, "AuditSubmissions", task_id, candidate=keys["a"].pubkey,
-                   is_valid=False, round=0)
+        await send(
+            k2,
+            stranger,
+            "AuditSubmissions",
+            task_id,
+            candidate=keys["a"].pubkey,
+            is_valid=False,
+            round=0,
+        )
 
 
 async def test_stake_below_minimum_is_refused(k2: LocalK2, keys: Any) -> None:
@@ -140,8 +146,15 @@ async def test_audit_trigger_and_votes(k2: LocalK2, clock: FakeClock, keys: Any)
     a = keys["a"].pubkey
 
     async def vote(name: str, is_valid: bool, candidate: str = a) -> None:
-        await send(k2, keys[name], "AuditSubmissions", task_id, candidate=candidate,
-                   is_valid=is_valid, round=0)
+        await send(
+            k2,
+            keys[name],
+            "AuditSubmissions",
+            task_id,
+            candidate=candidate,
+            is_valid=is_valid,
+            round=0,
+        )
 
     with pytest.raises(TransactionError, match="accepted in slots"):
         await vote("b", False)  # still the submission window
@@ -171,8 +184,9 @@ async def test_audit_trigger_and_votes(k2: LocalK2, clock: FakeClock, keys: Any)
         await vote("d", False, candidate=keys["b"].pubkey)
 
 
-async def _distribute(k2: LocalK2, key: Keypair, task_id: str, dist: dict[str, int],
-                      round_: int = 0) -> None:
+async def _distribute(
+    k2: LocalK2, key: Keypair, task_id: str, dist: dict[str, int], round_: int = 0
+) -> None:
     await send(k2, key, "UploadDistributionList", task_id, list=dist, round=round_)
     await send(k2, key, "SubmitDistributionList", task_id, round=round_)
 
@@ -198,8 +212,12 @@ async def test_payout_pays_rewards_and_slashes(k2: LocalK2, clock: FakeClock, ke
     again = await send(k2, keys["b"], "Payout", task_id, round=0)
     assert again == {"changed": False, "record": "PayoutSuccessful"}
     state = await k2.get_task_state(
-        task_id, {"is_available_balances_required": True, "is_stake_list_required": True,
-                  "is_distribution_required": True}
+        task_id,
+        {
+            "is_available_balances_required": True,
+            "is_stake_list_required": True,
+            "is_distribution_required": True,
+        },
     )
     assert state["available_balances"] == {a: ROE_PER_KOII, b: ROE_PER_KOII, c: ROE_PER_KOII}
     assert state["stake_list"][d] == ROE_PER_KOII  # 2 staked, 1 slashed
@@ -228,8 +246,9 @@ async def test_failed_payout_then_retry(k2: LocalK2, clock: FakeClock, keys: Any
     await _distribute(k2, keys["b"], task_id, {b: 3 * ROE_PER_KOII, a: 0, c: 0, d: 0})
     clock.to_slot(k2, 48)
     for name in ("c", "d"):  # c raises the trigger, d votes: net -1
-        await send(k2, keys[name], "AuditDistribution", task_id, candidate=b, is_valid=False,
-                   round=0)
+        await send(
+            k2, keys[name], "AuditDistribution", task_id, candidate=b, is_valid=False, round=0
+        )
     clock.to_slot(k2, 56)
     failed = await send(k2, keys["b"], "Payout", task_id, round=0)
     assert failed["record"] == "PayoutFailed"
@@ -257,8 +276,9 @@ async def test_no_retry_when_none_allowed(k2: LocalK2, clock: FakeClock, keys: A
     await _distribute(k2, keys["b"], task_id, {b: 0})
     clock.to_slot(k2, 48)
     for name in ("c", "d"):
-        await send(k2, keys[name], "AuditDistribution", task_id, candidate=b, is_valid=False,
-                   round=0)
+        await send(
+            k2, keys[name], "AuditDistribution", task_id, candidate=b, is_valid=False, round=0
+        )
     clock.to_slot(k2, 56)
     await send(k2, keys["b"], "Payout", task_id, round=0)
     clock.to_slot(k2, 60)
@@ -321,9 +341,7 @@ async def test_task_creation_rules(k2: LocalK2, keys: Any) -> None:
         await k2.send(sign_tx(poor, "Mint", "", {}, k2.current_slot()))
 
 
-async def test_task_state_sections_follow_options(
-    k2: LocalK2, clock: FakeClock, keys: Any
-) -> None:
+async def test_task_state_sections_follow_options(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
     task_id = await _staked_task(k2, keys)
     await _submit_all(k2, clock, keys, task_id, 0)
     bare = await k2.get_task_state(task_id, {})
@@ -344,15 +362,27 @@ async def test_state_survives_restart(tmp_path: Path, clock: FakeClock, keys: An
     k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
     task_id = await _staked_task(k2, keys)
     await _submit_all(k2, clock, keys, task_id, 0)
-    before = await k2.get_task_state(task_id, {"is_submission_required": True,
-                                               "is_stake_list_required": True})
+    before = await k2.get_task_state(
+        task_id, {"is_submission_required": True, "is_stake_list_required": True}
+    )
     k2.close()  # writes a snapshot
     k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
-    assert await k2.get_task_state(task_id, {"is_submission_required": True,
-                                             "is_stake_list_required": True}) == before
+    assert (
+        await k2.get_task_state(
+            task_id, {"is_submission_required": True, "is_stake_list_required": True}
+        )
+        == before
+    )
     clock.to_slot(k2, 28)
-    await send(k2, keys["b"], "AuditSubmissions", task_id, candidate=keys["a"].pubkey,
-               is_valid=False, round=0)
+    await send(
+        k2,
+        keys["b"],
+        "AuditSubmissions",
+        task_id,
+        candidate=keys["a"].pubkey,
+        is_valid=False,
+        round=0,
+    )
     k2._store.close()  # a crash: no snapshot, only the log
     k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
     state = await k2.get_task_state(task_id, {"is_submission_required": True})

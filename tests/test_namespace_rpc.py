@@ -12,8 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from k2node.crypto import Keypair, verify_signature
-from k2node.node.api import NodeApi
 from k2node.node.agent import TaskAgent
+from k2node.node.api import NodeApi
 from k2node.node.ledger import Ledger
 from k2node.node.namespace_rpc import TaskContext
 from k2node.settlement.local import LocalK2
@@ -31,8 +31,11 @@ class Env:
     peer: Keypair
 
     async def call(self, *args: Any, secret: str | None = None) -> tuple[int, Any]:
-        body = {"args": list(args), "taskId": self.ctx.task_id,
-                "secret": self.ctx.secret if secret is None else secret}
+        body = {
+            "args": list(args),
+            "taskId": self.ctx.task_id,
+            "secret": self.ctx.secret if secret is None else secret,
+        }
         resp = await self.client.post("/namespace-wrapper", json=body)
         return resp.status, await resp.json()
 
@@ -71,7 +74,8 @@ async def test_reads_answer_in_contract_shapes(env: Env) -> None:
     assert body == {"response": {"submissions": {"0": {}}, "submissions_audit_trigger": {"0": {}}}}
     status, body = await env.call("getTaskDistributionInfo", 0)
     assert set(body["response"]) == {
-        "distribution_rewards_submission", "distributions_audit_trigger",
+        "distribution_rewards_submission",
+        "distributions_audit_trigger",
         "distributions_audit_record",
     }
     status, body = await env.call("getSubmitterAccount")
@@ -88,7 +92,10 @@ async def test_sign_and_verify(env: Env) -> None:
     signed = body["response"]
     assert verify_signature(signed, env.ctx.agent.staking.pubkey) == {"data": '{"a":1}'}
     me = env.ctx.agent.staking.pubkey
-    assert await env.call("verifySignedData", signed, me) == (200, {"response": {"data": '{"a":1}'}})
+    assert await env.call("verifySignedData", signed, me) == (
+        200,
+        {"response": {"data": '{"a":1}'}},
+    )
     status, body = await env.call("verifySignedData", signed, env.peer.pubkey)
     assert body == {"response": {"error": "Invalid signature"}}
 
@@ -131,8 +138,11 @@ async def test_votes_accept_bn_keys(env: Env) -> None:
         (b'{"args": [5], "taskId": "t", "secret": "s"}', 422, "args"),
         (b'{"args": ["getCurrentSlot"], "secret": "s"}', 422, "taskId"),
         (b'{"args": ["getCurrentSlot"], "taskId": "t"}', 422, "secret"),
-        (b'{"args": ["getCurrentSlot"], "taskId": "nope", "secret": "s"}', 401,
-         "Invalid secret provided"),
+        (
+            b'{"args": ["getCurrentSlot"], "taskId": "nope", "secret": "s"}',
+            401,
+            "Invalid secret provided",
+        ),
     ],
 )
 async def test_malformed_bodies(env: Env, raw: bytes, status: int, message: str) -> None:
@@ -143,7 +153,8 @@ async def test_malformed_bodies(env: Env, raw: bytes, status: int, message: str)
 
 async def test_wrong_secret_unknown_method_and_arity(env: Env) -> None:
     assert await env.call("getCurrentSlot", secret="wrong") == (
-        401, {"message": "Invalid secret provided"}
+        401,
+        {"message": "Invalid secret provided"},
     )
     status, body = await env.call("mintMeSomeKoii")
     assert status == 422 and "unknown method" in body["message"]

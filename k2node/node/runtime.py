@@ -35,6 +35,9 @@ from k2node.store import Store
 log = structlog.get_logger("k2node.node")
 
 _SECRET_ALPHABET = string.ascii_letters + string.digits
+# Every shutdown step is time-boxed; their sum must stay under systemd's TimeoutStopSec.
+SHUTDOWN_STEPS = ("tasks", "api")
+SHUTDOWN_STEP_TIMEOUT_S = 10.0
 
 
 def _free_port() -> int:
@@ -164,7 +167,7 @@ class Node:
     async def _step(self, name: str, step: Any) -> None:
         """One logged, time-boxed step of the shutdown."""
         try:
-            await asyncio.wait_for(step, 10.0)
+            await asyncio.wait_for(step, SHUTDOWN_STEP_TIMEOUT_S)
             log.info("shutdown_step", step=name, ok=True)
         except Exception as exc:
             log.warning("shutdown_step", step=name, ok=False, error=repr(exc))

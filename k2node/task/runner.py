@@ -80,10 +80,11 @@ def load_entry(spec: str) -> CoreLogic:
     except (ImportError, OSError) as exc:
         raise TaskStartError(f"cannot import task entry {spec!r}: {exc}") from None
     found = getattr(module, attr, None)
-    instance = found() if isinstance(found, type) else found
-    if not isinstance(instance, CoreLogic):
-        raise TaskStartError(f"task entry {spec!r} is not a CoreLogic subclass")
-    return instance
+    if isinstance(found, type) and issubclass(found, CoreLogic):
+        return found()
+    if isinstance(found, CoreLogic):
+        return found
+    raise TaskStartError(f"task entry {spec!r} is not a CoreLogic subclass")
 
 
 async def run_phase(core: CoreLogic, message: dict[str, Any]) -> dict[str, Any]:

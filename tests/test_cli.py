@@ -1,0 +1,112 @@
+"""The command line in real subprocesses: start-up errors, a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from k2node.node.runtime import SHUTDOWN_STEP_TIMEOUT_S, SHUTDOWN_STEPS
+from k2node.node.supervisor import STOP_TIMEOUT_S
+from tests.conftest import REPO
+
+
+def _k2node(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "k2node", *args],
+        cwd=REPO,
+        env={"PATH": os.environ["PATH"], **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    proc = _k2node(
+        "run",
+        "--env-file",
+        str(tmp_path / "none"),
+        "--data-dir",
+        str(tmp_path),
+        env={"SERVER_PORT": "not-a-port"},
+    )
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "SERVER_PORT" in lines[0], err
+
+
+def test_a_bad_wallet_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    wallet = tmp_path / "id.json"
+    wallet.write_text("[1, 2, 3]")
+    proc = _k2node(
+        "run",
+        "--env-file",
+        str(tmp_path / "none"),
+        "--data-dir",
+        str(tmp_path),
+        env={"WALLET_LOCATION": str(wallet)},
+    )
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and str(wallet) in err and len(err.strip().splitlines()) == 1
+
+
+def test_sigterm_stops_node_and_task_cleanly(tmp_path: Path) -> None:
+    proc = _k2node(
+        "run",
+        "--env-file",
+        str(tmp_path / "none"),
+        "--data-dir",
+        str(tmp_path),
+        "--port",
+        "0",
+        env={"K2NODE_SLOT_MS": "50"},
+    )
+    assert proc.stdout is not None
+    events: list[dict[str, object]] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        events.append(json.loads(line))  # JSON logs when not on a terminal
+        if events[-1]["event"] == "phase_done":
+            break
+    names = [e["event"] for e in events]
+    assert "node_started" in names and "phase_done" in names, names
+    task_pid = next(e["pid"] for e in events if e["event"] == "task_process_started")
+    assert all(
+        {"task_id", "round", "phase"} <= set(e) for e in events if e["event"] == "phase_done"
+    )
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert '"node_stopped"' in out
+    assert (
+        not Path(f"/proc/{task_pid}").exists()
+        or "zombie" in Path(f"/proc/{task_pid}/status").read_text().lower()
+    )
+    # a second start continues with the same wallet and task
+    again = _k2node(
+        "run", "--env-file", str(tmp_path / "none"), "--data-dir", str(tmp_path), "--port", "0"
+    )
+    assert again.stdout is not None
+    first = [json.loads(again.stdout.readline()) for _ in range(3)]
+    again.send_signal(signal.SIGTERM)
+    again.communicate(timeout=30)
+    assert not any(e["event"] in ("wallet_created", "task_deployed") for e in first)
+
+
+def test_shutdown_bounds_fit_the_systemd_stop_timeout() -> None:
+    unit = (REPO / "deploy" / "k2node.service").read_text()
+    match = re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M)
+    assert match is not None
+    bound = len(SHUTDOWN_STEPS) * SHUTDOWN_STEP_TIMEOUT_S
+    assert STOP_TIMEOUT_S < SHUTDOWN_STEP_TIMEOUT_S
+    assert bound < int(match.group(1))

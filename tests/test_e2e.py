@@ -1,0 +1,129 @@
+"""Whole rounds: real nodes, real task processes, one local K2 with fast slots."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k2node.crypto import Keypair
+from k2node.node.runtime import Node
+from k2node.settlement.base import ROE_PER_KOII
+from k2node.task.distribution import select_distribution_submitter
+from tests.conftest import RecordingK2, create_task, node_settings, task_file, wait_for
+
+SLOT_MS = 100.0
+FAST_ROUNDS: dict[str, Any] = {"round_time": 20, "submission_window": 8, "audit_window": 8}
+LIAR = task_file("liar_task.py") + ":LiarTask"
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Any:
+    k2 = RecordingK2.open(tmp_path / "k2", slot_ms=SLOT_MS)
+    yield k2
+    k2.close()
+
+
+async def _records(chain: RecordingK2, task_id: str) -> dict[str, str]:
+    state = await chain.get_task_state(task_id, {"is_distribution_required": True})
+    records: dict[str, str] = state["distributions_audit_record"]
+    return records
+
+
+async def test_three_honest_nodes_and_a_liar(tmp_path: Path, chain: RecordingK2) -> None:
+    bounty = 3 * ROE_PER_KOII
+    task_id = await create_task(
+        chain, Keypair.generate(), bounty_amount_per_round=bounty, **FAST_ROUNDS
+    )
+    settled = range(4)
+    async with AsyncExitStack() as stack:
+        nodes = [
+            await stack.enter_async_context(
+                Node(node_settings(tmp_path / f"node{i}", task_id, entry), chain).manage()
+            )
+            for i, entry in enumerate(["", "", "", LIAR])
+        ]
+        honest = [n.staking.pubkey for n in nodes[:3] if n.staking]
+        liar = nodes[3].staking.pubkey if nodes[3].staking else ""
+
+        async def all_settled() -> bool:
+            records = await _records(chain, task_id)
+            return all(str(n) in records for n in settled)
+
+        await wait_for(all_settled, within=60)
+        state = await chain.get_task_state(
+            task_id,
+            {
+                "is_submission_required": True,
+                "is_distribution_required": True,
+                "is_stake_list_required": True,
+                "is_available_balances_required": True,
+            },
+        )
+        phases_done = {
+            n.staking.pubkey: [
+                n.ledger.phase_done(task_id, "distributionListAudit", r) for r in settled
+            ]
+            for n in nodes
+            if n.ledger and n.staking
+        }
+
+    submitted_lists = state["distribution_rewards_submission"]
+    for n in settled:
+        assert state["distributions_audit_record"][str(n)] == "PayoutSuccessful", n
+        # the list came from the node every node selects
+        expected = select_distribution_submitter(
+            state["submissions"], submitted_lists, {}, n, False
+        )
+        submitters = list(submitted_lists[str(n)])
+        assert submitters == [expected], n
+        dist = await chain.get_distribution_list(task_id, submitters[0], n)
+        assert dist is not None
+        for key in honest:  # every honest node is paid every round
+            assert dist[key] == bounty // 3, (n, key)
+        if liar in dist:
+            assert dist[liar] < 0, n  # audited, found wrong, slashed
+        # the others audited the list
+        for key, done in phases_done.items():
+            if key != submitters[0] and key in honest:
+                assert done[n], (n, key)
+    for key in honest:
+        assert state["available_balances"][key] == len(settled) * (bounty // 3)
+        assert state["stake_list"][key] == 2 * ROE_PER_KOII
+    assert liar not in state["available_balances"]
+    assert state["stake_list"][liar] <= 2 * ROE_PER_KOII * 3 // 10
+    # the liar was caught in round 0 by a trigger and false votes from the honest nodes
+    trigger = state["submissions_audit_trigger"]["0"][liar]
+    assert {trigger["trigger_by"], *(v["voter"] for v in trigger["votes"])} == set(honest)
+    assert not any(v["is_valid"] for v in trigger["votes"])
+    # nothing was ever sent twice
+    for key in [*honest, liar]:
+        assert all(c == 1 for c in chain.attempts("SubmitTask", key).values())
+
+
+async def test_restarted_node_repeats_nothing_and_catches_up(
+    tmp_path: Path, chain: RecordingK2
+) -> None:
+    task_id = await create_task(chain, Keypair.generate(), **FAST_ROUNDS)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(
+            Node(node_settings(tmp_path / "steady", task_id), chain).manage()
+        )
+        settings = node_settings(tmp_path / "restarted", task_id)
+
+        async def submitted(key: str, round_: int) -> bool:
+            state = await chain.get_task_state(task_id, {"is_submission_required": True})
+            return key in state["submissions"].get(str(round_), {})
+
+        async with Node(settings, chain).manage() as node:
+            assert node.staking is not None
+            key = node.staking.pubkey
+            await wait_for(lambda: submitted(key, 1), within=30)
+        # stopped inside round 2's submission window, right after submitting round 1
+        async with Node(settings, chain).manage():
+            await wait_for(lambda: submitted(key, 3), within=30)
+    attempts = chain.attempts("SubmitTask", key)
+    assert attempts and all(count == 1 for count in attempts.values()), attempts
+    assert set(attempts) >= {0, 1, 2, 3}

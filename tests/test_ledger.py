@@ -1,0 +1,105 @@
+"""Exactly once per round: a stop at any instant neither loses nor repeats an action."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k2node.crypto import Keypair
+from k2node.node.agent import TaskAgent
+from k2node.node.ledger import CONFIRMED, PENDING, Ledger
+from k2node.settlement.local import LocalK2
+from k2node.store import Store
+from tests.conftest import FakeClock, create_task, stake
+
+
+class Crash(BaseException):
+    """The process dies here (not an error any code handles)."""
+
+
+class CrashingK2:
+    """Delegates to a local K2, dying just before or just after a transaction is sent."""
+
+    def __init__(self, k2: LocalK2, when: str) -> None:
+        self._k2 = k2
+        self._when = when
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._k2, name)
+
+    async def send(self, tx: dict[str, Any]) -> dict[str, Any]:
+        if self._when == "before":
+            raise Crash
+        await self._k2.send(tx)
+        raise Crash
+
+
+async def _setup(tmp_path: Path, k2: LocalK2) -> tuple[str, Keypair]:
+    me = Keypair.generate()
+    task_id = await create_task(k2, Keypair.generate())
+    await stake(k2, me, task_id)
+    return task_id, me
+
+
+def _agent(task_id: str, k2: Any, store: Store, me: Keypair, tmp_path: Path) -> TaskAgent:
+    return TaskAgent(task_id, k2, Ledger(store, k2), me, me.pubkey, tmp_path / "task")
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_stop_between_submitting_and_confirming(
+    tmp_path: Path, k2: LocalK2, clock: FakeClock, when: str
+) -> None:
+    task_id, me = await _setup(tmp_path, k2)
+    clock.to_slot(k2, 20)
+    store = Store.open(tmp_path / "node-db")
+    dying = _agent(task_id, CrashingK2(k2, when), store, me, tmp_path)
+    with pytest.raises(Crash):
+        await dying.submit("value", 0)
+    key = Ledger.key(task_id, "submit", 0)
+    assert store.get(key)["status"] == PENDING  # written before the send
+    store.close()
+
+    # the restarted node
+    store = Store.open(tmp_path / "node-db")
+    ledger = Ledger(store, k2)
+    confirmed, owed = await ledger.reconcile(task_id)
+    assert (confirmed, owed) == ((1, 0) if when == "after" else (0, 1))
+    sent_before = k2.tx_count.get("SubmitTask", 0)
+    result = await _agent(task_id, k2, store, me, tmp_path).submit("value", 0)
+    sent_now = k2.tx_count.get("SubmitTask", 0) - sent_before
+    assert sent_now == (0 if when == "after" else 1)  # nothing twice, nothing lost
+    assert result.get("already") is (True if when == "after" else None)
+    assert store.get(key)["status"] == CONFIRMED
+    state = await k2.get_task_state(task_id, {"is_submission_required": True})
+    assert state["submissions"]["0"][me.pubkey]["submission_value"] == "value"
+    store.close()
+
+
+async def test_a_refused_action_may_be_asked_again(
+    tmp_path: Path, k2: LocalK2, clock: FakeClock
+) -> None:
+    task_id, me = await _setup(tmp_path, k2)
+    store = Store.open(tmp_path / "node-db")
+    agent = _agent(task_id, k2, store, me, tmp_path)
+    clock.to_slot(k2, 10)
+    with pytest.raises(Exception, match="accepted in slots"):
+        await agent.submit("early", 0)
+    assert store.get(Ledger.key(task_id, "submit", 0))["status"] == "failed"
+    clock.to_slot(k2, 20)
+    assert (await agent.submit("on time", 0))["round"] == 0
+    store.close()
+
+
+async def test_phase_marks_and_pruning(tmp_path: Path, k2: LocalK2) -> None:
+    store = Store.open(tmp_path / "node-db")
+    ledger = Ledger(store, k2)
+    ledger.mark_phase("t", "executeTask", 3, "sent")
+    assert not ledger.phase_done("t", "executeTask", 3)
+    ledger.mark_phase("t", "executeTask", 3, "done")
+    assert ledger.phase_done("t", "executeTask", 3)
+    assert ledger.once("k") and not ledger.once("k")
+    ledger.prune("t", 4)
+    assert not ledger.phase_done("t", "executeTask", 3)
+    store.close()

@@ -1,0 +1,153 @@
+"""Task processes: the IPC channel, phase handling, and tasks that misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from k2node.crypto import Keypair
+from k2node.node.runtime import Node
+from k2node.settlement.local import LocalK2
+from k2node.task.core import CoreLogic
+from k2node.task.ipc import MAX_MESSAGE_BYTES, IpcChannel
+from k2node.task.runner import TaskArgs, TaskStartError, load_entry, run_phase
+from tests.conftest import create_task, node_settings, task_file, wait_for
+from tests.tasks.misbehaving import RaisingTask
+
+FAST_ROUNDS: dict[str, Any] = {"round_time": 20, "submission_window": 8, "audit_window": 8}
+
+
+class Recorder(CoreLogic):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    async def task(self, round_: int) -> None:
+        self.calls.append(("task", round_))
+
+    async def submit_distribution_list(
+        self, round_: int, is_previous_round_failed: bool = False
+    ) -> bool:
+        self.calls.append((f"distribution failed={is_previous_round_failed}", round_))
+        return False
+
+
+async def test_run_phase_answers_every_message() -> None:
+    core = Recorder()
+    ok = await run_phase(core, {"functionCall": "executeTask", "roundNumber": 4, "phaseLabel": "x"})
+    assert ok["ok"] is True and ok["phaseLabel"] == "x" and ok["roundNumber"] == 4
+    await run_phase(
+        core,
+        {
+            "functionCall": "generateAndSubmitDistributionList",
+            "roundNumber": 2,
+            "isPreviousRoundFailed": True,
+        },
+    )
+    assert core.calls == [("task", 4), ("distribution failed=True", 2)]
+    for bad in (
+        {"functionCall": "rmRf", "roundNumber": 1},
+        {"functionCall": "executeTask", "roundNumber": "1"},
+        {"functionCall": "executeTask", "roundNumber": -1},
+        {"functionCall": "executeTask"},
+    ):
+        reply = await run_phase(core, bad)
+        assert reply["ok"] is False and reply["error"] == "bad phase message"
+    failed = await run_phase(RaisingTask(), {"functionCall": "auditPayload", "roundNumber": 1})
+    assert failed["ok"] is False and "audit exploded" in failed["error"]
+    # a task that did not write its part says so rather than crashing
+    missing = await run_phase(CoreLogic(), {"functionCall": "executeTask", "roundNumber": 0})
+    assert missing["ok"] is False and "NotImplementedError" in missing["error"]
+
+
+async def test_ipc_channel_skips_junk_and_ends_on_close() -> None:
+    left, right = socket.socketpair()
+    a, b = await IpcChannel.over(left), await IpcChannel.over(right)
+    b._writer.write(b"not json\n[1,2]\n" + b"x" * (MAX_MESSAGE_BYTES + 10) + b"\n")
+    await b.send({"functionCall": "executeTask", "roundNumber": 1})
+    assert await a.receive() == {"functionCall": "executeTask", "roundNumber": 1}
+    await b.close()
+    assert await a.receive() is None
+    await a.close()
+
+
+def test_task_arguments_and_entries_are_checked() -> None:
+    with pytest.raises(TaskStartError, match="usage"):
+        TaskArgs.parse(["only", "three", "args"])
+    with pytest.raises(TaskStartError, match="integers"):
+        TaskArgs.parse(["n", "id", "port", "service", "k", "s", "u", "u", "1", "2"])
+    for entry in (
+        "nocolon",
+        "no.such.module:Task",
+        "k2node.crypto:Keypair",
+        task_file("missing.py") + ":X",
+    ):
+        with pytest.raises(TaskStartError):
+            load_entry(entry)
+    assert isinstance(load_entry(task_file("misbehaving.py") + ":RaisingTask"), CoreLogic)
+
+
+@pytest.fixture
+def fast_chain(tmp_path: Path) -> Any:
+    k2 = LocalK2.open(tmp_path / "k2", slot_ms=100)
+    yield k2
+    k2.close()
+
+
+async def test_a_task_raising_everywhere_does_not_stop_the_node(
+    tmp_path: Path, fast_chain: LocalK2
+) -> None:
+    task_id = await create_task(fast_chain, Keypair.generate(), **FAST_ROUNDS)
+    entry = task_file("misbehaving.py") + ":RaisingTask"
+    async with Node(node_settings(tmp_path / "n", task_id, entry), fast_chain).manage() as node:
+        assert node.supervisor and node.ledger
+        supervisor, ledger = node.supervisor, node.ledger
+        await wait_for(lambda: supervisor.process(task_id) is not None, within=10)
+        proc = supervisor.process(task_id)
+        assert proc is not None
+        pid = proc.pid
+        key = ledger.phase_key(task_id, "submitPayload", 1)
+        await wait_for(lambda: ledger.store.get(key) == "sent", within=30)
+        await asyncio.sleep(0.5)  # the task's failure reply has come back by now
+        assert ledger.store.get(key) == "sent"  # failed, so never marked done
+        assert proc.running and proc.pid == pid
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{node.port}/") as resp:
+                assert resp.status == 200
+            async with http.get(f"http://127.0.0.1:{node.port}/task/{task_id}/") as resp:
+                assert await resp.json() == {"status": 200, "message": "Running"}
+    log = (tmp_path / "n" / "namespace" / task_id / "task.log").read_text()
+    assert "submit exploded" in log
+
+
+@pytest.mark.parametrize(("entry", "restarts"), [("ExitsWithOne", False), ("ExitsWithZero", True)])
+async def test_exit_codes_follow_the_restart_policy(
+    tmp_path: Path, fast_chain: LocalK2, entry: str, restarts: bool
+) -> None:
+    task_id = await create_task(fast_chain, Keypair.generate(), **FAST_ROUNDS)
+    settings = node_settings(tmp_path / "n", task_id, task_file("misbehaving.py") + ":" + entry)
+    async with Node(settings, fast_chain, restart_backoff_s=0.05).manage() as node:
+        assert node.supervisor
+        supervisor = node.supervisor
+        seen: set[int] = set()
+
+        def pids() -> int:
+            proc = supervisor.process(task_id)
+            if proc is not None and proc.pid is not None:
+                seen.add(proc.pid)
+            return len(seen)
+
+        if restarts:
+            await wait_for(lambda: pids() >= 3, within=30)
+            assert task_id not in supervisor.stopped_for_good
+        else:
+            await wait_for(lambda: task_id in supervisor.stopped_for_good, within=30)
+            pids()
+            assert len(seen) == 1
+            url = f"http://127.0.0.1:{node.port}/task/{task_id}/x"
+            async with aiohttp.ClientSession() as http, http.get(url) as resp:
+                assert resp.status == 422
