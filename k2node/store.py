@@ -13,6 +13,8 @@ from typing import Any
 
 import plyvel
 
+_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
 
 class StoreError(Exception):
     pass
@@ -47,12 +49,12 @@ class Store:
         return None if raw is None else json.loads(raw)
 
     def put(self, key: str, value: Any) -> None:
-        self._db.put(key.encode(), json.dumps(value, separators=(",", ":")).encode())
+        self._db.put(key.encode(), _encode(value).encode())
 
     def put_many(self, items: dict[str, Any], delete: list[str] | None = None) -> None:
         with self._db.write_batch(transaction=True) as batch:
             for key, value in items.items():
-                batch.put(key.encode(), json.dumps(value, separators=(",", ":")).encode())
+                batch.put(key.encode(), _encode(value).encode())
             for key in delete or []:
                 batch.delete(key.encode())
 

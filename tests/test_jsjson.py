@@ -48,6 +48,15 @@ def test_strings_escape_like_javascript() -> None:
     assert stringify(json.loads('"\\ud800x"')) == '"\\ud800x"'
 
 
+def test_flat_objects_take_the_fast_path_only_when_exact() -> None:
+    assert stringify({"v": "a\ud800", "n": -3, "t": True, "z": None}) == (
+        '{"v":"a\\ud800","n":-3,"t":true,"z":null}'
+    )
+    assert stringify({"big": 2**60, "f": 1e21, "g": 1.0}) == (
+        '{"big":1152921504606846976,"f":1e+21,"g":1}'
+    )
+
+
 def test_unsupported_values_are_refused() -> None:
     with pytest.raises(TypeError):
         stringify({"a": object()})

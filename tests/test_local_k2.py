@@ -400,3 +400,22 @@ async def test_old_rounds_are_pruned(k2: LocalK2, clock: FakeClock, keys: Any) -
     rounds = sorted(int(r) for r in state["submissions"])
     assert len(rounds) <= KEEP_ROUNDS + 1
     assert rounds[-1] == KEEP_ROUNDS + 5
+
+
+async def test_a_slashed_submitter_can_still_distribute_its_round(
+    k2: LocalK2, clock: FakeClock, keys: Any
+) -> None:
+    task_id = await _staked_task(k2, keys)
+    await _submit_all(k2, clock, keys, task_id, 0)
+    a, b = keys["a"].pubkey, keys["b"].pubkey
+    k2._world.tasks[task_id]["stake_list"][a] = 1  # slashed below the minimum meanwhile
+    outsider = Keypair.generate()
+    clock.to_slot(k2, 40)
+    with pytest.raises(TransactionError, match="not staked"):
+        await _distribute(k2, outsider, task_id, {a: 0, b: 0})
+    await _distribute(k2, keys["a"], task_id, {a: 0, b: 0})
+    clock.to_slot(k2, 56)
+    assert (await send(k2, keys["a"], "Payout", task_id, round=0))["record"] == "PayoutSuccessful"
+    clock.to_slot(k2, 61)
+    with pytest.raises(TransactionError, match="not staked"):
+        await send(k2, keys["a"], "SubmitTask", task_id, submission="x", round=2)

@@ -9,6 +9,7 @@ is still owed and nothing that is done.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -62,10 +63,14 @@ class Scheduler:
     def task_id(self) -> str:
         return self._agent.task_id
 
-    async def _sleep_until_slot(self, slot: int) -> None:
+    async def _sleep_until_slot(self, slot: int) -> bool:
+        """Sleep until `slot` begins; False when it had already begun."""
         settlement = self._agent.settlement
+        if settlement.current_slot() >= slot:
+            return False
         while settlement.current_slot() < slot:  # noqa: ASYNC110 - a deadline, not a flag
             await asyncio.sleep(max(0.0, settlement.wall_time_of_slot(slot) - time.time()))
+        return True
 
     def events_for_round(self, r: int, state: dict[str, Any]) -> list[_Event]:
         s = Schedule.of(state)
@@ -91,28 +96,29 @@ class Scheduler:
 
     async def run(self) -> None:
         agent = self._agent
+        state = await agent.state({"is_distribution_required": True})
         while True:
-            state = await agent.state({"is_distribution_required": True})
             schedule = Schedule.of(state)
-            slot = agent.settlement.current_slot()
-            r = schedule.round_of(slot)
+            r = schedule.round_of(agent.settlement.current_slot())
             if r < 0:
                 await self._sleep_until_slot(schedule.starting_slot)
+                state = await agent.state({"is_distribution_required": True})
                 continue
             if self._started_round is None:
                 self._started_round = r
-            log.debug("round_started", task_id=self.task_id, round=r, slot=slot)
             start = schedule.round_start(r)
-            bookkept = False
-            for event in self.events_for_round(r, state):
-                if event.slot > start and not bookkept:
-                    # after the round's first messages are out, so they leave on time
-                    await self._bookkeeping(r, state)
-                    bookkept = True
+            # The round's opening messages need only the schedule: they go out first, and
+            # the re-sync with K2 and the bookkeeping follow.
+            opened = [e for e in self.events_for_round(r, state) if e.slot == start and not e.retry]
+            for event in opened:
                 await self._run_event(event)
-            if not bookkept:
-                await self._bookkeeping(r, state)
-            await self._sleep_until_slot(schedule.round_start(r + 1))
+            await asyncio.sleep(0)  # let other tasks' opening messages out before bookkeeping
+            state = await agent.state({"is_distribution_required": True})
+            await self._bookkeeping(r, state)
+            for event in self.events_for_round(r, state):
+                if event not in opened:
+                    await self._run_event(event)
+            await self._sleep_until_slot(Schedule.of(state).round_start(r + 1))
 
     async def _bookkeeping(self, r: int, state: dict[str, Any]) -> None:
         await self._check_payouts(r, state)
@@ -125,7 +131,7 @@ class Scheduler:
             self.task_id, event.label, event.round_
         ):
             return
-        await self._sleep_until_slot(event.slot)
+        waited = await self._sleep_until_slot(event.slot)
         now = settlement.current_slot()
         if now >= event.deadline:
             log.warning(
@@ -151,14 +157,19 @@ class Scheduler:
             message["isPreviousRoundFailed"] = event.retry
         self._ledger.mark_phase(self.task_id, event.label, event.round_, "sent")
         delivered = await self._send(message)
-        self.delays_ms.append(delay_ms)
-        log.info(
-            "phase_sent",
-            task_id=self.task_id,
-            round=event.round_,
-            phase=event.label,
-            delivered=delivered,
-            delay_ms=round(delay_ms, 3),
+        if waited:  # a phase sent late because the node started late is no timer delay
+            self.delays_ms.append(delay_ms)
+        # logged after the other tasks' messages due now have left: the log can wait
+        asyncio.get_running_loop().call_soon(
+            functools.partial(
+                log.info,
+                "phase_sent",
+                task_id=self.task_id,
+                round=event.round_,
+                phase=event.label,
+                delivered=delivered,
+                delay_ms=round(delay_ms, 3),
+            )
         )
 
     def on_phase_done(self, reply: dict[str, Any]) -> None:

@@ -222,7 +222,9 @@ class LocalK2:
         options = options or {}
         wanted = {s for opt, group in _OPTION_SECTIONS.items() if options.get(opt) for s in group}
         out = {
-            k: (copy.deepcopy(v) if k not in _HEAVY_SECTIONS or k in wanted else {})
+            k: (v if not isinstance(v, dict | list) else copy.deepcopy(v))
+            if k not in _HEAVY_SECTIONS or k in wanted
+            else {}
             for k, v in state.items()
         }
         out["current_round"] = max(0, Schedule.of(state).round_of(self.current_slot()))
@@ -437,6 +439,13 @@ class LocalK2:
         if stake <= 0 or stake < state["minimum_stake_amount"]:
             raise TransactionError(f"{key} is not staked on this task")
 
+    def _require_participant(self, state: dict[str, Any], key: str, rkey: str) -> None:
+        """Staked, or a submitter of the round: a node selected for a round's distribution
+        stays able to submit and pay it out after being slashed below the minimum."""
+        if key in state["submissions"].get(rkey, {}):
+            return
+        self._require_stake(state, key)
+
     def _round_arg(self, args: dict[str, Any]) -> tuple[int, str]:
         round_ = _int_arg(args, "round", 0)
         return round_, str(round_)
@@ -547,8 +556,8 @@ class LocalK2:
         task_id = tx["task_id"]
         state = self._task(task_id)
         key = tx["signer"]
-        self._require_stake(state, key)
         round_, rkey = self._round_arg(args)
+        self._require_participant(state, key, rkey)
         attempt = self._attempt(task_id, round_)
         window = Schedule.of(state).distribution_of(round_, attempt)
         self._check_window(window, slot, "distribution list", round_)
@@ -576,8 +585,8 @@ class LocalK2:
         state = self._task(task_id)
         private = self._world.private[task_id]
         key = tx["signer"]
-        self._require_stake(state, key)
         round_, rkey = self._round_arg(args)
+        self._require_participant(state, key, rkey)
         attempt = self._attempt(task_id, round_)
         window = Schedule.of(state).distribution_of(round_, attempt)
         self._check_window(window, slot, "distribution submission", round_)
@@ -598,8 +607,8 @@ class LocalK2:
         task_id = tx["task_id"]
         state = self._task(task_id)
         private = self._world.private[task_id]
-        self._require_stake(state, tx["signer"])
         round_, rkey = self._round_arg(args)
+        self._require_participant(state, tx["signer"], rkey)
         records = state["distributions_audit_record"]
         attempt = private.attempts.get(rkey, 0)
         submitter = private.attempt_submitters.get(rkey, {}).get(str(attempt))

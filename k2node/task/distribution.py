@@ -26,8 +26,9 @@ __all__ = [
 AUDIT_SAMPLE_SIZE = 5
 
 
-def _char_score(text: str) -> int:
-    return sum(ord(c) for c in text)
+def _char_score(hex_digest: str) -> int:
+    """Sum of the character codes of a hex digest (ASCII, so its bytes are its codes)."""
+    return sum(hex_digest.encode("ascii"))
 
 
 def select_distribution_submitter(
@@ -44,10 +45,12 @@ def select_distribution_submitter(
     if distributions_audit_record.get(str(round_)) == "PayoutFailed":
         failed = distribution_rewards_submission.get(str(round_)) or {}
         candidates = [k for k in candidates if k not in failed]
-    values = [current[k] for k in candidates]
-    digest_score = _char_score(sha256_hex(stringify(values)))
+    # JSON.stringify(values) and JSON.stringify({key: value}) share each value's text
+    texts = [stringify(current[k]) for k in candidates]
+    digest_score = _char_score(sha256_hex("[" + ",".join(texts) + "]"))
     scores = [
-        abs(digest_score - _char_score(sha256_hex(stringify({k: current[k]})))) for k in candidates
+        abs(digest_score - _char_score(sha256_hex(f"{{{stringify(k)}:{text}}}")))
+        for k, text in zip(candidates, texts, strict=True)
     ]
     selected: str | None = None
     if not is_previous_round_failed:

@@ -1,0 +1,194 @@
+"""k2node benchmarks: figures and ratios against baselines measured in the same run.
+
+Run with `make bench`. Nothing here asserts a time; it prints what it measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import plyvel
+
+from k2node.crypto import Keypair
+from k2node.logs import configure_logging
+from k2node.node.agent import TaskAgent
+from k2node.node.ledger import Ledger
+from k2node.node.scheduler import Scheduler
+from k2node.settlement.base import ROE_PER_KOII, sign_tx
+from k2node.settlement.local import LocalK2
+from k2node.store import Store
+from k2node.task.distribution import default_distribution, select_distribution_submitter
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _idle_timer_baseline(samples: int = 300) -> list[float]:
+    delays = []
+    for _ in range(samples):
+        target = time.time() + 0.005
+        await asyncio.sleep(0.005)
+        delays.append((time.time() - target) * 1000)
+    return delays
+
+
+async def bench_dispatch(tmp: Path, tasks: int = 20, rounds: int = 8) -> None:
+    """Delay from a window's first slot to the phase message leaving the node."""
+    k2 = LocalK2.open(tmp / "k2-dispatch", slot_ms=20)
+    manager = Keypair.generate()
+    store = Store.open(tmp / "node-dispatch")
+    ledger = Ledger(store, k2)
+    schedulers = []
+    for i in range(tasks):
+        args = {
+            "task_name": f"t{i}",
+            "round_time": 10,
+            "submission_window": 4,
+            "audit_window": 4,
+            "total_bounty_amount": 10,
+            "bounty_amount_per_round": 1,
+            "minimum_stake_amount": 0,
+            "allowed_failed_distributions": 0,
+        }
+        await k2.airdrop(manager.pubkey, 10)
+        task_id = (await k2.send(sign_tx(manager, "CreateTask", "", args, k2.current_slot())))[
+            "task_id"
+        ]
+        staking = Keypair.generate()
+        agent = TaskAgent(task_id, k2, ledger, staking, manager.pubkey, tmp / task_id)
+
+        async def deliver(message: dict[str, Any]) -> bool:
+            return True
+
+        schedulers.append(Scheduler(agent, ledger, deliver))
+    burner = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+    baseline = await _idle_timer_baseline()
+    jobs = [asyncio.create_task(s.run()) for s in schedulers]
+    await asyncio.sleep(rounds * 10 * 0.020)
+    for job in jobs:
+        job.cancel()
+    await asyncio.gather(*jobs, return_exceptions=True)
+    burner.kill()
+    await burner.wait()
+    delays = [d for s in schedulers for d in s.delays_ms]
+    print(f"dispatch: {tasks} tasks, {len(delays)} phases, one CPU burner beside the node")
+    print(
+        f"  phase delay p50 {_p(delays, 0.5):.3f} ms  p99 {_p(delays, 0.99):.3f} ms"
+        f"  (target p99 <= 2 ms)"
+    )
+    print(f"  idle asyncio timer p99 {_p(baseline, 0.99):.3f} ms (baseline, same run)")
+    store.close()
+    k2.close()
+
+
+def bench_store(tmp: Path, n: int = 100_000) -> None:
+    raw = plyvel.DB(str(tmp / "raw"), create_if_missing=True)
+    started = time.perf_counter()
+    for i in range(n):
+        raw.put(f"kv/k{i}".encode(), b'{"v":1}')
+    raw_put = time.perf_counter() - started
+    started = time.perf_counter()
+    for i in range(n):
+        raw.get(f"kv/k{i}".encode())
+    raw_get = time.perf_counter() - started
+    raw.close()
+    store = Store.open(tmp / "store")
+    started = time.perf_counter()
+    for i in range(n):
+        store.put(f"kv/k{i}", {"v": 1})
+    put = time.perf_counter() - started
+    started = time.perf_counter()
+    for i in range(n):
+        store.get(f"kv/k{i}")
+    get = time.perf_counter() - started
+    store.close()
+    print(f"store: {n} keys")
+    print(f"  raw plyvel put {n / raw_put:,.0f}/s get {n / raw_get:,.0f}/s")
+    print(
+        f"  Store      put {n / put:,.0f}/s get {n / get:,.0f}/s"
+        f"  (slowdown put {put / raw_put:.2f}x get {get / raw_get:.2f}x; target <= 2x)"
+    )
+
+
+def bench_distribution(n: int = 100_000) -> None:
+    keys = [Keypair.generate().pubkey for _ in range(min(n, 2000))]
+    names = [f"{keys[i % len(keys)]}{i}" for i in range(n)]
+    entries = {k: {"submission_value": f"v{i}", "slot": i, "round": 2} for i, k in enumerate(names)}
+    submissions = {"0": entries, "1": entries, "2": entries}
+    started = time.perf_counter()
+    select_distribution_submitter(submissions, {}, {}, 2, False)
+    selected = time.perf_counter() - started
+    started = time.perf_counter()
+    dist = default_distribution(entries, {}, dict.fromkeys(names, ROE_PER_KOII), 10**12)
+    generated = time.perf_counter() - started
+    started = time.perf_counter()
+    regenerated = default_distribution(entries, {}, dict.fromkeys(names, ROE_PER_KOII), 10**12)
+    assert regenerated == dist
+    audited = time.perf_counter() - started
+    print(f"distribution: {n:,} submitters")
+    print(
+        f"  select {selected * 1000:.0f} ms  generate {generated * 1000:.0f} ms"
+        f"  audit {audited * 1000:.0f} ms  total {(selected + generated + audited):.2f} s"
+        f"  (target < 1 s)"
+    )
+
+
+async def bench_submissions(tmp: Path, n: int = 10_000) -> None:
+    k2 = LocalK2.open(tmp / "k2-subs", slot_ms=60_000)  # one long slot: all in one window
+    manager = Keypair.generate()
+    await k2.airdrop(manager.pubkey, 10)
+    args = {
+        "task_name": "load",
+        "round_time": 3,
+        "submission_window": 1,
+        "audit_window": 1,
+        "total_bounty_amount": 10,
+        "bounty_amount_per_round": 1,
+        "minimum_stake_amount": 0,
+        "allowed_failed_distributions": 0,
+    }
+    task_id = (await k2.send(sign_tx(manager, "CreateTask", "", args, 0)))["task_id"]
+    stakers = [Keypair.generate() for _ in range(n)]
+    for key in stakers:
+        await k2.airdrop(key.pubkey, 1)
+        await k2.send(sign_tx(key, "Stake", task_id, {"amount": 1}, 0))
+    # jump the clock into round 0's submission window by shifting genesis
+    k2._genesis -= 3 * 60  # a bench may reach in
+    slot = k2.current_slot()
+    txs = [
+        sign_tx(k, "SubmitTask", task_id, {"submission": "x" * 64, "round": 0}, slot)
+        for k in stakers
+    ]
+    started = time.perf_counter()
+    for tx in txs:
+        await k2.send(tx)
+    took = time.perf_counter() - started
+    print(
+        f"local K2: {n:,} signed submissions in one round: {took:.2f} s"
+        f" ({n / took:,.0f}/s, signature checks included)"
+    )
+    k2.close()
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        await bench_dispatch(tmp)
+        bench_store(tmp)
+        bench_distribution()
+        await bench_submissions(tmp)
+
+
+if __name__ == "__main__":
+    # production logging (JSON), to a sink, so the figures measure the node and not a terminal
+    with open(os.devnull, "w") as sink:
+        configure_logging("json", "info", sink)
+        asyncio.run(main())
