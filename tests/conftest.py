@@ -13,8 +13,10 @@ from k2node.crypto import Keypair
 from k2node.settlement.base import ROE_PER_KOII, sign_tx
 from k2node.settlement.local import LocalK2
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 REPO = Path(__file__).resolve().parents[1]
+# Reference data from independent implementations, copied from the team's shared/vectors
+VECTORS = REPO / "tests" / "vectors"
+SHARED_VECTORS = REPO.parent / "shared" / "vectors"
 
 
 class FakeClock:

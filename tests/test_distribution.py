@@ -17,12 +17,18 @@ from k2node.task.distribution import (
     safety_check,
     select_distribution_submitter,
 )
-from tests.conftest import SHARED
+from tests.conftest import SHARED_VECTORS, VECTORS
 
-VECTORS = json.loads((SHARED / "vectors" / "distribution-selection.json").read_text())["cases"]
+SELECTION = "distribution-selection.json"
+CASES = json.loads((VECTORS / SELECTION).read_text())["cases"]
 
 
-@pytest.mark.parametrize("case", VECTORS, ids=lambda c: f"r{c['round']}-failed{c['failed']}")
+@pytest.mark.skipif(not (SHARED_VECTORS / SELECTION).exists(), reason="no shared/ beside")
+def test_vector_copy_matches_the_shared_one() -> None:
+    assert (VECTORS / SELECTION).read_bytes() == (SHARED_VECTORS / SELECTION).read_bytes()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"r{c['round']}-failed{c['failed']}")
 def test_selection_matches_javascript(case: dict[str, Any]) -> None:
     state = case["state"]
     selected = select_distribution_submitter(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from k2node.crypto import Keypair
 from k2node.node.runtime import Node
@@ -38,38 +41,48 @@ async def test_three_honest_nodes_and_a_liar(tmp_path: Path, chain: RecordingK2)
         chain, Keypair.generate(), bounty_amount_per_round=bounty, **FAST_ROUNDS
     )
     settled = range(4)
-    async with AsyncExitStack() as stack:
-        nodes = [
-            await stack.enter_async_context(
-                Node(node_settings(tmp_path / f"node{i}", task_id, entry), chain).manage()
-            )
-            for i, entry in enumerate(["", "", "", LIAR])
-        ]
-        honest = [n.staking.pubkey for n in nodes[:3] if n.staking]
-        liar = nodes[3].staking.pubkey if nodes[3].staking else ""
-
-        async def all_settled() -> bool:
-            records = await _records(chain, task_id)
-            return all(str(n) in records for n in settled)
-
-        await wait_for(all_settled, within=60)
-        state = await chain.get_task_state(
-            task_id,
-            {
-                "is_submission_required": True,
-                "is_distribution_required": True,
-                "is_stake_list_required": True,
-                "is_available_balances_required": True,
-            },
-        )
-        phases_done = {
-            n.staking.pubkey: [
-                n.ledger.phase_done(task_id, "distributionListAudit", r) for r in settled
+    with capture_logs() as logs:
+        async with AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(
+                    Node(node_settings(tmp_path / f"node{i}", task_id, entry), chain).manage()
+                )
+                for i, entry in enumerate(["", "", "", LIAR])
             ]
-            for n in nodes
-            if n.ledger and n.staking
-        }
+            honest = [n.staking.pubkey for n in nodes[:3] if n.staking]
+            liar = nodes[3].staking.pubkey if nodes[3].staking else ""
 
+            async def all_settled() -> bool:
+                records = await _records(chain, task_id)
+                return all(str(n) in records for n in settled)
+
+            await wait_for(all_settled, within=60)
+            state = await chain.get_task_state(
+                task_id,
+                {
+                    "is_submission_required": True,
+                    "is_distribution_required": True,
+                    "is_stake_list_required": True,
+                    "is_available_balances_required": True,
+                },
+            )
+            phases_done = {
+                n.staking.pubkey: [
+                    n.ledger.phase_done(task_id, "distributionListAudit", r) for r in settled
+                ]
+                for n in nodes
+                if n.ledger and n.staking
+            }
+
+    # each node logged each settled payout once, with its own reward or slash
+    share = bounty // 3
+    for n in (0, 1):
+        events = [e for e in logs if e["event"] == "payout_settled" and e["round"] == n]
+        by_key = {e["staking_key"]: e for e in events}
+        assert len(events) == len(by_key) == 4, events
+        assert all(by_key[k]["reward"] == share and by_key[k]["slash"] == 0 for k in honest)
+        assert by_key[liar]["reward"] == 0 and by_key[liar]["slash"] > 0
+        assert {e["outcome"] for e in events} == {"PayoutSuccessful"}
     submitted_lists = state["distribution_rewards_submission"]
     for n in settled:
         assert state["distributions_audit_record"][str(n)] == "PayoutSuccessful", n
@@ -127,3 +140,34 @@ async def test_restarted_node_repeats_nothing_and_catches_up(
     attempts = chain.attempts("SubmitTask", key)
     assert attempts and all(count == 1 for count in attempts.values()), attempts
     assert set(attempts) >= {0, 1, 2, 3}
+
+
+async def test_timers_off_sends_nothing_and_phases_run_by_hand(
+    tmp_path: Path, chain: RecordingK2
+) -> None:
+    task_id = await create_task(chain, Keypair.generate(), **FAST_ROUNDS)
+    settings = node_settings(tmp_path / "manual", task_id, global_timers=False)
+    async with Node(settings, chain).manage() as node:
+        assert node.ledger and node.staking
+        base = f"http://127.0.0.1:{node.port}"
+        async with aiohttp.ClientSession() as http:
+
+            async def task_up() -> bool:
+                async with http.get(f"{base}/task/{task_id}/") as resp:
+                    return resp.status == 200
+
+            await wait_for(task_up, within=30)
+            await asyncio.sleep(2.5)  # more than a round of 2 s: the timers would have fired
+            assert node.ledger.store.keys(f"phase/{task_id}/") == []
+            assert chain.attempts("SubmitTask", node.staking.pubkey) == {}
+            round_ = chain.current_slot() // 20 - 1  # the round whose work is owed now
+            body = {"functionCall": "executeTask", "roundNumber": round_}
+            async with http.post(f"{base}/admin/tasks/{task_id}/phase", json=body) as resp:
+                assert await resp.json() == {"delivered": True}
+
+            async def proof_stored() -> bool:
+                async with http.get(f"{base}/task/{task_id}/proof/{round_}") as resp:
+                    found = await resp.json()
+                    return isinstance(found, dict) and found["digest"].startswith("000")
+
+            await wait_for(proof_stored, within=20)

@@ -241,6 +241,7 @@ class Scheduler:
                 "payout_settled",
                 task_id=self.task_id,
                 round=n,
+                staking_key=me,
                 outcome=record,
                 amount=amount,
                 reward=max(amount, 0),
