@@ -16,9 +16,20 @@ from k2node.node.supervisor import STOP_TIMEOUT_S
 from tests.conftest import REPO
 
 
-def _k2node(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _run(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`k2node run` on `data_dir` with no .env-local and only PATH from this environment."""
     return subprocess.Popen(
-        [sys.executable, "-m", "k2node", *args],
+        [
+            sys.executable,
+            "-m",
+            "k2node",
+            "run",
+            "--env-file",
+            str(data_dir / "none"),
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ],
         cwd=REPO,
         env={"PATH": os.environ["PATH"], **(env or {})},
         stdout=subprocess.PIPE,
@@ -28,12 +39,8 @@ def _k2node(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[s
 
 
 def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:
-    proc = _k2node(
-        "run",
-        "--env-file",
-        str(tmp_path / "none"),
-        "--data-dir",
-        str(tmp_path),
+    proc = _run(
+        tmp_path,
         env={"SERVER_PORT": "not-a-port"},
     )
     _, err = proc.communicate(timeout=30)
@@ -45,12 +52,8 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:
 def test_a_bad_wallet_stops_start_up_with_one_line(tmp_path: Path) -> None:
     wallet = tmp_path / "id.json"
     wallet.write_text("[1, 2, 3]")
-    proc = _k2node(
-        "run",
-        "--env-file",
-        str(tmp_path / "none"),
-        "--data-dir",
-        str(tmp_path),
+    proc = _run(
+        tmp_path,
         env={"WALLET_LOCATION": str(wallet)},
     )
     _, err = proc.communicate(timeout=30)
@@ -58,12 +61,8 @@ def test_a_bad_wallet_stops_start_up_with_one_line(tmp_path: Path) -> None:
 
 
 def test_sigterm_stops_node_and_task_cleanly(tmp_path: Path) -> None:
-    proc = _k2node(
-        "run",
-        "--env-file",
-        str(tmp_path / "none"),
-        "--data-dir",
-        str(tmp_path),
+    proc = _run(
+        tmp_path,
         "--port",
         "0",
         env={"K2NODE_SLOT_MS": "50"},
@@ -93,9 +92,7 @@ def test_sigterm_stops_node_and_task_cleanly(tmp_path: Path) -> None:
         or "zombie" in Path(f"/proc/{task_pid}/status").read_text().lower()
     )
     # a second start continues with the same wallet and task
-    again = _k2node(
-        "run", "--env-file", str(tmp_path / "none"), "--data-dir", str(tmp_path), "--port", "0"
-    )
+    again = _run(tmp_path, "--port", "0")
     assert again.stdout is not None
     first = [json.loads(again.stdout.readline()) for _ in range(3)]
     again.send_signal(signal.SIGTERM)
