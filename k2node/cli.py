@@ -26,6 +26,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--port", help="HTTP port (SERVER_PORT)")
     wallet = sub.add_parser("wallet", help="show (creating if missing) a wallet's public key")
     wallet.add_argument("path", type=Path)
+    ipfs = sub.add_parser("ipfs", help="the node's IPFS store (a running node's, if one is)")
+    ipfs.add_argument("--env-file", type=Path, default=Path(".env-local"))
+    ipfs.add_argument("--data-dir", help="the node's data directory")
+    ipfs.add_argument("--port", help="the running node's HTTP port (SERVER_PORT)")
+    verbs = ipfs.add_subparsers(dest="verb", required=True)
+    add = verbs.add_parser("add", help="add a file; print its CID as `ipfs add` does")
+    add.add_argument("file", type=Path)
+    add.add_argument("--cid-version", type=int, choices=(0, 1), default=0)
+    add.add_argument("--raw-leaves", action="store_true", default=None)
+    cat = verbs.add_parser("cat", help="write a file's verified bytes to stdout")
+    cat.add_argument("cid")
     return parser
 
 
@@ -39,6 +50,54 @@ async def _serve(settings: Settings) -> int:
     return await run_node(settings, stop)
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    overrides = {}
+    if args.data_dir:
+        overrides["K2NODE_DATA_DIR"] = args.data_dir
+    if args.port:
+        overrides["SERVER_PORT"] = args.port
+    return overrides
+
+
+async def ipfs_command(args: argparse.Namespace, settings: Settings) -> int:
+    from k2node.ipfs import IpfsError
+    from k2node.ipfs.embedded import EmbeddedIpfs
+    from k2node.ipfs.kubo import KuboIpfs
+    from k2node.ipfs.unixfs import Cid, UnixFsError
+
+    try:
+        store: EmbeddedIpfs | None = EmbeddedIpfs.open(settings.data_dir / "ipfs")
+    except StoreError:  # LevelDB allows one process: a running node holds it
+        store = None
+    try:
+        if store is not None:
+            if args.verb == "add":
+                cid = store.add_path(args.file, args.cid_version, args.raw_leaves)
+                print(f"added {cid} {args.file.name}")
+            else:
+                async for piece in store.cat(Cid.parse(args.cid), max_bytes=1 << 62):
+                    sys.stdout.buffer.write(piece)
+            return 0
+        node = KuboIpfs(f"http://127.0.0.1:{settings.server_port}", retries=1)
+        await node.start()
+        try:
+            if args.verb == "add":
+                data = await asyncio.to_thread(args.file.read_bytes)
+                cid_text = await node.publish(data, args.cid_version, args.raw_leaves)
+                print(f"added {cid_text} {args.file.name}")
+            else:
+                sys.stdout.buffer.write(await node.fetch(args.cid, max_bytes=1 << 62))
+        finally:
+            await node.close()
+        return 0
+    except (IpfsError, UnixFsError, OSError) as exc:
+        print(f"k2node ipfs: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if store is not None:
+            store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -46,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             pair, created = load_or_create_wallet(args.path)
             print(pair.pubkey + (" (created)" if created else ""))
             return 0
-        overrides = {}
-        if args.data_dir:
-            overrides["K2NODE_DATA_DIR"] = args.data_dir
-        if args.port:
-            overrides["SERVER_PORT"] = args.port
+        if args.command == "ipfs":
+            settings = load_settings(args.env_file, os.environ, _overrides(args))
+            configure_logging(settings.log_format, "warning", sys.stderr)
+            return asyncio.run(ipfs_command(args, settings))
+        overrides = _overrides(args)
         settings = load_settings(args.env_file, os.environ, overrides)
         configure_logging(settings.log_format, settings.log_level)
         return asyncio.run(_serve(settings))

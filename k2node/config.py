@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -39,6 +40,7 @@ class Settings:
     task_config: Path = Path("config/task.yml")
     task_entry: str = DEFAULT_TASK_ENTRY
     admin_token: str = ""
+    ipfs_api: str = ""  # empty: the embedded store; else a kubo RPC API URL
     log_format: str = "auto"
     log_level: str = "info"
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -122,6 +124,11 @@ def load_settings(
     log_format = get("K2NODE_LOG_FORMAT", "auto")
     if log_format not in ("auto", "json", "console"):
         raise ConfigError(f"K2NODE_LOG_FORMAT must be auto, json or console, got {log_format!r}")
+    ipfs_api = get("IPFS_API")
+    if ipfs_api and not re.match(r"^https?://[^/\s]+", ipfs_api):
+        raise ConfigError(
+            f"IPFS_API must be an http(s) URL such as http://127.0.0.1:5001, got {ipfs_api!r}"
+        )
     timers = get("GLOBAL_TIMERS") or get("TIMERS") or "true"
     return Settings(
         data_dir=data_dir,
@@ -144,6 +151,7 @@ def load_settings(
         task_config=Path(get("K2NODE_TASK_CONFIG", "config/task.yml")),
         task_entry=get("K2NODE_TASK_ENTRY", DEFAULT_TASK_ENTRY),
         admin_token=get("K2NODE_ADMIN_TOKEN"),
+        ipfs_api=ipfs_api,
         log_format=log_format,
         log_level=get("K2NODE_LOG_LEVEL", "info"),
         extra=values,

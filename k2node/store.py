@@ -58,6 +58,17 @@ class Store:
             for key in delete or []:
                 batch.delete(key.encode())
 
+    # Raw bytes, for content-addressed blocks.
+    def get_bytes(self, key: bytes) -> bytes | None:
+        found = self._db.get(key)
+        return None if found is None else bytes(found)
+
+    def put_bytes(self, key: bytes, value: bytes) -> None:
+        self._db.put(key, value)
+
+    def has_bytes(self, key: bytes) -> bool:
+        return self._db.get(key) is not None
+
     def delete(self, key: str) -> None:
         self._db.delete(key.encode())
 

@@ -1,20 +1,20 @@
-"""The bundled example task: a small proof of work per round, signed and checked by peers.
+"""The bundled example task: a small proof of work per round, published on IPFS.
 
 Copy this file to start a task. Each round the node finds a nonce such that
-sha256("<task id>:<round>:<nonce>") starts with DIFFICULTY, keeps it in the task's LevelDB,
-and submits the signed result; auditors recompute the hash and check the signature.
+sha256("<task id>:<round>:<nonce>") starts with DIFFICULTY and keeps it in the task's
+LevelDB. It submits the CID of `submissionValues<round>.json` (the template's IPFS mode:
+the result with its signed digest); auditors fetch it by CID, check the signer and the
+digest, and recompute the hash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from typing import Any
 
 from aiohttp import web
 
-from k2node.crypto import verify_signature
 from k2node.task import CoreLogic
 
 DIFFICULTY = "000"  # hex prefix: about 4,096 hashes per round on average
@@ -51,14 +51,13 @@ class HelloTask(CoreLogic):
     async def fetch_submission(self, round_: int) -> str | None:
         result = await self.result(round_)
         body = {"round": round_, "nonce": result["nonce"], "digest": result["digest"]}
-        return await self.namespace.payload_signing(body)
+        return await self.namespace.upload_signed_submission(round_, body)
 
     async def validate_node(self, submission_value: str, round_: int, submitter_key: str) -> bool:
-        opened = verify_signature(submission_value, submitter_key)
-        if "data" not in opened:
-            return False
+        body = await self.namespace.fetch_signed_submission(submission_value, round_, submitter_key)
+        if not isinstance(body, dict):
+            return False  # unreachable, unsigned, or signed by someone else
         try:
-            body = json.loads(opened["data"])
             nonce, digest = int(body["nonce"]), str(body["digest"])
         except (ValueError, KeyError, TypeError):
             return False

@@ -101,7 +101,7 @@ class NodeApi:
             [{"TaskName": c.name, "TaskID": c.task_id} for c in self._contexts.values()]
         )
 
-    def _is_admin(self, request: web.Request) -> bool:
+    def is_admin(self, request: web.Request) -> bool:
         if request.remote in _LOOPBACK and "X-Forwarded-For" not in request.headers:
             return True
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -111,7 +111,7 @@ class NodeApi:
 
     async def _phase(self, request: web.Request) -> web.Response:
         """Timer OFF: a developer calls each phase by hand, in the schedule's order."""
-        if not self._is_admin(request):
+        if not self.is_admin(request):
             return web.json_response(
                 {"message": "admin actions need loopback or a token"}, status=403
             )

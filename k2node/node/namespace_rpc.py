@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import inspect
 import json
 import secrets
@@ -17,6 +19,7 @@ from aiohttp import web
 
 from k2node import __version__
 from k2node.crypto import payload_signing, verify_signature, web3_account
+from k2node.ipfs import IpfsBackend, IpfsError
 from k2node.node.agent import ActionError, TaskAgent
 from k2node.settlement.base import TransactionError
 
@@ -32,6 +35,7 @@ class TaskContext:
     secret: str
     stake: int
     public_url: str
+    ipfs: IpfsBackend | None = None
 
     @property
     def task_id(self) -> str:
@@ -39,6 +43,8 @@ class TaskContext:
 
 
 _Method = Callable[..., Awaitable[Any]]
+# base64 grows 4/3: this keeps an answer inside the 8 MiB RPC body limit
+MAX_IPFS_GET = 4 * 1024 * 1024
 METHODS: dict[str, _Method] = {}
 # Methods that change K2 state: logged as one event each.
 _ACTIONS = {
@@ -50,6 +56,8 @@ _ACTIONS = {
     "payloadTrigger",
     "stakeOnChain",
     "claimReward",
+    "ipfsUpload",
+    "ipfsUploadFile",
 }
 
 
@@ -258,6 +266,63 @@ async def _fs(ctx: TaskContext, method: Any, path: Any, *args: Any) -> Any:
 
 
 METHODS["fsStaking"] = METHODS["fs"]
+
+
+# -- IPFS (k2node extensions): bytes travel base64-encoded inside the JSON body -------------
+def _ipfs(ctx: TaskContext) -> IpfsBackend:
+    if ctx.ipfs is None:
+        raise ActionError("this node has no IPFS store")
+    return ctx.ipfs
+
+
+def _unbase64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ActionError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ActionError(f"{what} is not valid base64") from None
+
+
+def _cid_version(value: Any) -> int:
+    if value not in (0, 1) or isinstance(value, bool):
+        raise ActionError("cidVersion must be 0 or 1")
+    return int(value)
+
+
+@_method("ipfsUpload")
+async def _ipfs_upload(ctx: TaskContext, files: Any, cid_version: Any = 0) -> str:
+    """Files {name: base64} wrapped in one directory; answers the directory's CID."""
+    if not isinstance(files, dict) or not files:
+        raise ActionError("files must be a non-empty object {name: base64}")
+    decoded = {str(name): _unbase64(data, f"file {str(name)[:40]}") for name, data in files.items()}
+    try:
+        return await _ipfs(ctx).publish_directory(decoded, _cid_version(cid_version))
+    except IpfsError as exc:
+        raise ActionError(str(exc)) from None
+
+
+@_method("ipfsUploadFile")
+async def _ipfs_upload_file(ctx: TaskContext, data: Any, cid_version: Any = 0) -> str:
+    try:
+        return await _ipfs(ctx).publish(_unbase64(data, "data"), _cid_version(cid_version))
+    except IpfsError as exc:
+        raise ActionError(str(exc)) from None
+
+
+@_method("ipfsGet")
+async def _ipfs_get(ctx: TaskContext, cid: Any, path: Any = "", max_bytes: Any = None) -> str:
+    """A file's verified bytes, base64-encoded; refused past maxBytes (default 4 MiB)."""
+    if not isinstance(cid, str) or not isinstance(path, str):
+        raise ActionError("cid and path must be strings")
+    limit = MAX_IPFS_GET if max_bytes is None else max_bytes
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_IPFS_GET:
+        raise ActionError(f"maxBytes must be an integer in 1..{MAX_IPFS_GET}")
+    try:
+        data = await _ipfs(ctx).fetch(cid, path, limit)
+    except IpfsError as exc:
+        raise ActionError(str(exc)) from None
+    return base64.b64encode(data).decode()
 
 
 def _arity_ok(fn: _Method, params: list[Any]) -> bool:

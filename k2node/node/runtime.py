@@ -17,13 +17,18 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 
 from k2node.config import ConfigError, Settings, load_task_config
 from k2node.crypto import Keypair, load_or_create_wallet
+from k2node.ipfs import IpfsBackend
+from k2node.ipfs.embedded import EmbeddedIpfs
+from k2node.ipfs.kubo import KuboIpfs
 from k2node.node.agent import TaskAgent
 from k2node.node.api import NodeApi
+from k2node.node.gateway import IpfsGateway
 from k2node.node.ledger import Ledger
 from k2node.node.namespace_rpc import TaskContext
 from k2node.node.scheduler import Scheduler
@@ -81,6 +86,7 @@ class Node:
         self.schedulers: dict[str, Scheduler] = {}
         self.supervisor: Supervisor | None = None
         self.ledger: Ledger | None = None
+        self.ipfs: IpfsBackend | None = None
 
     @asynccontextmanager
     async def manage(self) -> AsyncIterator[Node]:
@@ -102,6 +108,18 @@ class Node:
                 )
             self.staking, _ = load_or_create_wallet(settings.data_dir / "wallets" / "staking.json")
             self.ledger = Ledger(store, settlement)
+            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            stack.push_async_callback(session.close)
+            embedded: EmbeddedIpfs | None = None
+            if settings.ipfs_api:
+                kubo = KuboIpfs(settings.ipfs_api)
+                await kubo.start()
+                stack.push_async_callback(kubo.close)
+                self.ipfs = kubo
+            else:
+                embedded = EmbeddedIpfs.open(settings.data_dir / "ipfs", session, self._peers)
+                stack.callback(embedded.close)
+                self.ipfs = embedded
             task_ids = list(settings.tasks) or [await self._example_task(store, settlement)]
 
             supervisor = Supervisor(self._on_reply, self._restart_backoff_s)
@@ -115,7 +133,12 @@ class Node:
                 settings.admin_token,
                 self._manual_phase,
             )
-            runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=2.0)
+            app = api.app()
+            if embedded is not None:
+                app.router.add_routes(
+                    IpfsGateway(embedded, api.is_admin, self.main.pubkey).routes()
+                )
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
             await runner.setup()
             stack.push_async_callback(self._step, "api", runner.cleanup())
             site = web.TCPSite(runner, settings.server_host, settings.server_port)
@@ -221,7 +244,9 @@ class Node:
         log.info("staked", task_id=task_id, stake=result.get("stake"))
         await self.ledger.reconcile(task_id)
         secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(20))
-        self.contexts[task_id] = TaskContext(agent, state["task_name"], secret, stake, public_url)
+        self.contexts[task_id] = TaskContext(
+            agent, state["task_name"], secret, stake, public_url, self.ipfs
+        )
         self.schedulers[task_id] = Scheduler(
             agent,
             self.ledger,
@@ -242,6 +267,16 @@ class Node:
             str(self.port),
         )
         return TaskSpec(task_id, state["task_name"], settings.task_entry, argv, base / "task.log")
+
+    async def _peers(self) -> list[str]:
+        """Other nodes of this node's tasks, by the URLs they staked with."""
+        urls: list[str] = []
+        for ctx in self.contexts.values():
+            state = await ctx.agent.state()
+            for url in state["ip_address_list"].values():
+                if url != ctx.public_url and url not in urls:
+                    urls.append(url)
+        return urls
 
     async def _send_phase(self, task_id: str, message: dict[str, Any]) -> bool:
         assert self.supervisor is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import aiohttp
 import base58
 
 from k2node.crypto import verify_signature as _verify_signature
+from k2node.jsjson import sha256_hex, stringify
 from k2node.protocol import NAMESPACE_PATH
 from k2node.store import Store
 
@@ -136,6 +138,43 @@ class NamespaceWrapper:
 
     async def verify_signature(self, signed: str, pubkey: str) -> dict[str, str]:
         return _verify_signature(signed, pubkey)
+
+    # -- IPFS (the node's store, embedded or kubo; every byte verified against its CID) ------
+    async def ipfs_upload(self, files: dict[str, bytes | str], cid_version: int = 0) -> str:
+        """Files wrapped in one directory (as the template uploads); the directory's CID."""
+        encoded = {
+            name: base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+            for name, data in files.items()
+        }
+        return str(await self.call("ipfsUpload", encoded, cid_version))
+
+    async def ipfs_upload_bytes(self, data: bytes, cid_version: int = 0) -> str:
+        return str(await self.call("ipfsUploadFile", base64.b64encode(data).decode(), cid_version))
+
+    async def ipfs_get(self, cid: str, path: str = "", max_bytes: int = 1024 * 1024) -> bytes:
+        return base64.b64decode(await self.call("ipfsGet", cid, path, max_bytes))
+
+    async def upload_signed_submission(self, round_: int, submission: Any) -> str:
+        """The template's IPFS submission mode: `submissionValues<round>.json` holding
+        `{signedMessage, submission}`, the message being sha256_hex of the submission."""
+        signed = await self.payload_signing(sha256_hex(stringify(submission)))
+        body = stringify({"signedMessage": signed, "submission": submission})
+        return await self.ipfs_upload({f"submissionValues{round_}.json": body})
+
+    async def fetch_signed_submission(self, cid: str, round_: int, submitter: str) -> Any:
+        """The submission behind `cid` if its signer is `submitter` and the signed digest
+        matches its content; None otherwise (what an auditor votes false on)."""
+        try:
+            raw = await self.ipfs_get(cid, f"submissionValues{round_}.json")
+            body = json.loads(raw)
+            opened = _verify_signature(body["signedMessage"], submitter)
+            if "data" not in opened:
+                return None
+            if json.loads(opened["data"]) != sha256_hex(stringify(body["submission"])):
+                return None
+        except (NamespaceError, ValueError, KeyError, TypeError):
+            return None
+        return body["submission"]
 
     # -- node services -------------------------------------------------------------------
     async def fs(self, method: str, path: str, *args: Any) -> Any:

@@ -11,4 +11,4 @@ class LiarTask(HelloTask):
 
     async def fetch_submission(self, round_: int) -> str | None:
         body = {"round": round_, "nonce": 1, "digest": "000" + "f" * 61}
-        return await self.namespace.payload_signing(body)
+        return await self.namespace.upload_signed_submission(round_, body)

@@ -1,0 +1,323 @@
+"""The embedded IPFS store: content-addressed blocks in LevelDB, kubo-identical CIDs.
+
+Every block is checked against its CID before it is stored or used, wherever it came from
+(this node's disk included); a mismatch is an error naming the CID, never data. Blocks this
+node lacks are fetched from peers' trustless gateways (`GET /ipfs/<cid>?format=raw`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from k2node.ipfs.dag import DEFAULT_MAX_BYTES, DagReader, IpfsError, NotFound, TooLarge
+from k2node.ipfs.unixfs import (
+    CHUNK_SIZE,
+    DAG_PB,
+    Added,
+    Cid,
+    FileBuilder,
+    Node,
+    UnixFsError,
+    directory_node,
+    read_varint,
+)
+from k2node.store import Store
+
+__all__ = ["EmbeddedIpfs", "IpfsError", "NotFound", "TooLarge"]
+
+log = structlog.get_logger("k2node.ipfs")
+
+MAX_BLOCK_BYTES = 2 * 1024 * 1024  # our blocks are <= 256 KiB plus a header; kubo caps at 1 MiB
+FETCH_TIMEOUT_S = 10.0
+_BLOCK_PREFIX = b"block/"
+
+Peers = Callable[[], Awaitable[list[str]]]
+
+
+async def _no_peers() -> list[str]:
+    return []
+
+
+class EmbeddedIpfs:
+    def __init__(
+        self,
+        store: Store,
+        session: aiohttp.ClientSession | None = None,
+        peers: Peers = _no_peers,
+    ) -> None:
+        self._store = store
+        self._session = session
+        self._peers = peers
+        self.reader = DagReader(self.block)
+        self.local_reader = DagReader(self._held_block)  # never asks a peer
+
+    @classmethod
+    def open(
+        cls, path: Path, session: aiohttp.ClientSession | None = None, peers: Peers = _no_peers
+    ) -> EmbeddedIpfs:
+        return cls(Store.open(path), session, peers)
+
+    def close(self) -> None:
+        self._store.close()
+
+    # -- blocks ----------------------------------------------------------------------------
+    def _put(self, cid: Cid, block: bytes) -> None:
+        self._store.put_bytes(_BLOCK_PREFIX + cid.multihash, block)
+
+    def has(self, cid: Cid) -> bool:
+        return self._store.has_bytes(_BLOCK_PREFIX + cid.multihash)
+
+    def local_block(self, cid: Cid) -> bytes | None:
+        block = self._store.get_bytes(_BLOCK_PREFIX + cid.multihash)
+        if block is not None:
+            try:
+                cid.verify(block)
+            except UnixFsError as exc:
+                raise IpfsError(f"stored block of {cid} is corrupt") from exc
+        return block
+
+    def put_verified(self, cid: Cid, block: bytes) -> None:
+        """Store a block from elsewhere, after checking it is what its CID says."""
+        if len(block) > MAX_BLOCK_BYTES:
+            raise TooLarge(f"block {cid} is {len(block)} bytes, over {MAX_BLOCK_BYTES}")
+        try:
+            cid.verify(block)
+        except UnixFsError as exc:
+            raise IpfsError(str(exc)) from None
+        self._put(cid, block)
+
+    async def _held_block(self, cid: Cid) -> bytes:
+        block = self.local_block(cid)
+        if block is None:
+            raise NotFound(f"block {cid} is not held by this node")
+        return block
+
+    async def block(self, cid: Cid) -> bytes:
+        """A verified block: from the local store, else from a peer's gateway."""
+        found = self.local_block(cid)
+        if found is not None:
+            return found
+        return await self._fetch_block(cid)
+
+    async def _fetch_block(self, cid: Cid) -> bytes:
+        peers = await self._peers()
+        if self._session is None or not peers:
+            raise NotFound(f"block {cid} is not stored here and no peer is known")
+        problems = []
+        for peer in peers:
+            url = f"{peer.rstrip('/')}/ipfs/{cid}?format=raw"
+            try:
+                async with self._session.get(
+                    url, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
+                ) as resp:
+                    if resp.status != 200:
+                        problems.append(f"{peer}: HTTP {resp.status}")
+                        continue
+                    block = await resp.content.read(MAX_BLOCK_BYTES + 1)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problems.append(f"{peer}: {type(exc).__name__}")
+                continue
+            try:
+                self.put_verified(cid, block)
+            except IpfsError as exc:
+                log.warning("ipfs_bad_block_from_peer", cid=str(cid), peer=peer, error=str(exc))
+                problems.append(f"{peer}: {exc}")
+                continue
+            return block
+        raise NotFound(f"block {cid} could not be fetched: {'; '.join(problems)[:500]}")
+
+    # -- adding ------------------------------------------------------------------------------
+    def add_chunks(
+        self, chunks: Iterable[bytes], cid_version: int = 0, raw_leaves: bool | None = None
+    ) -> Added:
+        builder = FileBuilder(self._put, cid_version, raw_leaves)
+        for chunk in _rechunk(chunks):
+            builder.add_chunk(chunk)
+        return builder.finish()
+
+    def add_bytes(self, data: bytes, cid_version: int = 0, raw_leaves: bool | None = None) -> Cid:
+        return self.add_chunks([data], cid_version, raw_leaves).cid
+
+    def add_path(self, path: Path, cid_version: int = 0, raw_leaves: bool | None = None) -> Cid:
+        with path.open("rb") as source:
+            reader = iter(lambda: source.read(CHUNK_SIZE), b"")
+            return self.add_chunks(reader, cid_version, raw_leaves).cid
+
+    def add_directory(self, files: dict[str, bytes], cid_version: int = 0) -> Cid:
+        """Files wrapped in one directory, as `ipfs add --wrap-with-directory` does."""
+        for name in files:
+            if not name or "/" in name or name in (".", ".."):
+                raise IpfsError(f"bad file name {name[:80]!r}")
+        entries = [(name, self.add_chunks([data], cid_version)) for name, data in files.items()]
+        return self.wrap(entries, cid_version).cid
+
+    def wrap(self, entries: list[tuple[str, Added]], cid_version: int = 0) -> Added:
+        """A directory over already added entries (`--wrap-with-directory`)."""
+        return directory_node(entries, self._put, cid_version)
+
+    # -- the backend interface the node and its tasks use ----------------------------------
+    async def publish(self, data: bytes, cid_version: int = 0) -> str:
+        if len(data) <= CHUNK_SIZE:
+            return str(self.add_bytes(data, cid_version))
+        return str(await asyncio.to_thread(self.add_bytes, data, cid_version))
+
+    async def publish_directory(self, files: dict[str, bytes], cid_version: int = 0) -> str:
+        return str(await asyncio.to_thread(self.add_directory, files, cid_version))
+
+    async def fetch(self, cid: str, path: str = "", max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+        try:
+            root = Cid.parse(cid)
+        except UnixFsError as exc:
+            raise IpfsError(str(exc)) from None
+        return await self.cat_bytes(root, path, max_bytes)
+
+    async def pin(self, cid: str) -> None:
+        """Everything stored here is kept; pinning only checks the DAG is whole."""
+        root = Cid.parse(cid)
+        missing = await self._first_missing(root)
+        if missing is not None:
+            raise NotFound(f"cannot pin {root}: block {missing} is missing")
+
+    # -- reading ----------------------------------------------------------------------------
+    async def resolve(self, cid: Cid, path: str = "") -> Cid:
+        return await self.reader.resolve(cid, path)
+
+    def cat(
+        self, cid: Cid, path: str = "", max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> AsyncIterator[bytes]:
+        return self.reader.cat(cid, path, max_bytes)
+
+    async def cat_bytes(
+        self, cid: Cid, path: str = "", max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> bytes:
+        return await self.reader.cat_bytes(cid, path, max_bytes)
+
+    # -- CAR files (CARv1: a header naming the root, then (CID, block) sections) -------------------
+    async def car(self, root: Cid, local_only: bool = False) -> AsyncIterator[bytes]:
+        reader = self.local_reader if local_only else self.reader
+        yield _car_header(root)
+        async for cid, block in reader.walk(root):
+            section = cid.binary + block
+            yield _uvarint(len(section)) + section
+
+    async def import_car(self, root: Cid, chunks: AsyncIterator[bytes]) -> int:
+        """Read a CAR stream, storing each block only once verified; then check that the
+        whole DAG under `root` arrived. Returns the number of blocks stored."""
+        reader = _CarReader(chunks)
+        await reader.header()
+        stored = 0
+        while (section := await reader.section()) is not None:
+            cid, block = section
+            self.put_verified(cid, block)
+            stored += 1
+        missing = await self._first_missing(root)
+        if missing is not None:
+            raise IpfsError(f"CAR for {root} is incomplete: block {missing} is missing")
+        return stored
+
+    async def _first_missing(self, cid: Cid) -> Cid | None:
+        block = self.local_block(cid)
+        if block is None:
+            return cid
+        if cid.codec == DAG_PB:
+            for link in Node.decode(block).links:
+                missing = await self._first_missing(link.cid)
+                if missing is not None:
+                    return missing
+            await asyncio.sleep(0)
+        return None
+
+
+def _rechunk(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """Cut a stream of any-sized pieces into CHUNK_SIZE chunks (the last may be short)."""
+    buffer = bytearray()
+    for piece in pieces:
+        buffer += piece
+        while len(buffer) >= CHUNK_SIZE:
+            yield bytes(buffer[:CHUNK_SIZE])
+            del buffer[:CHUNK_SIZE]
+    if buffer:
+        yield bytes(buffer)
+
+
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _car_header(root: Cid) -> bytes:
+    # DAG-CBOR {"roots": [root], "version": 1}; keys in canonical (length-first) order
+    cid_bytes = b"\x00" + root.binary
+    body = (
+        b"\xa2\x65roots\x81\xd8\x2a\x58" + bytes([len(cid_bytes)]) + cid_bytes + b"\x67version\x01"
+    )
+    return _uvarint(len(body)) + body
+
+
+class _CarReader:
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = bytearray()
+        self._done = False
+
+    async def _fill(self, size: int) -> bool:
+        while len(self._buffer) < size and not self._done:
+            try:
+                self._buffer += await anext(self._chunks)
+            except StopAsyncIteration:
+                self._done = True
+        return len(self._buffer) >= size
+
+    async def _varint(self) -> int | None:
+        await self._fill(10)
+        if not self._buffer:
+            return None
+        try:
+            value, used = read_varint(bytes(self._buffer[:10]), 0)
+        except UnixFsError:
+            raise IpfsError("CAR is truncated or malformed (bad length prefix)") from None
+        del self._buffer[:used]
+        return value
+
+    async def _take(self, size: int) -> bytes:
+        if not await self._fill(size):
+            raise IpfsError("CAR is truncated")
+        out = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return out
+
+    async def header(self) -> None:
+        size = await self._varint()
+        if size is None or not 0 < size <= 4096:
+            raise IpfsError("CAR has no valid header")
+        await self._take(size)
+
+    async def section(self) -> tuple[Cid, bytes] | None:
+        size = await self._varint()
+        if size is None:
+            return None
+        if size > MAX_BLOCK_BYTES + 100:
+            raise TooLarge(f"CAR section of {size} bytes is over the block limit")
+        raw = await self._take(size)
+        cid_len = _cid_length(raw)
+        return Cid.parse(raw[:cid_len]), raw[cid_len:]
+
+
+def _cid_length(raw: bytes) -> int:
+    if raw[:2] == b"\x12\x20":
+        return 34  # CIDv0: a bare sha2-256 multihash
+    pos = 0
+    for _ in range(2):  # version, codec
+        _, pos = read_varint(raw, pos)
+    _, pos = read_varint(raw, pos)  # multihash code
+    length, pos = read_varint(raw, pos)
+    return pos + length

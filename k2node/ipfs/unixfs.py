@@ -1,0 +1,301 @@
+"""UnixFS over dag-pb, laid out exactly as kubo's `ipfs add` lays it out.
+
+Defaults of kubo: 256 KiB fixed-size chunks, a balanced DAG of at most 174 links per node,
+UnixFS `File` leaves inside dag-pb and CIDv0; with `--cid-version=1` raw leaves and CIDv1.
+The builder is fed chunks as they come and keeps only the pending links of each tree level,
+so adding a file of any size holds a few kilobytes besides the chunk in hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import cid as cidlib
+
+CHUNK_SIZE = 256 * 1024
+MAX_LINKS = 174
+DAG_PB, RAW = "dag-pb", "raw"
+_SHA2_256 = b"\x12\x20"  # multihash prefix: sha2-256, 32 bytes
+
+# UnixFS Data.Type
+RAW_TYPE, DIRECTORY, FILE = 0, 1, 2
+
+
+class UnixFsError(ValueError):
+    pass
+
+
+# -- CIDs ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cid:
+    version: int
+    codec: str
+    digest: bytes  # the sha2-256 digest
+
+    @property
+    def multihash(self) -> bytes:
+        return _SHA2_256 + self.digest
+
+    def __str__(self) -> str:
+        if self.version == 0:
+            return str(cidlib.CIDv0(self.multihash).encode().decode())
+        return str(cidlib.CIDv1(self.codec, self.multihash).encode("base32").decode())
+
+    @property
+    def binary(self) -> bytes:
+        return bytes(self.as_lib().buffer)
+
+    def as_lib(self) -> cidlib.CIDv0 | cidlib.CIDv1:
+        if self.version == 0:
+            return cidlib.CIDv0(self.multihash)
+        return cidlib.CIDv1(self.codec, self.multihash)
+
+    def verify(self, block: bytes) -> None:
+        if hashlib.sha256(block).digest() != self.digest:
+            raise UnixFsError(f"block does not match its CID {self}")
+
+    @classmethod
+    def of(cls, block: bytes, version: int, codec: str) -> Cid:
+        return cls(version, codec, hashlib.sha256(block).digest())
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> Cid:
+        """A CID from its string or binary form; only sha2-256 dag-pb or raw blocks."""
+        try:
+            if isinstance(text, bytes) and text[:2] == _SHA2_256 and len(text) == 34:
+                parsed = cidlib.CIDv0(text)  # binary CIDv0 is the bare multihash
+            elif isinstance(text, bytes):
+                parsed = cidlib.from_bytes_strict(text)
+            else:
+                parsed = cidlib.make_cid(text)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise UnixFsError(f"not a CID: {str(text)[:80]!r} ({exc})") from None
+        multihash = bytes(parsed.multihash)
+        if not multihash.startswith(_SHA2_256) or len(multihash) != 34:
+            raise UnixFsError(f"CID {str(text)[:80]} is not a sha2-256 CID")
+        if parsed.codec not in (DAG_PB, RAW):
+            raise UnixFsError(f"CID {str(text)[:80]} is neither dag-pb nor raw")
+        return cls(int(parsed.version), str(parsed.codec), multihash[2:])
+
+
+# -- protobuf, the little of it dag-pb and UnixFS use -----------------------------------------
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field_bytes(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _field_varint(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise UnixFsError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise UnixFsError("varint too long")
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    pos = 0
+    while pos < len(buf):
+        key, pos = read_varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = read_varint(buf, pos)
+            yield number, value
+        elif wire == 2:
+            size, pos = read_varint(buf, pos)
+            if pos + size > len(buf):
+                raise UnixFsError("truncated protobuf field")
+            yield number, buf[pos : pos + size]
+            pos += size
+        else:
+            raise UnixFsError(f"unexpected protobuf wire type {wire}")
+
+
+# -- dag-pb and UnixFS nodes --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Link:
+    cid: Cid
+    name: str
+    tsize: int
+
+
+@dataclass
+class Node:
+    links: list[Link] = field(default_factory=list)
+    data: bytes | None = None
+
+    def encode(self) -> bytes:
+        out = bytearray()
+        for link in self.links:
+            body = (
+                _field_bytes(1, link.cid.binary)
+                + _field_bytes(2, link.name.encode())
+                + _field_varint(3, link.tsize)
+            )
+            out += _field_bytes(2, body)
+        if self.data is not None:
+            out += _field_bytes(1, self.data)
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, block: bytes) -> Node:
+        node = cls()
+        for number, value in _fields(block):
+            if number == 2 and isinstance(value, bytes):
+                hash_, name, tsize = b"", "", 0
+                for n, v in _fields(value):
+                    if n == 1 and isinstance(v, bytes):
+                        hash_ = v
+                    elif n == 2 and isinstance(v, bytes):
+                        name = v.decode("utf-8", "replace")
+                    elif n == 3 and isinstance(v, int):
+                        tsize = v
+                node.links.append(Link(Cid.parse(hash_), name, tsize))
+            elif number == 1 and isinstance(value, bytes):
+                node.data = value
+        return node
+
+
+@dataclass
+class UnixFsData:
+    type: int
+    data: bytes = b""
+    filesize: int | None = None
+    blocksizes: list[int] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        out = _field_varint(1, self.type)
+        if self.data:
+            out += _field_bytes(2, self.data)
+        if self.filesize is not None:
+            out += _field_varint(3, self.filesize)
+        for size in self.blocksizes:
+            out += _field_varint(4, size)
+        return out
+
+    @classmethod
+    def decode(cls, raw: bytes) -> UnixFsData:
+        out = cls(type=-1)
+        for number, value in _fields(raw):
+            if number == 1 and isinstance(value, int):
+                out.type = value
+            elif number == 2 and isinstance(value, bytes):
+                out.data = value
+            elif number == 3 and isinstance(value, int):
+                out.filesize = value
+            elif number == 4 and isinstance(value, int):
+                out.blocksizes.append(value)
+        if out.type < 0:
+            raise UnixFsError("UnixFS data without a type")
+        return out
+
+
+# -- the builder -------------------------------------------------------------------------------
+PutBlock = Callable[[Cid, bytes], None]
+
+
+@dataclass(frozen=True)
+class Added:
+    cid: Cid
+    size: int  # file bytes below this node
+    tsize: int  # block bytes below this node, itself included
+
+
+class FileBuilder:
+    """Feed chunks of exactly CHUNK_SIZE (the last may be shorter); get the root at the end."""
+
+    def __init__(self, put: PutBlock, cid_version: int = 0, raw_leaves: bool | None = None):
+        self._put = put
+        self._version = cid_version
+        self._raw_leaves = cid_version == 1 if raw_leaves is None else raw_leaves
+        self._levels: list[list[Added]] = [[]]
+
+    def _store(self, block: bytes, codec: str) -> Cid:
+        # a raw block has no CIDv0: raw leaves are CIDv1 whatever the nodes above them are
+        cid = Cid.of(block, 1 if codec == RAW else self._version, codec)
+        self._put(cid, block)
+        return cid
+
+    def add_chunk(self, chunk: bytes) -> None:
+        if self._raw_leaves:
+            leaf = Added(self._store(chunk, RAW), len(chunk), len(chunk))
+        else:
+            data = UnixFsData(FILE, chunk, len(chunk)).encode()
+            block = Node(data=data).encode()
+            leaf = Added(self._store(block, DAG_PB), len(chunk), len(block))
+        self._push(0, leaf)
+
+    def _push(self, level: int, item: Added) -> None:
+        while len(self._levels) <= level:
+            self._levels.append([])
+        self._levels[level].append(item)
+        if len(self._levels[level]) == MAX_LINKS:
+            children, self._levels[level] = self._levels[level], []
+            self._push(level + 1, self._parent(children))
+
+    def _parent(self, children: list[Added]) -> Added:
+        data = UnixFsData(
+            FILE, filesize=sum(c.size for c in children), blocksizes=[c.size for c in children]
+        ).encode()
+        node = Node([Link(c.cid, "", c.tsize) for c in children], data)
+        block = node.encode()
+        size = sum(c.size for c in children)
+        return Added(self._store(block, DAG_PB), size, len(block) + sum(c.tsize for c in children))
+
+    def finish(self) -> Added:
+        if not any(self._levels):  # the empty file: one empty leaf, as kubo makes it
+            if self._raw_leaves:
+                return Added(self._store(b"", RAW), 0, 0)
+            block = Node(data=UnixFsData(FILE, filesize=0).encode()).encode()
+            return Added(self._store(block, DAG_PB), 0, len(block))
+        level = 0
+        while True:
+            pending = self._levels[level]
+            if len(pending) == 1 and not any(self._levels[level + 1 :]):
+                return pending[0]
+            if pending:
+                self._levels[level] = []
+                self._push(level + 1, self._parent(pending))
+            level += 1
+
+
+def directory_node(entries: list[tuple[str, Added]], put: PutBlock, cid_version: int) -> Added:
+    """A UnixFS directory of `entries` (name, child), sorted by name as kubo sorts them."""
+    ordered = sorted(entries, key=lambda e: e[0].encode())
+    node = Node(
+        [Link(child.cid, name, child.tsize) for name, child in ordered],
+        UnixFsData(DIRECTORY).encode(),
+    )
+    block = node.encode()
+    cid = Cid.of(block, cid_version, DAG_PB)
+    put(cid, block)
+    size = sum(child.size for _, child in ordered)
+    return Added(cid, size, len(block) + sum(child.tsize for _, child in ordered))
+
+
+def chunks_of(data: bytes) -> Iterator[bytes]:
+    for start in range(0, len(data), CHUNK_SIZE):
+        yield data[start : start + CHUNK_SIZE]

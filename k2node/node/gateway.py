@@ -1,0 +1,215 @@
+"""The embedded store on the node's HTTP port: a trustless gateway and a kubo RPC subset.
+
+`GET /ipfs/<cid>[/path]` serves what this node holds (never fetched on a peer's behalf):
+the file, `?format=raw` one block, `?format=car` the DAG as CARv1. `POST /api/v0/...`
+speaks enough of kubo's RPC (add, cat, block/get, pin/add, id, version) that aioipfs and
+`k2node ipfs` can use a running node; it takes admin requests only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from k2node import __version__
+from k2node.ipfs.dag import IpfsError, NotFound, TooLarge
+from k2node.ipfs.embedded import EmbeddedIpfs
+from k2node.ipfs.unixfs import CHUNK_SIZE, Added, Cid, UnixFsError
+
+RAW_TYPE = "application/vnd.ipld.raw"
+CAR_TYPE = "application/vnd.ipld.car"
+MAX_ADD_BYTES = 1024 * 1024 * 1024
+
+
+def _status_of(exc: IpfsError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, TooLarge):
+        return 413
+    return 502
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response(
+        {"message": message, "Message": message, "Type": "error"}, status=status
+    )
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.lower() in ("", "1", "true", "yes")
+
+
+class IpfsGateway:
+    def __init__(
+        self, ipfs: EmbeddedIpfs, is_admin: Callable[[web.Request], bool], node_id: str
+    ) -> None:
+        self._ipfs = ipfs
+        self._local = ipfs.local_reader
+        self._is_admin = is_admin
+        self._node_id = node_id
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/ipfs/{cid}", self._gateway),
+            web.get("/ipfs/{cid}/{path:.*}", self._gateway),
+            web.post("/api/v0/add", self._admin(self._add)),
+            web.post("/api/v0/cat", self._admin(self._cat)),
+            web.post("/api/v0/block/get", self._admin(self._block_get)),
+            web.post("/api/v0/pin/add", self._admin(self._pin_add)),
+            web.post("/api/v0/id", self._admin(self._id)),
+            web.post("/api/v0/version", self._admin(self._version)),
+        ]
+
+    def _admin(self, handler: Any) -> Any:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if not self._is_admin(request):
+                return _error(403, "the IPFS API takes admin requests only (loopback or token)")
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        return guarded
+
+    # -- trustless gateway ------------------------------------------------------------------------
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        try:
+            root = Cid.parse(request.match_info["cid"])
+        except UnixFsError as exc:
+            return _error(400, str(exc))
+        path = request.match_info.get("path", "")
+        accept = request.headers.get("Accept", "")
+        fmt = request.query.get("format") or (
+            "raw" if RAW_TYPE in accept else "car" if CAR_TYPE in accept else ""
+        )
+        try:
+            if fmt == "raw":
+                if path:
+                    return _error(400, "format=raw serves one block: no path")
+                return web.Response(body=await self._local.block(root), content_type=RAW_TYPE)
+            if fmt == "car":
+                target = await self._local.resolve(root, path)
+                return await self._stream(
+                    request, self._ipfs.car(target, local_only=True), CAR_TYPE
+                )
+            if fmt:
+                return _error(400, f"unknown format {fmt[:20]!r}: use raw or car")
+            target = await self._local.resolve(root, path)
+            first = self._local.cat(target, max_bytes=1 << 62)
+            return await self._stream(request, first, "application/octet-stream")
+        except IpfsError as exc:
+            return _error(_status_of(exc), str(exc))
+
+    async def _stream(
+        self, request: web.Request, pieces: AsyncIterator[bytes], content_type: str
+    ) -> web.StreamResponse:
+        # the first piece decides the status: a missing root is a clean 404
+        try:
+            head = await anext(pieces)
+        except StopAsyncIteration:
+            head = b""
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        await response.write(head)
+        async for piece in pieces:  # a block lost midway ends the body early
+            await response.write(piece)
+        await response.write_eof()
+        return response
+
+    # -- kubo RPC subset --------------------------------------------------------------------------
+    async def _add(self, request: web.Request) -> web.StreamResponse:
+        version = int(request.query.get("cid-version", "0") or 0)
+        raw_leaves = _truthy(request.query["raw-leaves"]) if "raw-leaves" in request.query else None
+        wrap = _truthy(request.query.get("wrap-with-directory", "false"))
+        if version not in (0, 1):
+            return _error(400, "cid-version must be 0 or 1")
+        try:
+            reader = await request.multipart()
+        except (ValueError, AssertionError):
+            return _error(400, "add needs a multipart/form-data body")
+        lines: list[dict[str, str]] = []
+        entries: list[tuple[str, Added]] = []
+        total = 0
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name != "file":
+                continue
+            name = part.filename or ""
+            pieces: list[bytes] = []
+            while chunk := await part.read_chunk(CHUNK_SIZE):
+                total += len(chunk)
+                if total > MAX_ADD_BYTES:
+                    return _error(413, f"add takes at most {MAX_ADD_BYTES} bytes")
+                pieces.append(chunk)
+            added = self._ipfs.add_chunks(pieces, version, raw_leaves)
+            entries.append((name, added))
+            lines.append(
+                {"Name": name or str(added.cid), "Hash": str(added.cid), "Size": str(added.tsize)}
+            )
+        if not entries:
+            return _error(400, "no file part in the body")
+        if wrap:
+            try:
+                directory = self._ipfs.wrap(entries, version)
+            except IpfsError as exc:
+                return _error(400, str(exc))
+            lines.append({"Name": "", "Hash": str(directory.cid), "Size": str(directory.tsize)})
+        body = "\n".join(json.dumps(line) for line in lines) + "\n"
+        return web.Response(text=body, content_type="application/json")
+
+    def _arg(self, request: web.Request) -> tuple[Cid, str]:
+        arg = request.query.get("arg", "").removeprefix("/ipfs/")
+        cid_text, _, path = arg.partition("/")
+        return Cid.parse(cid_text), path
+
+    async def _cat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            root, path = self._arg(request)
+            target = await self._ipfs.resolve(root, path)
+            return await self._stream(
+                request, self._ipfs.cat(target, max_bytes=1 << 62), "text/plain"
+            )
+        except (IpfsError, UnixFsError) as exc:
+            status = _status_of(exc) if isinstance(exc, IpfsError) else 400
+            return _error(status if status != 404 else 500, str(exc))
+
+    async def _block_get(self, request: web.Request) -> web.Response:
+        try:
+            cid, _ = self._arg(request)
+            return web.Response(body=await self._ipfs.block(cid), content_type="text/plain")
+        except UnixFsError as exc:
+            return _error(400, str(exc))
+        except IpfsError as exc:
+            return _error(500, str(exc))
+
+    async def _pin_add(self, request: web.Request) -> web.Response:
+        try:
+            cid, path = self._arg(request)
+            target = await self._ipfs.resolve(cid, path)
+            await self._ipfs.pin(str(target))
+        except UnixFsError as exc:
+            return _error(400, str(exc))
+        except IpfsError as exc:
+            return _error(500, str(exc))
+        return web.json_response({"Pins": [str(target)]})
+
+    async def _id(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "ID": self._node_id,
+                "AgentVersion": f"k2node/{__version__}",
+                "Addresses": [],
+                "Protocols": [],
+            }
+        )
+
+    async def _version(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "Version": __version__,
+                "Commit": "",
+                "Repo": "k2node",
+                "System": "python",
+                "Golang": "",
+            }
+        )
