@@ -26,10 +26,11 @@ class Store:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path) -> Store:
+    def open(cls, path: Path, **options: Any) -> Store:
+        """Open (creating) the database at `path`; `options` go to plyvel.DB."""
         path.mkdir(parents=True, exist_ok=True)
         try:
-            db = plyvel.DB(str(path), create_if_missing=True)
+            db = plyvel.DB(str(path), create_if_missing=True, **options)
         except plyvel.IOError as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
         return cls(db, path)

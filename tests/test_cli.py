@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,3 +108,65 @@ def test_shutdown_bounds_fit_the_systemd_stop_timeout() -> None:
     bound = len(SHUTDOWN_STEPS) * SHUTDOWN_STEP_TIMEOUT_S
     assert STOP_TIMEOUT_S < SHUTDOWN_STEP_TIMEOUT_S
     assert bound < int(match.group(1))
+
+
+def _ipfs(data_dir: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "k2node",
+            "ipfs",
+            "--env-file",
+            str(data_dir / "none"),
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ],
+        cwd=REPO,
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_ipfs_add_and_cat_without_a_node(tmp_path: Path) -> None:
+    hello = tmp_path / "hello.txt"
+    hello.write_bytes(b"hello\n")
+    added = _ipfs(tmp_path, "add", str(hello))
+    assert added.stdout == b"added QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN hello.txt\n"
+    added = _ipfs(tmp_path, "add", "--cid-version", "1", str(hello))
+    assert b"bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am" in added.stdout
+    assert _ipfs(tmp_path, "cat", "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN").stdout == (
+        b"hello\n"
+    )
+    missing = _ipfs(tmp_path, "cat", "QmfDmsHTywy6L9Ne5RXsj5YumDedfBLMvCvmaxjBoe6w4d")
+    assert missing.returncode == 1
+    assert missing.stderr.count(b"\n") == 1 and b"QmfDms" in missing.stderr
+    bad = _ipfs(tmp_path, "cat", "not-a-cid")
+    assert bad.returncode == 1 and b"not a CID" in bad.stderr
+
+
+def test_ipfs_add_and_cat_through_a_running_node(tmp_path: Path) -> None:
+    port = str(_free_port())
+    node = _run(tmp_path, "--port", port)
+    assert node.stdout is not None
+    try:
+        while json.loads(node.stdout.readline())["event"] != "node_started":
+            pass
+        data = tmp_path / "data.bin"
+        data.write_bytes(bytes(range(256)) * 1024 + b"x")
+        added = _ipfs(tmp_path, "--port", port, "add", str(data))
+        assert added.returncode == 0, added.stderr
+        assert added.stdout.split()[1] == b"QmWGeiXYCGAjqZuSZgpb3Yuiuudi6qDv4YnRPW1rWkGwJ4"
+        cat = _ipfs(tmp_path, "--port", port, "cat", added.stdout.split()[1].decode())
+        assert cat.stdout == data.read_bytes()
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.communicate(timeout=30)

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from k2node.crypto import Keypair, verify_signature
+from k2node.crypto import Keypair, payload_signing, verify_signature
+from k2node.ipfs.embedded import EmbeddedIpfs
+from k2node.jsjson import stringify
 from k2node.node.agent import TaskAgent
 from k2node.node.api import NodeApi
 from k2node.node.ledger import Ledger
 from k2node.node.namespace_rpc import TaskContext
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
+from k2node.task.namespace import NamespaceWrapper
 from tests.conftest import FakeClock, create_task, send, stake
 
 
@@ -49,13 +54,15 @@ async def env(tmp_path: Path, k2: LocalK2, clock: FakeClock) -> AsyncIterator[En
     store = Store.open(tmp_path / "node-db")
     agent = TaskAgent(task_id, k2, Ledger(store, k2), me, manager.pubkey, tmp_path / "task")
     agent.base_path.mkdir()
-    ctx = TaskContext(agent, "test task", "s3cret-s3cret-s3cret", 10, "http://127.0.0.1:1")
+    ipfs = EmbeddedIpfs.open(tmp_path / "ipfs")
+    ctx = TaskContext(agent, "test task", "s3cret-s3cret-s3cret", 10, "http://127.0.0.1:1", ipfs)
     api = NodeApi({task_id: ctx}, {}, lambda _: False, manager.pubkey, "", _no_phase)
     client = TestClient(TestServer(api.app()))
     await client.start_server()
     yield Env(client, ctx, k2, clock, store, peer)
     await client.close()
     store.close()
+    ipfs.close()
 
 
 async def _no_phase(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -198,3 +205,45 @@ async def test_node_routes(env: Env) -> None:
     assert resp.status == 404 and "message" in await resp.json()
     resp = await env.client.post(f"/admin/tasks/{env.ctx.task_id}/phase", json={"x": 1})
     assert resp.status == 422
+
+
+async def test_ipfs_upload_and_get(env: Env) -> None:
+    files = {"a.json": base64.b64encode(b'{"x":1}').decode()}
+    status, body = await env.call("ipfsUpload", files, 1)
+    assert status == 200 and body["response"].startswith("bafy")
+    directory = body["response"]
+    assert await env.call("ipfsGet", directory, "a.json") == (
+        200,
+        {"response": base64.b64encode(b'{"x":1}').decode()},
+    )
+    status, body = await env.call("ipfsUploadFile", base64.b64encode(b"hello\n").decode())
+    assert body == {"response": "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"}
+    for bad in (
+        ("ipfsUpload", {"a": "%%%"}),
+        ("ipfsUpload", {}),
+        ("ipfsUpload", files, 7),
+        ("ipfsGet", directory, "a.json", 10**12),
+        ("ipfsGet", directory, "a.json", 3),
+        ("ipfsGet", "not-a-cid"),
+        ("ipfsGet", directory, "missing"),
+    ):
+        status, body = await env.call(*bad)
+        assert status == 422 and body["message"], bad
+
+
+async def test_signed_submissions_on_ipfs(env: Env) -> None:
+    async with aiohttp.ClientSession() as session:
+        ns = NamespaceWrapper(
+            env.ctx.task_id, env.ctx.secret, str(env.client.make_url("")).rstrip("/"), session
+        )
+        me = env.ctx.agent.staking.pubkey
+        cid = await ns.upload_signed_submission(3, {"v": [1, 2]})
+        assert await ns.fetch_signed_submission(cid, 3, me) == {"v": [1, 2]}
+        assert await ns.fetch_signed_submission(cid, 3, env.peer.pubkey) is None  # not theirs
+        assert await ns.fetch_signed_submission(cid, 4, me) is None  # wrong round's file
+        assert await ns.fetch_signed_submission("QmNotACid", 3, me) is None
+        # a file whose signature covers other content
+        signed = payload_signing("0" * 64, env.ctx.agent.staking)
+        forged = stringify({"signedMessage": signed, "submission": {"v": [1, 2]}})
+        forged_cid = await ns.ipfs_upload({"submissionValues3.json": forged})
+        assert await ns.fetch_signed_submission(forged_cid, 3, me) is None

@@ -60,7 +60,9 @@ class EmbeddedIpfs:
     def open(
         cls, path: Path, session: aiohttp.ClientSession | None = None, peers: Peers = _no_peers
     ) -> EmbeddedIpfs:
-        return cls(Store.open(path), session, peers)
+        # blocks are mostly incompressible and written once: no compression, big write buffer
+        store = Store.open(path, compression=None, write_buffer_size=64 * 1024 * 1024)
+        return cls(store, session, peers)
 
     def close(self) -> None:
         self._store.close()
@@ -118,7 +120,7 @@ class EmbeddedIpfs:
                     if resp.status != 200:
                         problems.append(f"{peer}: HTTP {resp.status}")
                         continue
-                    block = await resp.content.read(MAX_BLOCK_BYTES + 1)
+                    block = await _read_capped(resp, MAX_BLOCK_BYTES + 1)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problems.append(f"{peer}: {type(exc).__name__}")
                 continue
@@ -233,16 +235,36 @@ class EmbeddedIpfs:
         return None
 
 
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or its first `limit` bytes when longer (then refused as too large)."""
+    body = bytearray()
+    async for piece in resp.content.iter_chunked(64 * 1024):
+        body += piece
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])
+
+
 def _rechunk(pieces: Iterable[bytes]) -> Iterator[bytes]:
-    """Cut a stream of any-sized pieces into CHUNK_SIZE chunks (the last may be short)."""
-    buffer = bytearray()
+    """Cut a stream of any-sized pieces into CHUNK_SIZE chunks (the last may be short),
+    copying each byte once."""
+    pending = bytearray()
     for piece in pieces:
-        buffer += piece
-        while len(buffer) >= CHUNK_SIZE:
-            yield bytes(buffer[:CHUNK_SIZE])
-            del buffer[:CHUNK_SIZE]
-    if buffer:
-        yield bytes(buffer)
+        view = memoryview(piece)
+        if pending:
+            taken = CHUNK_SIZE - len(pending)
+            pending += view[:taken]
+            view = view[taken:]
+            if len(pending) < CHUNK_SIZE:
+                continue
+            yield bytes(pending)
+            pending = bytearray()
+        while len(view) >= CHUNK_SIZE:
+            yield bytes(view[:CHUNK_SIZE])
+            view = view[CHUNK_SIZE:]
+        pending += view
+    if pending:
+        yield bytes(pending)
 
 
 def _uvarint(value: int) -> bytes:

@@ -8,9 +8,7 @@ computes is checked against our own computation, and fetched blocks against thei
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -99,24 +97,24 @@ class KuboIpfs:
         return cid
 
     async def publish_directory(self, files: dict[str, bytes], cid_version: int = 0) -> str:
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = []
-            for name, data in files.items():
-                if not name or "/" in name or name in (".", ".."):
-                    raise IpfsError(f"bad file name {name[:80]!r}")
-                path = Path(tmp) / name
-                await asyncio.to_thread(path.write_bytes, data)
-                paths.append(str(path))
+        for name in files:
+            if not name or "/" in name or name in (".", ".."):
+                raise IpfsError(f"bad file name {name[:80]!r}")
+        core = self._client.core
+        params = core._build_add_params(wrap_with_directory=True, cid_version=cid_version, pin=True)
 
-            async def add_all() -> list[dict[str, Any]]:
-                return [
-                    entry
-                    async for entry in self._client.add(
-                        *paths, wrap_with_directory=True, cid_version=cid_version, pin=True
+        async def add_all() -> list[dict[str, Any]]:
+            # aioipfs's own file helper does not work with current aiohttp: build the parts
+            with aiohttp.MultipartWriter("form-data") as form:
+                for name, data in files.items():
+                    part = aiohttp.payload.BytesPayload(
+                        data, content_type="application/octet-stream"
                     )
-                ]
+                    part.set_content_disposition("form-data", name="file", filename=name)
+                    form.append_payload(part)
+                return [entry async for entry in core.add_generic(form, params=params)]
 
-            entries = await self._call("add", add_all)
+        entries = await self._call("add", add_all)
         wrapper = [e for e in entries if e.get("Name", "") == ""]
         if not wrapper:
             raise IpfsError(f"IPFS API {self._url} returned no directory for the upload")
