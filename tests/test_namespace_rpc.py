@@ -22,7 +22,7 @@ from k2node.node.ledger import Ledger
 from k2node.node.namespace_rpc import TaskContext
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
-from k2node.task.namespace import NamespaceWrapper
+from k2node.task.namespace import NamespaceError, NamespaceWrapper
 from tests.conftest import FakeClock, create_task, send, stake
 
 
@@ -231,7 +231,7 @@ async def test_ipfs_upload_and_get(env: Env) -> None:
         assert status == 422 and body["message"], bad
 
 
-async def test_signed_submissions_on_ipfs(env: Env) -> None:
+async def test_signed_submissions_on_ipfs(env: Env, tmp_path: Path) -> None:
     async with aiohttp.ClientSession() as session:
         ns = NamespaceWrapper(
             env.ctx.task_id, env.ctx.secret, str(env.client.make_url("")).rstrip("/"), session
@@ -247,3 +247,11 @@ async def test_signed_submissions_on_ipfs(env: Env) -> None:
         forged = stringify({"signedMessage": signed, "submission": {"v": [1, 2]}})
         forged_cid = await ns.ipfs_upload({"submissionValues3.json": forged})
         assert await ns.fetch_signed_submission(forged_cid, 3, me) is None
+        json_cid = await ns.ipfs_upload_json({"k": [1, "ü"]}, "v.json", 1)
+        assert await ns.ipfs_get_json(json_cid, "v.json") == {"k": [1, "ü"]}
+        local = tmp_path / "report.txt"
+        local.write_bytes(b"report")
+        file_cid = await ns.ipfs_upload_file(local)
+        assert await ns.ipfs_get(file_cid, "report.txt") == b"report"
+        with pytest.raises(NamespaceError, match="maxBytes"):
+            await ns.ipfs_get(file_cid, "report.txt", max_bytes=0)

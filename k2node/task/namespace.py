@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -151,8 +152,20 @@ class NamespaceWrapper:
     async def ipfs_upload_bytes(self, data: bytes, cid_version: int = 0) -> str:
         return str(await self.call("ipfsUploadFile", base64.b64encode(data).decode(), cid_version))
 
+    async def ipfs_upload_json(self, value: Any, name: str, cid_version: int = 0) -> str:
+        """`value` as JSON in a file `name`, wrapped in a directory; the directory's CID."""
+        return await self.ipfs_upload({name: stringify(value)}, cid_version)
+
+    async def ipfs_upload_file(self, path: Path, cid_version: int = 0) -> str:
+        """A local file of the task's (at most a few MB: it travels inside the RPC body)."""
+        data = await asyncio.to_thread(path.read_bytes)
+        return await self.ipfs_upload({path.name: data}, cid_version)
+
     async def ipfs_get(self, cid: str, path: str = "", max_bytes: int = 1024 * 1024) -> bytes:
         return base64.b64decode(await self.call("ipfsGet", cid, path, max_bytes))
+
+    async def ipfs_get_json(self, cid: str, path: str = "", max_bytes: int = 1024 * 1024) -> Any:
+        return json.loads(await self.ipfs_get(cid, path, max_bytes))
 
     async def upload_signed_submission(self, round_: int, submission: Any) -> str:
         """The template's IPFS submission mode: `submissionValues<round>.json` holding
