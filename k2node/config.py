@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,6 @@ class Settings:
     service_url: str = ""
     environment: str = "development"
     initial_staking_wallet_balance: int = 15 * ROE_PER_KOII
-    initial_distribution_wallet_balance: int = 1 * ROE_PER_KOII
     slot_ms: float = DEFAULT_SLOT_MS
     task_config: Path = Path("config/task.yml")
     task_entry: str = DEFAULT_TASK_ENTRY
@@ -43,7 +42,6 @@ class Settings:
     ipfs_api: str = ""  # empty: the embedded store; else a kubo RPC API URL
     log_format: str = "auto"
     log_level: str = "info"
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:
@@ -144,9 +142,6 @@ def load_settings(
         initial_staking_wallet_balance=_koii_to_roe(
             "INITIAL_STAKING_WALLET_BALANCE", get("INITIAL_STAKING_WALLET_BALANCE", "15")
         ),
-        initial_distribution_wallet_balance=_koii_to_roe(
-            "INITIAL_DISTRIBUTION_WALLET_BALANCE", get("INITIAL_DISTRIBUTION_WALLET_BALANCE", "1")
-        ),
         slot_ms=slot_ms,
         task_config=Path(get("K2NODE_TASK_CONFIG", "config/task.yml")),
         task_entry=get("K2NODE_TASK_ENTRY", DEFAULT_TASK_ENTRY),
@@ -154,7 +149,6 @@ def load_settings(
         ipfs_api=ipfs_api,
         log_format=log_format,
         log_level=get("K2NODE_LOG_LEVEL", "info"),
-        extra=values,
     )
 
 

@@ -19,7 +19,6 @@ PHASE_NAMES = frozenset(p.value for p in Phase)
 CHANNEL_FD_ENV = "NODE_CHANNEL_FD"
 CHANNEL_MODE_ENV = "NODE_CHANNEL_SERIALIZATION_MODE"
 TASK_ENTRY_ENV = "K2NODE_TASK_ENTRY"
-TASK_ROUTE_PREFIX = "/task"
 NAMESPACE_PATH = "/namespace-wrapper"
 
 # Largest JSON body accepted on the namespace RPC and by a task's own routes.

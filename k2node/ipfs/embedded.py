@@ -134,10 +134,14 @@ class EmbeddedIpfs:
         raise NotFound(f"block {cid} could not be fetched: {'; '.join(problems)[:500]}")
 
     # -- adding ------------------------------------------------------------------------------
+    def file_builder(self, cid_version: int = 0, raw_leaves: bool | None = None) -> FileBuilder:
+        """A builder storing here; feed it CHUNK_SIZE chunks as they arrive."""
+        return FileBuilder(self._put, cid_version, raw_leaves)
+
     def add_chunks(
         self, chunks: Iterable[bytes], cid_version: int = 0, raw_leaves: bool | None = None
     ) -> Added:
-        builder = FileBuilder(self._put, cid_version, raw_leaves)
+        builder = self.file_builder(cid_version, raw_leaves)
         for chunk in _rechunk(chunks):
             builder.add_chunk(chunk)
         return builder.finish()

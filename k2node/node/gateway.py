@@ -135,13 +135,20 @@ class IpfsGateway:
             if not isinstance(part, BodyPartReader) or part.name != "file":
                 continue
             name = part.filename or ""
-            pieces: list[bytes] = []
-            while chunk := await part.read_chunk(CHUNK_SIZE):
-                total += len(chunk)
+            builder = self._ipfs.file_builder(version, raw_leaves)
+            pending = bytearray()
+            # chunks go into the DAG as they arrive: an upload is never held whole
+            while piece := await part.read_chunk(CHUNK_SIZE):
+                total += len(piece)
                 if total > MAX_ADD_BYTES:
                     return _error(413, f"add takes at most {MAX_ADD_BYTES} bytes")
-                pieces.append(chunk)
-            added = self._ipfs.add_chunks(pieces, version, raw_leaves)
+                pending += piece
+                while len(pending) >= CHUNK_SIZE:
+                    builder.add_chunk(bytes(pending[:CHUNK_SIZE]))
+                    del pending[:CHUNK_SIZE]
+            if pending:
+                builder.add_chunk(bytes(pending))
+            added = builder.finish()
             entries.append((name, added))
             lines.append(
                 {"Name": name or str(added.cid), "Hash": str(added.cid), "Size": str(added.tsize)}

@@ -212,9 +212,6 @@ class LocalK2:
             raise TransactionError(f"task {task_id!r} does not exist")
         return state
 
-    def task_ids(self) -> list[str]:
-        return list(self._world.tasks)
-
     async def get_task_state(
         self, task_id: str, options: dict[str, Any] | None = None
     ) -> dict[str, Any]:
