@@ -98,7 +98,7 @@ class Ledger:
     def prune(self, task_id: str, before_round: int) -> None:
         stale = [
             k
-            for prefix in (f"ledger/{task_id}/", f"phase/{task_id}/")
+            for prefix in (f"ledger/{task_id}/", f"phase/{task_id}/", f"logged/{task_id}/")
             for k in self._store.keys(prefix)
             if _round_in(k, prefix) < before_round
         ]

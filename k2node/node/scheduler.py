@@ -27,6 +27,9 @@ log = structlog.get_logger("k2node.scheduler")
 
 # The watchdog restarts a task whose latest submission is older than this many rounds.
 WATCHDOG_ROUNDS = 3
+TIMER_SLACK_S = 0.0015
+# How long after a round opens its re-sync and bookkeeping wait, at most a quarter slot.
+BOOKKEEPING_DELAY_S = 0.02
 
 Send = Callable[[dict[str, Any]], Awaitable[bool]]
 
@@ -68,8 +71,14 @@ class Scheduler:
         settlement = self._agent.settlement
         if settlement.current_slot() >= slot:
             return False
+        deadline = settlement.wall_time_of_slot(slot)
+        # the loop's timers wake up to a millisecond late (epoll's resolution): sleep to just
+        # before the deadline, then yield until it has passed
+        early = deadline - time.time() - TIMER_SLACK_S
+        if early > 0:
+            await asyncio.sleep(early)
         while settlement.current_slot() < slot:  # noqa: ASYNC110 - a deadline, not a flag
-            await asyncio.sleep(max(0.0, settlement.wall_time_of_slot(slot) - time.time()))
+            await asyncio.sleep(0)
         return True
 
     def events_for_round(self, r: int, state: dict[str, Any]) -> list[_Event]:
@@ -112,7 +121,8 @@ class Scheduler:
             opened = [e for e in self.events_for_round(r, state) if e.slot == start and not e.retry]
             for event in opened:
                 await self._run_event(event)
-            await asyncio.sleep(0)  # let other tasks' opening messages out before bookkeeping
+            # let every other task's opening messages out before this one's bookkeeping
+            await asyncio.sleep(min(BOOKKEEPING_DELAY_S, agent.settlement.slot_ms / 4000))
             state = await agent.state({"is_distribution_required": True})
             await self._bookkeeping(r, state)
             for event in self.events_for_round(r, state):
@@ -155,7 +165,6 @@ class Scheduler:
         }
         if event.kind == Phase.GENERATE_DISTRIBUTION:
             message["isPreviousRoundFailed"] = event.retry
-        self._ledger.mark_phase(self.task_id, event.label, event.round_, "sent")
         delivered = await self._send(message)
         if waited:  # a phase sent late because the node started late is no timer delay
             self.delays_ms.append(delay_ms)
@@ -217,9 +226,9 @@ class Scheduler:
         payout its submitter left undone for a whole round (any staked node may)."""
         me = self._agent.staking.pubkey
         records = state.get("distributions_audit_record", {})
+        lists = state.get("distribution_rewards_submission", {})
         for n in range(max(0, r - 5), r - 2):
-            info = await self._agent.distribution_info(n)
-            submitters = list(info["distribution_rewards_submission"].get(str(n), {}))
+            submitters = list(lists.get(str(n), {}))
             record = records.get(str(n))
             if record is None and submitters and n <= r - 4:
                 try:
@@ -230,7 +239,7 @@ class Scheduler:
                 continue
             if record is None or not submitters:
                 continue
-            key = f"payout-logged/{self.task_id}/{n:010d}/{record}"
+            key = f"logged/{self.task_id}/{n:010d}/payout-{record}"
             if not self._ledger.once(key):
                 continue
             amount = 0
