@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import random
 import sys
@@ -210,6 +211,52 @@ def bench_ipfs_add(tmp: Path, size: int = 100 * 1024 * 1024) -> None:
     print(f"  adding 1 GB streamed: peak Python memory {peak / 1e6:.1f} MB (target: a few MB)")
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def bench_footprint(tmp: Path) -> None:
+    """`k2node run` from nothing: time to the first finished phase; node and task RSS."""
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "k2node",
+        "run",
+        "--env-file",
+        str(tmp / "none"),
+        "--data-dir",
+        str(tmp / "footprint"),
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        env={"PATH": os.environ["PATH"]},
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    task_pid = first_phase = None
+    while first_phase is None:
+        event = json.loads(await proc.stdout.readline())
+        if event["event"] == "task_process_started":
+            task_pid = event["pid"]
+        if event["event"] == "phase_done":
+            first_phase = time.perf_counter() - started
+    await asyncio.sleep(2)
+    node_rss = await asyncio.to_thread(_rss_mb, proc.pid)
+    task_rss = await asyncio.to_thread(_rss_mb, task_pid) if task_pid else float("nan")
+    proc.terminate()
+    await proc.wait()
+    print("footprint: k2node run on an empty data directory")
+    print(f"  start to first finished phase {first_phase:.2f} s (target < 2 s)")
+    print(f"  node RSS {node_rss:.0f} MB (target <= 80)  task RSS {task_rss:.0f} MB (target <= 50)")
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -218,6 +265,7 @@ async def main() -> None:
         bench_distribution()
         await bench_submissions(tmp)
         bench_ipfs_add(tmp)
+        await bench_footprint(tmp)
 
 
 if __name__ == "__main__":
