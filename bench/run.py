@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import socket
 import sys
 import tempfile
 import time
@@ -17,6 +18,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import plyvel
 
 from k2node.crypto import Keypair
@@ -257,6 +259,82 @@ async def bench_footprint(tmp: Path) -> None:
     print(f"  node RSS {node_rss:.0f} MB (target <= 80)  task RSS {task_rss:.0f} MB (target <= 50)")
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _load(url: str, connections: int = 32, seconds: float = 5.0) -> dict[str, float]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO / "bench" / "load.py"),
+        url,
+        str(connections),
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+async def _wait_http(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def bench_api(tmp: Path) -> None:
+    """Requests proxied by the node to a task's server vs a bare aiohttp handler."""
+    bare_port = _free_port()
+    bare = await asyncio.create_subprocess_exec(
+        sys.executable, str(REPO / "bench" / "bare_server.py"), str(bare_port)
+    )
+    await _wait_http(f"http://127.0.0.1:{bare_port}/")
+    baseline = await _load(f"http://127.0.0.1:{bare_port}/")
+    bare.terminate()
+    await bare.wait()
+    port = _free_port()
+    node = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "k2node",
+        "run",
+        "--env-file",
+        str(tmp / "none"),
+        "--data-dir",
+        str(tmp / "api"),
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        env={"PATH": os.environ["PATH"]},
+        cwd=REPO,
+    )
+    await _wait_http(f"http://127.0.0.1:{port}/")
+    tasks_url = f"http://127.0.0.1:{port}/tasks"
+    async with aiohttp.ClientSession() as session, session.get(tasks_url) as resp:
+        task_id = (await resp.json())[0]["TaskID"]
+    url = f"http://127.0.0.1:{port}/task/{task_id}/"
+    await _wait_http(url)
+    proxied = await _load(url)
+    node.terminate()
+    await node.wait()
+    print("node API: 32 connections, 5 s each, one load generator process")
+    print(f"  bare aiohttp handler {baseline['rps']:,.0f} req/s p99 {baseline['p99_ms']:.1f} ms")
+    print(
+        f"  node -> task proxy   {proxied['rps']:,.0f} req/s p99 {proxied['p99_ms']:.1f} ms"
+        f"  (ratio {proxied['rps'] / baseline['rps']:.2f}; target >= 0.4, p99 <= 5 ms)"
+    )
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -266,6 +344,7 @@ async def main() -> None:
         await bench_submissions(tmp)
         bench_ipfs_add(tmp)
         await bench_footprint(tmp)
+        await bench_api(tmp)
 
 
 if __name__ == "__main__":
