@@ -171,3 +171,24 @@ async def test_timers_off_sends_nothing_and_phases_run_by_hand(
                     return isinstance(found, dict) and found["digest"].startswith("000")
 
             await wait_for(proof_stored, within=20)
+
+
+async def test_events_stream_each_step(tmp_path: Path, chain: RecordingK2) -> None:
+    task_id = await create_task(chain, Keypair.generate(), **FAST_ROUNDS)
+    async with Node(node_settings(tmp_path / "events", task_id), chain).manage() as node:
+        url = f"http://127.0.0.1:{node.port}/events"
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as socket:
+            seen: list[dict[str, Any]] = []
+
+            async def submission_seen() -> bool:
+                message = await socket.receive_json(timeout=30)
+                seen.append(message)
+                return message["event"] == "rpc_action" and (
+                    message["method"] == "checkSubmissionAndUpdateRound"
+                )
+
+            await wait_for(submission_seen, within=30, every=0)
+    names = {m["event"] for m in seen}
+    assert {"phase_sent", "phase_done"} <= names, names
+    sent = next(m for m in seen if m["event"] == "phase_sent")
+    assert sent["task_id"] == task_id and "round" in sent and "phase" in sent

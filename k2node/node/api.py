@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from k2node import __version__
+from k2node.node.events import EventHub
 from k2node.node.namespace_rpc import NamespaceRpc, TaskContext
 from k2node.protocol import MAX_RPC_BODY, NAMESPACE_PATH, PHASE_NAMES
 
@@ -60,6 +61,7 @@ class NodeApi:
         main_pubkey: str,
         admin_token: str,
         manual_phase: ManualPhase,
+        events: EventHub | None = None,
     ) -> None:
         self._contexts = contexts
         self._task_ports = task_ports
@@ -67,7 +69,8 @@ class NodeApi:
         self._main_pubkey = main_pubkey
         self._admin_token = admin_token
         self._manual_phase = manual_phase
-        self._rpc = NamespaceRpc(contexts)
+        self.events = events or EventHub()
+        self._rpc = NamespaceRpc(contexts, self.events)
         self._session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
@@ -76,9 +79,11 @@ class NodeApi:
         app.router.add_get("/id", self._id)
         app.router.add_get("/tasks", self._tasks)
         app.router.add_post(NAMESPACE_PATH, self._rpc.handle)
+        app.router.add_get("/events", self.events.handle)
         app.router.add_post("/admin/tasks/{task_id}/phase", self._phase)
         app.router.add_route("*", "/task/{task_id}/{path:.*}", self._proxy)
         app.cleanup_ctx.append(self._client)
+        app.on_shutdown.append(lambda _: self.events.close())
         return app
 
     async def _client(self, _: web.Application) -> Any:

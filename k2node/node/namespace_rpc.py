@@ -21,6 +21,7 @@ from k2node import __version__
 from k2node.crypto import payload_signing, verify_signature, web3_account
 from k2node.ipfs import IpfsBackend, IpfsError
 from k2node.node.agent import ActionError, TaskAgent
+from k2node.node.events import EventHub
 from k2node.settlement.base import TransactionError
 
 log = structlog.get_logger("k2node.rpc")
@@ -338,8 +339,9 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class NamespaceRpc:
-    def __init__(self, contexts: Mapping[str, TaskContext]) -> None:
+    def __init__(self, contexts: Mapping[str, TaskContext], events: EventHub) -> None:
         self._contexts = contexts
+        self._events = events
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -371,5 +373,7 @@ class NamespaceRpc:
             return _error(422, f"{name}: {exc}")
         if name in _ACTIONS:
             round_ = params[-1] if params and isinstance(params[-1], int) else None
-            log.info("rpc_action", task_id=task_id, method=name, round=round_, result=result)
+            self._events.emit(
+                "rpc_action", task_id=task_id, method=name, round=round_, result=result
+            )
         return web.json_response({"response": result})

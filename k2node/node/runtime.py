@@ -28,6 +28,7 @@ from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.kubo import KuboIpfs
 from k2node.node.agent import TaskAgent
 from k2node.node.api import NodeApi
+from k2node.node.events import EventHub
 from k2node.node.gateway import IpfsGateway
 from k2node.node.ledger import Ledger
 from k2node.node.namespace_rpc import TaskContext
@@ -87,6 +88,7 @@ class Node:
         self.supervisor: Supervisor | None = None
         self.ledger: Ledger | None = None
         self.ipfs: IpfsBackend | None = None
+        self.events = EventHub()
 
     @asynccontextmanager
     async def manage(self) -> AsyncIterator[Node]:
@@ -132,6 +134,7 @@ class Node:
                 self.main.pubkey,
                 settings.admin_token,
                 self._manual_phase,
+                self.events,
             )
             app = api.app()
             if embedded is not None:
@@ -252,6 +255,7 @@ class Node:
             self.ledger,
             functools.partial(self._send_phase, task_id),
             functools.partial(self._restart, task_id),
+            self.events,
         )
         ports[task_id] = _free_port()
         argv = (

@@ -15,15 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from k2node.node.agent import TaskAgent
+from k2node.node.events import EventHub
 from k2node.node.ledger import Ledger, latest_confirmed_round
 from k2node.protocol import Phase
 from k2node.rounds import MAX_DISTRIBUTION_RETRIES, Schedule
 from k2node.settlement.base import TransactionError
-
-log = structlog.get_logger("k2node.scheduler")
 
 # The watchdog restarts a task whose latest submission is older than this many rounds.
 WATCHDOG_ROUNDS = 3
@@ -54,11 +51,13 @@ class Scheduler:
         ledger: Ledger,
         send: Send,
         restart_task: Callable[[str], None] | None = None,
+        events: EventHub | None = None,
     ) -> None:
         self._agent = agent
         self._ledger = ledger
         self._send = send
         self._restart_task = restart_task
+        self._events = events or EventHub()
         self._started_round: int | None = None
         self.delays_ms: list[float] = []  # dispatch delay after a window opens (metrics)
 
@@ -144,7 +143,7 @@ class Scheduler:
         waited = await self._sleep_until_slot(event.slot)
         now = settlement.current_slot()
         if now >= event.deadline:
-            log.warning(
+            self._events.warn(
                 "phase_missed",
                 task_id=self.task_id,
                 round=event.round_,
@@ -171,7 +170,7 @@ class Scheduler:
         # logged after the other tasks' messages due now have left: the log can wait
         asyncio.get_running_loop().call_soon(
             functools.partial(
-                log.info,
+                self._events.emit,
                 "phase_sent",
                 task_id=self.task_id,
                 round=event.round_,
@@ -189,11 +188,11 @@ class Scheduler:
             return
         if reply.get("ok"):
             self._ledger.mark_phase(self.task_id, label, round_, "done")
-            log.info(
+            self._events.emit(
                 "phase_done", task_id=self.task_id, round=round_, phase=label, ms=reply.get("ms")
             )
         else:
-            log.warning(
+            self._events.warn(
                 "phase_failed",
                 task_id=self.task_id,
                 round=round_,
@@ -215,9 +214,9 @@ class Scheduler:
         try:
             result = await self._agent.payout(round_)
         except TransactionError as exc:
-            log.warning("payout_refused", task_id=self.task_id, round=round_, error=str(exc))
+            self._events.warn("payout_refused", task_id=self.task_id, round=round_, error=str(exc))
             return
-        log.info(
+        self._events.emit(
             "payout_triggered", task_id=self.task_id, round=round_, record=result.get("record")
         )
 
@@ -233,9 +232,13 @@ class Scheduler:
             if record is None and submitters and n <= r - 4:
                 try:
                     await self._agent.payout(n)
-                    log.info("payout_triggered_for_absent_submitter", task_id=self.task_id, round=n)
+                    self._events.emit(
+                        "payout_triggered_for_absent_submitter", task_id=self.task_id, round=n
+                    )
                 except TransactionError as exc:
-                    log.warning("payout_refused", task_id=self.task_id, round=n, error=str(exc))
+                    self._events.warn(
+                        "payout_refused", task_id=self.task_id, round=n, error=str(exc)
+                    )
                 continue
             if record is None or not submitters:
                 continue
@@ -246,7 +249,7 @@ class Scheduler:
             if record == "PayoutSuccessful":
                 dist = await self._agent.distribution_list(submitters[-1], n) or {}
                 amount = int(dist.get(me, 0))
-            log.info(
+            self._events.emit(
                 "payout_settled",
                 task_id=self.task_id,
                 round=n,
