@@ -316,6 +316,11 @@ async def test_the_kubo_rpc_takes_admin_requests_only(store: EmbeddedIpfs) -> No
     await client.start_server()
     resp = await client.post("/api/v0/add", data=b"x")
     assert resp.status == 403
+    admin = await _gateway(store)
+    for query, status in (("?cid-version=abc", 400), ("?cid-version=2", 400), ("", 400)):
+        resp = await admin.post(f"/api/v0/add{query}", data=b"not multipart")
+        assert resp.status == status, query
+    await admin.close()
     cid = store.add_bytes(b"public")
     resp = await client.get(f"/ipfs/{cid}")  # the gateway itself is public
     assert await resp.read() == b"public"

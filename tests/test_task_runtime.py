@@ -122,12 +122,19 @@ async def test_a_task_raising_everywhere_does_not_stop_the_node(
                 assert await resp.json() == {"status": 200, "message": "Running"}
 
 
-@pytest.mark.parametrize(("entry", "restarts"), [("ExitsWithOne", False), ("ExitsWithZero", True)])
+@pytest.mark.parametrize(
+    ("entry", "restarts"),
+    [
+        (task_file("misbehaving.py") + ":ExitsWithOne", False),
+        (task_file("misbehaving.py") + ":ExitsWithZero", True),
+        ("/nonexistent/main.js", False),  # a JavaScript task whose file is missing
+    ],
+)
 async def test_exit_codes_follow_the_restart_policy(
     tmp_path: Path, fast_chain: LocalK2, entry: str, restarts: bool
 ) -> None:
     task_id = await create_task(fast_chain, Keypair.generate(), **FAST_ROUNDS)
-    settings = node_settings(tmp_path / "n", task_id, task_file("misbehaving.py") + ":" + entry)
+    settings = node_settings(tmp_path / "n", task_id, entry)
     async with Node(settings, fast_chain, restart_backoff_s=0.05).manage() as node:
         assert node.supervisor
         supervisor = node.supervisor

@@ -12,12 +12,15 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import structlog
 from aiohttp import BodyPartReader, web
 
 from k2node import __version__
 from k2node.ipfs.dag import IpfsError, NotFound, TooLarge
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.unixfs import CHUNK_SIZE, Added, Cid, UnixFsError
+
+log = structlog.get_logger("k2node.gateway")
 
 RAW_TYPE = "application/vnd.ipld.raw"
 CAR_TYPE = "application/vnd.ipld.car"
@@ -112,14 +115,23 @@ class IpfsGateway:
         response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
         await response.write(head)
-        async for piece in pieces:  # a block lost midway ends the body early
-            await response.write(piece)
+        try:
+            async for piece in pieces:
+                await response.write(piece)
+        except IpfsError as exc:
+            # too late for a status: cut the body short so the client sees it incomplete
+            log.warning("ipfs_stream_cut", path=request.path, error=str(exc))
+            response.force_close()
+            return response
         await response.write_eof()
         return response
 
     # -- kubo RPC subset --------------------------------------------------------------------------
     async def _add(self, request: web.Request) -> web.StreamResponse:
-        version = int(request.query.get("cid-version", "0") or 0)
+        try:
+            version = int(request.query.get("cid-version", "0") or 0)
+        except ValueError:
+            version = -1
         raw_leaves = _truthy(request.query["raw-leaves"]) if "raw-leaves" in request.query else None
         wrap = _truthy(request.query.get("wrap-with-directory", "false"))
         if version not in (0, 1):

@@ -86,8 +86,8 @@ class TaskProcess:
     async def start(self) -> None:
         parent, child = socket.socketpair()
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.spec.log_path.open("ab") as out:
-            try:
+        try:
+            with self.spec.log_path.open("ab") as out:
                 self._proc = await asyncio.create_subprocess_exec(
                     *self.spec.command(),
                     stdin=asyncio.subprocess.DEVNULL,
@@ -97,8 +97,11 @@ class TaskProcess:
                     pass_fds=(child.fileno(),),
                     start_new_session=True,  # Ctrl-C on the node's terminal is the node's
                 )
-            finally:
-                child.close()
+        except OSError:
+            parent.close()
+            raise
+        finally:
+            child.close()
         self._channel = await IpcChannel.over(parent)
         self._reader = asyncio.create_task(self._read(), name=f"ipc-{self.spec.task_id}")
         log.info("task_process_started", task_id=self.spec.task_id, pid=self._proc.pid)
@@ -185,7 +188,12 @@ class Supervisor:
             proc = TaskProcess(spec, self._on_reply)
             self._processes[spec.task_id] = proc
             started = time.monotonic()
-            await proc.start()
+            try:
+                await proc.start()
+            except OSError as exc:  # e.g. `node` missing for a JavaScript task
+                log.error("task_start_failed", task_id=spec.task_id, error=str(exc))
+                self.stopped_for_good.add(spec.task_id)
+                return
             self._started.setdefault(spec.task_id, asyncio.Event()).set()
             waiter = asyncio.ensure_future(proc.wait())
             restarter = asyncio.ensure_future(restart.wait())
