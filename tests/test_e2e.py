@@ -13,8 +13,9 @@ from structlog.testing import capture_logs
 
 from k2node.crypto import Keypair
 from k2node.node.runtime import Node
+from k2node.rounds import Schedule
 from k2node.settlement.base import ROE_PER_KOII
-from k2node.task.distribution import select_distribution_submitter
+from k2node.task.distribution import count_votes, select_distribution_submitter
 from tests.conftest import RecordingK2, create_task, node_settings, task_file, wait_for
 
 SLOT_MS = 100.0
@@ -192,3 +193,62 @@ async def test_events_stream_each_step(tmp_path: Path, chain: RecordingK2) -> No
     assert {"phase_sent", "phase_done"} <= names, names
     sent = next(m for m in seen if m["event"] == "phase_sent")
     assert sent["task_id"] == task_id and "round" in sent and "phase" in sent
+
+
+async def test_a_bad_list_fails_its_payout_and_the_retry_pays(
+    tmp_path: Path, chain: RecordingK2
+) -> None:
+    """Every node pays itself the bounty when first selected and plays fair on the retry:
+    the others must vote each first list down, and the re-selected node must pay the round."""
+    bounty = 4 * ROE_PER_KOII
+    task_id = await create_task(
+        chain, Keypair.generate(), bounty_amount_per_round=bounty, **FAST_ROUNDS
+    )
+    greedy = task_file("greedy_distributor.py") + ":GreedyDistributor"
+    rounds = range(3)
+    async with AsyncExitStack() as stack:
+        nodes = [
+            await stack.enter_async_context(
+                Node(node_settings(tmp_path / f"node{i}", task_id, greedy), chain).manage()
+            )
+            for i in range(4)
+        ]
+        keys = [n.staking.pubkey for n in nodes if n.staking]
+        schedule = Schedule.of(await chain.get_task_state(task_id))
+        # the retry of round 2 is paid out at the end of round 5's audit window
+        await wait_for(
+            lambda: chain.current_slot() >= schedule.payout_opens(2, attempt=1) + 2, within=60
+        )
+        state = await chain.get_task_state(
+            task_id,
+            {
+                "is_submission_required": True,
+                "is_distribution_required": True,
+                "is_available_balances_required": True,
+            },
+        )
+    lists = state["distribution_rewards_submission"]
+    paid_rounds = 0
+    for n in rounds:
+        first = next(iter(lists[str(n)]))
+        assert first == select_distribution_submitter(state["submissions"], {}, {}, n, False)
+        votes = state["distributions_audit_trigger"][str(n)][first]
+        assert count_votes(votes) < 0, (n, votes)  # the other nodes caught the greedy list
+        retry = select_distribution_submitter(
+            state["submissions"],
+            {str(n): {first: {}}},
+            {str(n): "PayoutFailed"},
+            n,
+            True,
+        )
+        if retry is None:  # the template's retry walk may select nobody
+            assert list(lists[str(n)]) == [first], n
+            assert state["distributions_audit_record"][str(n)] == "PayoutFailed", n
+            continue
+        assert list(lists[str(n)]) == [first, retry], n
+        assert state["distributions_audit_record"][str(n)] == "PayoutSuccessful", n
+        paid = await chain.get_distribution_list(task_id, retry, n)
+        assert paid == dict.fromkeys(keys, bounty // 4), n
+        paid_rounds += 1
+    for key in keys:  # nobody got a greedy list paid
+        assert state["available_balances"].get(key, 0) <= (paid_rounds + 1) * bounty // 4

@@ -97,10 +97,10 @@ class CoreLogic:
             int(state["bounty_amount_per_round"]),
         )
 
-    async def submit_distribution_list(
+    async def selected_for_distribution(
         self, round_: int, is_previous_round_failed: bool = False
     ) -> bool:
-        """Upload and submit the list when this node is the selected one; True if it did."""
+        """Whether this node is the one every node selects to submit the round's list."""
         ns = self.namespace
         submissions: dict[str, Any] = {}
         for r in (round_, round_ - 1, round_ - 2):
@@ -117,8 +117,15 @@ class CoreLogic:
         )
         me = await ns.get_submitter_pubkey()
         log.info("distribution_selection", round=round_, selected=selected, me=selected == me)
-        if selected != me:
+        return selected == me
+
+    async def submit_distribution_list(
+        self, round_: int, is_previous_round_failed: bool = False
+    ) -> bool:
+        """Upload and submit the list when this node is the selected one; True if it did."""
+        if not await self.selected_for_distribution(round_, is_previous_round_failed):
             return False
+        ns = self.namespace
         distribution = await self._checked_distribution(round_, is_previous_round_failed)
         await ns.upload_distribution_list(distribution, round_)
         await ns.distribution_list_submission_on_chain(round_)
