@@ -255,3 +255,17 @@ async def test_signed_submissions_on_ipfs(env: Env, tmp_path: Path) -> None:
         assert await ns.ipfs_get(file_cid, "report.txt") == b"report"
         with pytest.raises(NamespaceError, match="maxBytes"):
             await ns.ipfs_get(file_cid, "report.txt", max_bytes=0)
+
+
+async def test_admin_phase_calls_need_loopback_or_the_token(tmp_path: Path) -> None:
+    api = NodeApi({}, {}, lambda _: False, "main", "t0ken", _no_phase)
+    client = TestClient(TestServer(api.app()))
+    await client.start_server()
+    url = "/admin/tasks/x/phase"
+    proxied = {"X-Forwarded-For": "203.0.113.9"}  # seen through a proxy: not loopback
+    assert (await client.post(url, json={}, headers=proxied)).status == 403
+    wrong = proxied | {"Authorization": "Bearer nope"}
+    assert (await client.post(url, json={}, headers=wrong)).status == 403
+    right = proxied | {"Authorization": "Bearer t0ken"}
+    assert (await client.post(url, json={}, headers=right)).status == 404  # no such task
+    await client.close()

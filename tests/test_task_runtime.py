@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from k2node.crypto import Keypair
+from k2node.examples.hello_task import HelloTask
 from k2node.node.runtime import Node
 from k2node.settlement.local import LocalK2
+from k2node.store import Store
 from k2node.task.core import CoreLogic
 from k2node.task.ipc import MAX_MESSAGE_BYTES, IpcChannel
-from k2node.task.runner import TaskArgs, TaskStartError, load_entry, run_phase
+from k2node.task.namespace import NamespaceWrapper
+from k2node.task.runner import TaskArgs, TaskStartError, build_task_app, load_entry, run_phase
 from tests.conftest import create_task, node_settings, task_file, wait_for
 from tests.tasks.misbehaving import RaisingTask
 
@@ -156,3 +161,25 @@ async def test_exit_codes_follow_the_restart_policy(
             url = f"http://127.0.0.1:{node.port}/task/{task_id}/x"
             async with aiohttp.ClientSession() as http, http.get(url) as resp:
                 assert resp.status == 422
+
+
+async def test_the_task_http_server_answers_bad_requests_with_json(tmp_path: Path) -> None:
+    core = HelloTask()
+    async with aiohttp.ClientSession() as session:
+        # a namespace whose node is unreachable, with its own database open
+        core.namespace = NamespaceWrapper("t", "s", "http://127.0.0.1:9", session)
+        core.namespace._store = Store.open(tmp_path / "db")
+        await core.namespace.store_set("result:5", {"nonce": 1, "digest": "000a"})
+        client = TestClient(TestServer(build_task_app(core)))
+        await client.start_server()
+        assert await (await client.get("/")).json() == {"status": 200, "message": "Running"}
+        assert await (await client.get("/proof/5")).json() == {"nonce": 1, "digest": "000a"}
+        for path, status in (("/proof/abc", 400), ("/nope", 404), ("/taskState", 500)):
+            resp = await client.get(path)
+            assert resp.status == status, path
+            body = await resp.json()
+            assert set(body) == {"message"} and "Traceback" not in body["message"]
+        resp = await client.post("/", data=io.BytesIO(b"x" * (9 * 1024 * 1024)))
+        assert resp.status in (405, 413)
+        await client.close()
+        core.namespace.close_store()
