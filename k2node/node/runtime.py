@@ -52,6 +52,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _report_failure(job: asyncio.Task[Any]) -> None:
+    """A background job that died on its own says so (cancellation at stop is expected)."""
+    if not job.cancelled() and job.exception() is not None:
+        log.error("background_job_failed", job=job.get_name(), error=repr(job.exception()))
+
+
 async def _ensure_balance(settlement: Settlement, key: str, amount: int) -> None:
     have = await settlement.get_balance(key)
     if have < amount:
@@ -146,9 +152,7 @@ class Node:
             stack.push_async_callback(self._step, "api", runner.cleanup())
             site = web.TCPSite(runner, settings.server_host, settings.server_port)
             await site.start()
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1] if sockets else settings.server_port
+            self.port = int(runner.addresses[0][1])  # the real one when SERVER_PORT is 0
             public_url = settings.public_url(self.port)
 
             specs = []
@@ -167,18 +171,18 @@ class Node:
 
             stack.push_async_callback(self._step, "tasks", stop_background())
             for spec in specs:
-                background.append(
-                    asyncio.create_task(
-                        supervisor.supervise(spec), name=f"supervise-{spec.task_id}"
-                    )
-                )
+                jobs = [(supervisor.supervise(spec), f"supervise-{spec.task_id}")]
                 if settings.global_timers:
-                    background.append(
-                        asyncio.create_task(
+                    jobs.append(
+                        (
                             self._run_scheduler(self.schedulers[spec.task_id]),
-                            name=f"timers-{spec.task_id}",
+                            f"timers-{spec.task_id}",
                         )
                     )
+                for coroutine, name in jobs:
+                    job = asyncio.create_task(coroutine, name=name)
+                    job.add_done_callback(_report_failure)
+                    background.append(job)
             log.info(
                 "node_started",
                 port=self.port,
