@@ -216,6 +216,24 @@ def bench_ipfs_add(tmp: Path, size: int = 100 * 1024 * 1024) -> None:
 REPO = Path(__file__).resolve().parents[1]
 
 
+async def _spawn_node(data_dir: Path, port: int, stdout: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "k2node",
+        "run",
+        "--env-file",
+        str(data_dir / "none"),
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        stdout=stdout,
+        env={"PATH": os.environ["PATH"]},
+        cwd=REPO,
+    )
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -226,21 +244,7 @@ def _rss_mb(pid: int) -> float:
 async def bench_footprint(tmp: Path) -> None:
     """`k2node run` from nothing: time to the first finished phase; node and task RSS."""
     started = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "k2node",
-        "run",
-        "--env-file",
-        str(tmp / "none"),
-        "--data-dir",
-        str(tmp / "footprint"),
-        "--port",
-        "0",
-        stdout=asyncio.subprocess.PIPE,
-        env={"PATH": os.environ["PATH"]},
-        cwd=REPO,
-    )
+    proc = await _spawn_node(tmp / "footprint", 0, asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     task_pid = first_phase = None
     while first_phase is None:
@@ -303,21 +307,7 @@ async def bench_api(tmp: Path) -> None:
     bare.terminate()
     await bare.wait()
     port = _free_port()
-    node = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "k2node",
-        "run",
-        "--env-file",
-        str(tmp / "none"),
-        "--data-dir",
-        str(tmp / "api"),
-        "--port",
-        str(port),
-        stdout=asyncio.subprocess.DEVNULL,
-        env={"PATH": os.environ["PATH"]},
-        cwd=REPO,
-    )
+    node = await _spawn_node(tmp / "api", port, asyncio.subprocess.DEVNULL)
     await _wait_http(f"http://127.0.0.1:{port}/")
     tasks_url = f"http://127.0.0.1:{port}/tasks"
     async with aiohttp.ClientSession() as session, session.get(tasks_url) as resp:

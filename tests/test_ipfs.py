@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -158,41 +159,44 @@ async def test_node_b_fetches_through_node_a_gateway_and_verifies(tmp_path: Path
     b.close()
 
 
+@asynccontextmanager
+async def _fetching_from(tmp_path: Path, peer: Any) -> AsyncIterator[EmbeddedIpfs]:
+    """A store whose only peer is a gateway answering with `peer`."""
+    app = web.Application()
+    app.router.add_get("/ipfs/{cid}", peer)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    store = EmbeddedIpfs.open(tmp_path / "b", client.session, _peer_of(str(client.make_url(""))))
+    try:
+        yield store
+    finally:
+        await client.close()
+        store.close()
+
+
 async def test_a_peer_serving_wrong_bytes_is_caught_and_nothing_stored(tmp_path: Path) -> None:
-    honest = EmbeddedIpfs.open(tmp_path / "honest")
-    cid = honest.add_bytes(b"the real content")
+    cid = Cid.of(b"the real content", 0, "dag-pb")
 
     async def liar(_: web.Request) -> web.Response:
         return web.Response(body=b"something else")
 
-    app = web.Application()
-    app.router.add_get("/ipfs/{cid}", liar)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    b = EmbeddedIpfs.open(tmp_path / "b", client.session, _peer_of(str(client.make_url(""))))
-    with pytest.raises(NotFound, match=str(cid)):
-        await b.fetch(str(cid))
-    assert not b.has(cid)
-    await client.close()
-    honest.close()
-    b.close()
+    async with _fetching_from(tmp_path, liar) as b:
+        with pytest.raises(NotFound, match=str(cid)):
+            await b.fetch(str(cid))
+        assert not b.has(cid)
 
 
 async def test_an_oversized_block_from_a_peer_is_refused(tmp_path: Path) -> None:
-    async def huge(_: web.Request) -> web.Response:
-        return web.Response(body=b"x" * (embedded_module.MAX_BLOCK_BYTES + 10))
+    huge = b"x" * (embedded_module.MAX_BLOCK_BYTES + 10)
+    cid = Cid.of(huge, 1, "raw")
 
-    app = web.Application()
-    app.router.add_get("/ipfs/{cid}", huge)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    cid = Cid.of(b"x" * (embedded_module.MAX_BLOCK_BYTES + 10), 1, "raw")
-    b = EmbeddedIpfs.open(tmp_path / "b", client.session, _peer_of(str(client.make_url(""))))
-    with pytest.raises(NotFound, match="over"):
-        await b.fetch(str(cid))
-    assert not b.has(cid)
-    await client.close()
-    b.close()
+    async def serve(_: web.Request) -> web.Response:
+        return web.Response(body=huge)
+
+    async with _fetching_from(tmp_path, serve) as b:
+        with pytest.raises(NotFound, match="over"):
+            await b.fetch(str(cid))
+        assert not b.has(cid)
 
 
 async def test_a_hanging_gateway_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,16 +207,10 @@ async def test_a_hanging_gateway_times_out(tmp_path: Path, monkeypatch: pytest.M
         await release.wait()
         return web.Response(body=b"")
 
-    app = web.Application()
-    app.router.add_get("/ipfs/{cid}", hang)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    b = EmbeddedIpfs.open(tmp_path / "b", client.session, _peer_of(str(client.make_url(""))))
-    with pytest.raises(NotFound, match="TimeoutError"):
-        await asyncio.wait_for(b.fetch(str(Cid.of(b"never", 0, "dag-pb"))), 5)
-    release.set()
-    await client.close()
-    b.close()
+    async with _fetching_from(tmp_path, hang) as b:
+        with pytest.raises(NotFound, match="TimeoutError"):
+            await asyncio.wait_for(b.fetch(str(Cid.of(b"never", 0, "dag-pb"))), 5)
+        release.set()
 
 
 async def _chunks(blob: bytes, size: int = 1000) -> AsyncIterator[bytes]:
