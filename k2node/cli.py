@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+import structlog
+
 from k2node import __version__
 from k2node.config import ConfigError, Settings, load_settings
 from k2node.crypto import WalletError, load_or_create_wallet
@@ -24,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--env-file", type=Path, default=Path(".env-local"))
     run.add_argument("--data-dir", help="where wallets, databases and task folders live")
     run.add_argument("--port", help="HTTP port (SERVER_PORT)")
+    k2 = sub.add_parser("k2", help="run the local K2 as a JSON-RPC service nodes share")
+    k2.add_argument("--host", default="127.0.0.1")
+    k2.add_argument("--port", type=int, default=8899)
+    k2.add_argument("--data-dir", type=Path, default=Path("data/k2-service"))
+    k2.add_argument("--slot-ms", type=float, default=400.0)
+    k2.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
     wallet = sub.add_parser("wallet", help="show (creating if missing) a wallet's public key")
     wallet.add_argument("path", type=Path)
     ipfs = sub.add_parser("ipfs", help="the node's IPFS store (a running node's, if one is)")
@@ -40,14 +48,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(settings: Settings) -> int:
-    from k2node.node.runtime import run_node  # the node's imports only when it runs
+async def _serve_k2(args: argparse.Namespace) -> int:
+    from aiohttp import web
 
+    from k2node.settlement.local import LocalK2
+    from k2node.settlement.service import K2Service
+
+    if not 1 <= args.slot_ms <= 60_000:
+        raise ConfigError(f"--slot-ms must be 1-60000, got {args.slot_ms}")
+    stop = _stop_event()
+    k2 = LocalK2.open(args.data_dir, args.slot_ms)
+    runner = web.AppRunner(K2Service(k2).app(), access_log=None)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, args.host, args.port).start()
+        host, port = runner.addresses[0][:2]
+        log = structlog.get_logger("k2node.k2")
+        log.info("k2_service_started", url=f"http://{host}:{port}", slot_ms=k2.slot_ms)
+        await stop.wait()
+        log.info("k2_service_stopping")
+    finally:
+        await runner.cleanup()
+        k2.close()
+    return 0
+
+
+def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    return await run_node(settings, stop)
+    return stop
+
+
+async def _serve(settings: Settings) -> int:
+    from k2node.node.runtime import run_node  # the node's imports only when it runs
+
+    return await run_node(settings, _stop_event())
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -105,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             pair, created = load_or_create_wallet(args.path)
             print(pair.pubkey + (" (created)" if created else ""))
             return 0
+        if args.command == "k2":
+            configure_logging(args.log_format)
+            return asyncio.run(_serve_k2(args))
         if args.command == "ipfs":
             settings = load_settings(args.env_file, os.environ, _overrides(args))
             configure_logging(settings.log_format, "warning", sys.stderr)

@@ -43,10 +43,6 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "info"
 
-    @property
-    def embedded(self) -> bool:
-        return not self.k2_node_url
-
     def public_url(self, port: int) -> str:
         return self.service_url or f"http://127.0.0.1:{port}"
 
@@ -108,10 +104,10 @@ def load_settings(
             f"TASK_STAKES has {len(stakes)} entries but TASKS has {len(tasks)}: give one per task"
         )
     k2_url = get("K2_NODE_URL")
-    if k2_url:
+    if k2_url and not re.match(r"^https?://[^/\s]+", k2_url):
         raise ConfigError(
-            "K2_NODE_URL: a remote K2 is not supported by this build yet; "
-            "leave it empty to run on the embedded local K2"
+            f"K2_NODE_URL must be the http(s) URL of a k2node K2 service (`k2node k2`), "
+            f"or empty for the embedded local K2; got {k2_url!r}"
         )
     try:
         slot_ms = float(get("K2NODE_SLOT_MS", str(DEFAULT_SLOT_MS)))

@@ -29,7 +29,7 @@ def test_defaults_and_env_file(tmp_path: Path) -> None:
         ({"GLOBAL_TIMERS": "maybe"}, "GLOBAL_TIMERS"),
         ({"TASKS": "a,b", "TASK_STAKES": "1"}, "TASK_STAKES"),
         ({"TASKS": "a", "TASK_STAKES": "lots"}, "TASK_STAKES"),
-        ({"K2_NODE_URL": "http://127.0.0.1:8899"}, "K2_NODE_URL"),
+        ({"K2_NODE_URL": "ftp://127.0.0.1:8899"}, "K2_NODE_URL"),
         ({"K2NODE_SLOT_MS": "0"}, "K2NODE_SLOT_MS"),
         ({"INITIAL_STAKING_WALLET_BALANCE": "-1"}, "INITIAL_STAKING_WALLET_BALANCE"),
         ({"K2NODE_LOG_FORMAT": "xml"}, "K2NODE_LOG_FORMAT"),

@@ -36,6 +36,7 @@ from k2node.node.scheduler import Scheduler
 from k2node.node.supervisor import Supervisor, TaskSpec
 from k2node.settlement.base import Settlement, TransactionError, sign_tx
 from k2node.settlement.local import LocalK2
+from k2node.settlement.rpc import K2Unreachable, RpcSettlement
 from k2node.store import Store
 
 log = structlog.get_logger("k2node.node")
@@ -59,9 +60,13 @@ def _report_failure(job: asyncio.Task[Any]) -> None:
 
 
 async def _ensure_balance(settlement: Settlement, key: str, amount: int) -> None:
+    """Top `key` up from the K2's faucet (the embedded one, or a `k2node k2` devnet's)."""
     have = await settlement.get_balance(key)
     if have < amount:
-        await settlement.airdrop(key, amount - have)
+        try:
+            await settlement.airdrop(key, amount - have)
+        except TransactionError as exc:
+            log.warning("airdrop_refused", pubkey=key, error=str(exc))
 
 
 async def deploy_task(settlement: Settlement, manager: Keypair, task_config: Path) -> str:
@@ -79,13 +84,13 @@ class Node:
     def __init__(
         self,
         settings: Settings,
-        settlement: LocalK2 | None = None,
+        settlement: Settlement | None = None,
         restart_backoff_s: float = 1.0,
     ) -> None:
         self.settings = settings
         self._shared_settlement = settlement
         self._restart_backoff_s = restart_backoff_s
-        self.settlement: LocalK2 | None = None
+        self.settlement: Settlement | None = None
         self.staking: Keypair | None = None
         self.main: Keypair | None = None
         self.port = 0
@@ -103,11 +108,20 @@ class Node:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             store = Store.open(settings.data_dir / "node-db")
             stack.callback(store.close)
+            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            stack.push_async_callback(session.close)
+            settlement: Settlement
             if self._shared_settlement is not None:
                 settlement = self._shared_settlement
+            elif settings.k2_node_url:
+                try:
+                    settlement = await RpcSettlement.connect(settings.k2_node_url, session)
+                except (K2Unreachable, TransactionError) as exc:
+                    raise ConfigError(f"K2_NODE_URL: {exc}") from None
             else:
-                settlement = LocalK2.open(settings.data_dir / "k2", settings.slot_ms)
-                stack.callback(settlement.close)
+                local = LocalK2.open(settings.data_dir / "k2", settings.slot_ms)
+                stack.callback(local.close)
+                settlement = local
             self.settlement = settlement
             self.main, created = load_or_create_wallet(settings.wallet_location)
             if created:
@@ -116,8 +130,6 @@ class Node:
                 )
             self.staking, _ = load_or_create_wallet(settings.data_dir / "wallets" / "staking.json")
             self.ledger = Ledger(store, settlement)
-            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-            stack.push_async_callback(session.close)
             embedded: EmbeddedIpfs | None = None
             if settings.ipfs_api:
                 kubo = KuboIpfs(settings.ipfs_api)
@@ -241,12 +253,11 @@ class Node:
             task_id, self.settlement, self.ledger, self.staking, self.main.pubkey, base
         )
         stake = max(stake, int(state["minimum_stake_amount"]), 1)
-        if settings.embedded:
-            await _ensure_balance(
-                self.settlement,
-                self.staking.pubkey,
-                max(stake, settings.initial_staking_wallet_balance),
-            )
+        await _ensure_balance(
+            self.settlement,
+            self.staking.pubkey,
+            max(stake, settings.initial_staking_wallet_balance),
+        )
         result = await agent.stake(stake, public_url)
         log.info("staked", task_id=task_id, stake=result.get("stake"))
         await self.ledger.reconcile(task_id)

@@ -1,0 +1,102 @@
+"""RpcSettlement: the Settlement interface over a k2node K2 service (`k2node k2`).
+
+The slot clock is computed locally from the service's genesis and slot time, read once at
+start, so the timers never wait on the network to know the slot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import aiohttp
+
+from k2node.settlement.base import DuplicateTransaction, TransactionError
+from k2node.settlement.service import DUPLICATE_TRANSACTION
+
+REQUEST_TIMEOUT_S = 15.0
+
+
+class K2Unreachable(ConnectionError):
+    """The K2 service did not answer; the message says where and why."""
+
+
+class RpcSettlement:
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self._url = url
+        self._session = session
+        self._ids = itertools.count(1)
+        self._genesis = 0.0
+        self._slot_ms = 0.0
+
+    @classmethod
+    async def connect(cls, url: str, session: aiohttp.ClientSession) -> RpcSettlement:
+        client = cls(url, session)
+        clock = await client._call("getClock")
+        client._genesis, client._slot_ms = float(clock["genesis"]), float(clock["slot_ms"])
+        return client
+
+    async def _call(self, method: str, *params: Any) -> Any:
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+        try:
+            async with self._session.post(
+                self._url, json=body, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+            ) as resp:
+                answer = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise K2Unreachable(f"K2 at {self._url}: {type(exc).__name__}: {exc}") from None
+        if not isinstance(answer, dict):
+            raise K2Unreachable(f"K2 at {self._url} answered something other than JSON-RPC")
+        error = answer.get("error")
+        if isinstance(error, dict):
+            message = str(error.get("message", "refused"))
+            if error.get("code") == DUPLICATE_TRANSACTION:
+                raise DuplicateTransaction(message)
+            raise TransactionError(message)
+        return answer.get("result")
+
+    @property
+    def slot_ms(self) -> float:
+        return self._slot_ms
+
+    def current_slot(self) -> int:
+        return max(0, int((time.time() - self._genesis) * 1000 // self._slot_ms))
+
+    def wall_time_of_slot(self, slot: int) -> float:
+        return self._genesis + slot * self._slot_ms / 1000
+
+    async def get_task_state(
+        self, task_id: str, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        state: dict[str, Any] = await self._call("getTaskAccountInfo", task_id, options or {})
+        return state
+
+    async def get_round_sections(
+        self, task_id: str, round_: int, sections: tuple[str, ...]
+    ) -> dict[str, Any]:
+        found: dict[str, Any] = await self._call(
+            "getRoundSections", task_id, round_, list(sections)
+        )
+        return found
+
+    async def get_distribution_list(
+        self, task_id: str, submitter: str, round_: int
+    ) -> dict[str, int] | None:
+        found: dict[str, int] | None = await self._call(
+            "getDistributionList", task_id, submitter, round_
+        )
+        return found
+
+    async def send(self, tx: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("sendTransaction", tx)
+        return result
+
+    async def transaction_applied(self, signature: str) -> bool:
+        return bool(await self._call("getSignatureStatus", signature))
+
+    async def get_balance(self, pubkey: str) -> int:
+        return int(await self._call("getBalance", pubkey))
+
+    async def airdrop(self, pubkey: str, amount: int) -> None:
+        await self._call("requestAirdrop", pubkey, amount)
