@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,3 +270,33 @@ async def test_admin_phase_calls_need_loopback_or_the_token(tmp_path: Path) -> N
     right = proxied | {"Authorization": "Bearer t0ken"}
     assert (await client.post(url, json={}, headers=right)).status == 404  # no such task
     await client.close()
+
+
+async def test_node_registration(env: Env) -> None:
+    task = env.ctx.task_id
+    now = int(time.time() * 1000)
+
+    def registration(key: Keypair, stamp: int, signer: Keypair | None = None) -> dict[str, str]:
+        body = {"url": "http://127.0.0.1:30017", "timestamp": stamp}
+        return {"signature": payload_signing(body, signer or key), "publicKey": key.pubkey}
+
+    async def register(body: Any) -> int:
+        return (await env.client.post(f"/register-node/{task}", json=body)).status
+
+    assert await register(registration(env.peer, now)) == 200
+    assert await register(registration(env.peer, now)) == 409  # duplicate
+    assert await register(registration(env.peer, now - 1)) == 409  # older than held
+    assert await register(registration(env.peer, now + 1)) == 200  # newer replaces
+    assert await register(registration(env.peer, now - 10 * 60 * 1000)) == 409  # stale
+    stranger = Keypair.generate()
+    assert await register(registration(env.peer, now + 2, signer=stranger)) == 409
+    assert await register(registration(stranger, now)) == 409  # not staked
+    for bad in ({}, {"signature": 5}, {"signature": "x", "publicKey": "nope"}, [1]):
+        assert await register(bad) == 422
+    resp = await env.client.post("/register-node/unknown", json=registration(env.peer, now))
+    assert resp.status == 404
+    nodes = await (await env.client.get(f"/nodes/{task}")).json()
+    assert [(n["submitterPubkey"], n["data"]["timestamp"]) for n in nodes] == [
+        (env.peer.pubkey, now + 1)
+    ]
+    assert (await env.client.get("/nodes/unknown")).status == 404

@@ -13,6 +13,7 @@ from aiohttp import web
 from k2node import __version__
 from k2node.node.events import EventHub
 from k2node.node.namespace_rpc import NamespaceRpc, TaskContext
+from k2node.node.registry import NodeRegistry
 from k2node.protocol import MAX_RPC_BODY, NAMESPACE_PATH, PHASE_NAMES
 
 log = structlog.get_logger("k2node.api")
@@ -80,6 +81,7 @@ class NodeApi:
         app.router.add_get("/tasks", self._tasks)
         app.router.add_post(NAMESPACE_PATH, self._rpc.handle)
         app.router.add_get("/events", self.events.handle)
+        app.router.add_routes(NodeRegistry(self._stake_list).routes())
         app.router.add_post("/admin/tasks/{task_id}/phase", self._phase)
         app.router.add_route("*", "/task/{task_id}/{path:.*}", self._proxy)
         app.cleanup_ctx.append(self._client)
@@ -92,6 +94,14 @@ class NodeApi:
         )
         yield
         await self._session.close()
+
+    async def _stake_list(self, task_id: str) -> dict[str, int] | None:
+        ctx = self._contexts.get(task_id)
+        if ctx is None:
+            return None
+        state = await ctx.agent.state({"is_stake_list_required": True})
+        stakes: dict[str, int] = state["stake_list"]
+        return stakes
 
     async def _status(self, _: web.Request) -> web.Response:
         return web.json_response(
