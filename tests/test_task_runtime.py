@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,27 @@ async def test_the_task_http_server_answers_bad_requests_with_json(tmp_path: Pat
         assert resp.status in (405, 413)
         await client.close()
         core.namespace.close_store()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no Node.js on this machine")
+async def test_a_javascript_task_runs_over_the_same_channel(
+    tmp_path: Path, fast_chain: LocalK2
+) -> None:
+    task_id = await create_task(fast_chain, Keypair.generate(), **FAST_ROUNDS)
+    settings = node_settings(tmp_path / "n", task_id, task_file("js_task.js"))
+    async with Node(settings, fast_chain).manage() as node:
+        assert node.staking is not None
+        key = node.staking.pubkey
+
+        async def submitted() -> bool:
+            state = await fast_chain.get_task_state(task_id, {"is_submission_required": True})
+            return key in state["submissions"].get("0", {})
+
+        await wait_for(submitted, within=30)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{node.port}/task/{task_id}/") as resp,
+        ):
+            assert await resp.json(content_type=None) == {"status": 200, "message": "Running"}
+    state = await fast_chain.get_task_state(task_id, {"is_submission_required": True})
+    assert state["submissions"]["0"][key]["submission_value"] == "js test task 0"
