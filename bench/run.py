@@ -28,7 +28,7 @@ from k2node.logs import configure_logging
 from k2node.node.agent import TaskAgent
 from k2node.node.ledger import Ledger
 from k2node.node.scheduler import Scheduler
-from k2node.settlement.base import ROE_PER_KOII, sign_tx
+from k2node.settlement.base import ROE_PER_KOII, SlotClock, sign_tx
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
 from k2node.task.distribution import default_distribution, select_distribution_submitter
@@ -169,7 +169,7 @@ async def bench_submissions(tmp: Path, n: int = 10_000) -> None:
         await k2.airdrop(key.pubkey, 1)
         await k2.send(sign_tx(key, "Stake", task_id, {"amount": 1}, 0))
     # jump the clock into round 0's submission window by shifting genesis
-    k2._genesis -= 3 * 60  # a bench may reach in
+    k2._slots = SlotClock(k2._slots.genesis - 3 * 60, k2._slots.slot_ms)  # a bench may reach in
     slot = k2.current_slot()
     txs = [
         sign_tx(k, "SubmitTask", task_id, {"submission": "x" * 64, "round": 0}, slot)

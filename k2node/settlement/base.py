@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import base58
@@ -13,6 +14,20 @@ from k2node.crypto import Keypair, verify_detached
 ROE_PER_KOII = 1_000_000_000
 DEFAULT_SLOT_MS = 400.0
 _TX_FIELDS = ("ix", "task_id", "args", "signer", "slot", "nonce")
+
+
+@dataclass(frozen=True)
+class SlotClock:
+    """Slots since a genesis wall time, `slot_ms` each: what the settlement layer counts in."""
+
+    genesis: float
+    slot_ms: float
+
+    def slot_at(self, now: float) -> int:
+        return max(0, int((now - self.genesis) * 1000 // self.slot_ms))
+
+    def time_of(self, slot: int) -> float:
+        return self.genesis + slot * self.slot_ms / 1000
 
 
 class TransactionError(Exception):

@@ -26,6 +26,7 @@ from k2node.rules import MAX_SUBMISSION_BYTES, count_votes
 from k2node.settlement.base import (
     DEFAULT_SLOT_MS,
     DuplicateTransaction,
+    SlotClock,
     TransactionError,
     check_tx_signature,
 )
@@ -144,8 +145,7 @@ class LocalK2:
     ) -> None:
         self._store = store
         self._world = world
-        self._genesis = genesis
-        self._slot_ms = slot_ms
+        self._slots = SlotClock(genesis, slot_ms)
         self._seq = seq
         self._since_snapshot = 0
         self._clock = clock
@@ -197,13 +197,13 @@ class LocalK2:
     # -- clock -------------------------------------------------------------------------
     @property
     def slot_ms(self) -> float:
-        return self._slot_ms
+        return self._slots.slot_ms
 
     def current_slot(self) -> int:
-        return max(0, int((self._clock() - self._genesis) * 1000 // self._slot_ms))
+        return self._slots.slot_at(self._clock())
 
     def wall_time_of_slot(self, slot: int) -> float:
-        return self._genesis + slot * self._slot_ms / 1000
+        return self._slots.time_of(slot)
 
     # -- reads -------------------------------------------------------------------------
     def _task(self, task_id: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from k2node.settlement.base import DuplicateTransaction, TransactionError
+from k2node.settlement.base import DuplicateTransaction, SlotClock, TransactionError
 from k2node.settlement.service import DUPLICATE_TRANSACTION
 
 REQUEST_TIMEOUT_S = 15.0
@@ -27,14 +27,13 @@ class RpcSettlement:
         self._url = url
         self._session = session
         self._ids = itertools.count(1)
-        self._genesis = 0.0
-        self._slot_ms = 0.0
+        self._slots = SlotClock(0.0, 1.0)
 
     @classmethod
     async def connect(cls, url: str, session: aiohttp.ClientSession) -> RpcSettlement:
         client = cls(url, session)
         clock = await client._call("getClock")
-        client._genesis, client._slot_ms = float(clock["genesis"]), float(clock["slot_ms"])
+        client._slots = SlotClock(float(clock["genesis"]), float(clock["slot_ms"]))
         return client
 
     async def _call(self, method: str, *params: Any) -> Any:
@@ -58,13 +57,13 @@ class RpcSettlement:
 
     @property
     def slot_ms(self) -> float:
-        return self._slot_ms
+        return self._slots.slot_ms
 
     def current_slot(self) -> int:
-        return max(0, int((time.time() - self._genesis) * 1000 // self._slot_ms))
+        return self._slots.slot_at(time.time())
 
     def wall_time_of_slot(self, slot: int) -> float:
-        return self._genesis + slot * self._slot_ms / 1000
+        return self._slots.time_of(slot)
 
     async def get_task_state(
         self, task_id: str, options: dict[str, Any] | None = None
