@@ -76,6 +76,12 @@ def _port(name: str, text: str) -> int:
     return port
 
 
+def _optional_url(name: str, text: str, expected: str) -> str:
+    if text and not re.match(r"^https?://[^/\s]+", text):
+        raise ConfigError(f"{name} must be {expected}; got {text!r}")
+    return text
+
+
 def _list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -103,12 +109,11 @@ def load_settings(
         raise ConfigError(
             f"TASK_STAKES has {len(stakes)} entries but TASKS has {len(tasks)}: give one per task"
         )
-    k2_url = get("K2_NODE_URL")
-    if k2_url and not re.match(r"^https?://[^/\s]+", k2_url):
-        raise ConfigError(
-            f"K2_NODE_URL must be the http(s) URL of a k2node K2 service (`k2node k2`), "
-            f"or empty for the embedded local K2; got {k2_url!r}"
-        )
+    k2_url = _optional_url(
+        "K2_NODE_URL",
+        get("K2_NODE_URL"),
+        "the http(s) URL of a k2node K2 service (`k2node k2`), or empty for the embedded K2",
+    )
     try:
         slot_ms = float(get("K2NODE_SLOT_MS", str(DEFAULT_SLOT_MS)))
     except ValueError:
@@ -118,11 +123,9 @@ def load_settings(
     log_format = get("K2NODE_LOG_FORMAT", "auto")
     if log_format not in ("auto", "json", "console"):
         raise ConfigError(f"K2NODE_LOG_FORMAT must be auto, json or console, got {log_format!r}")
-    ipfs_api = get("IPFS_API")
-    if ipfs_api and not re.match(r"^https?://[^/\s]+", ipfs_api):
-        raise ConfigError(
-            f"IPFS_API must be an http(s) URL such as http://127.0.0.1:5001, got {ipfs_api!r}"
-        )
+    ipfs_api = _optional_url(
+        "IPFS_API", get("IPFS_API"), "an http(s) URL such as http://127.0.0.1:5001, or empty"
+    )
     timers = get("GLOBAL_TIMERS") or get("TIMERS") or "true"
     return Settings(
         data_dir=data_dir,

@@ -63,27 +63,21 @@ _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_cir
 _PLAIN = (str, bool, type(None))
 
 
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # CPython's accelerator
+_c_encoder = (
+    _make_encoder(
+        None, _COMPACT.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    if _make_encoder is not None
+    else None
+)
+
+
 def _encode_flat(value: dict[Any, Any]) -> str:
     """The json module's C encoder without its Python wrapper (hashing 100,000 entries)."""
-    return _COMPACT.encode(value)
-
-
-_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-if _make_encoder is not None:  # CPython's accelerator, present in practice
-    _c_encoder = _make_encoder(
-        None,
-        _COMPACT.default,
-        json.encoder.encode_basestring,
-        None,
-        ":",
-        ",",
-        False,
-        False,
-        True,
-    )
-
-    def _encode_flat(value: dict[Any, Any]) -> str:
-        return "".join(_c_encoder(value, 0))
+    if _c_encoder is None:
+        return _COMPACT.encode(value)
+    return "".join(_c_encoder(value, 0))
 
 
 def _is_flat_plain(value: dict[Any, Any]) -> bool:

@@ -8,7 +8,7 @@ node lacks are fetched from peers' trustless gateways (`GET /ipfs/<cid>?format=r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import aiohttp
@@ -17,14 +17,13 @@ import structlog
 from k2node.ipfs.dag import DEFAULT_MAX_BYTES, DagReader, IpfsError, NotFound, TooLarge
 from k2node.ipfs.unixfs import (
     CHUNK_SIZE,
-    DAG_PB,
     Added,
     Cid,
     FileBuilder,
-    Node,
     UnixFsError,
     directory_node,
     read_varint,
+    varint,
 )
 from k2node.store import Store
 
@@ -135,15 +134,15 @@ class EmbeddedIpfs:
 
     # -- adding ------------------------------------------------------------------------------
     def file_builder(self, cid_version: int = 0, raw_leaves: bool | None = None) -> FileBuilder:
-        """A builder storing here; feed it CHUNK_SIZE chunks as they arrive."""
+        """A builder storing here; write the file to it in pieces as they arrive."""
         return FileBuilder(self._put, cid_version, raw_leaves)
 
     def add_chunks(
         self, chunks: Iterable[bytes], cid_version: int = 0, raw_leaves: bool | None = None
     ) -> Added:
         builder = self.file_builder(cid_version, raw_leaves)
-        for chunk in _rechunk(chunks):
-            builder.add_chunk(chunk)
+        for piece in chunks:
+            builder.write(piece)
         return builder.finish()
 
     def add_bytes(self, data: bytes, cid_version: int = 0, raw_leaves: bool | None = None) -> Cid:
@@ -156,15 +155,15 @@ class EmbeddedIpfs:
 
     def add_directory(self, files: dict[str, bytes], cid_version: int = 0) -> Cid:
         """Files wrapped in one directory, as `ipfs add --wrap-with-directory` does."""
-        for name in files:
-            if not name or "/" in name or name in (".", ".."):
-                raise IpfsError(f"bad file name {name[:80]!r}")
         entries = [(name, self.add_chunks([data], cid_version)) for name, data in files.items()]
         return self.wrap(entries, cid_version).cid
 
     def wrap(self, entries: list[tuple[str, Added]], cid_version: int = 0) -> Added:
         """A directory over already added entries (`--wrap-with-directory`)."""
-        return directory_node(entries, self._put, cid_version)
+        try:
+            return directory_node(entries, self._put, cid_version)
+        except UnixFsError as exc:
+            raise IpfsError(str(exc)) from None
 
     # -- the backend interface the node and its tasks use ----------------------------------
     async def publish(self, data: bytes, cid_version: int = 0) -> str:
@@ -185,9 +184,10 @@ class EmbeddedIpfs:
     async def pin(self, cid: str) -> None:
         """Everything stored here is kept; pinning only checks the DAG is whole."""
         root = Cid.parse(cid)
-        missing = await self._first_missing(root)
-        if missing is not None:
-            raise NotFound(f"cannot pin {root}: block {missing} is missing")
+        try:
+            await self._check_whole(root)
+        except NotFound as exc:
+            raise NotFound(f"cannot pin {root}: {exc}") from None
 
     # -- reading ----------------------------------------------------------------------------
     async def resolve(self, cid: Cid, path: str = "") -> Cid:
@@ -209,7 +209,7 @@ class EmbeddedIpfs:
         yield _car_header(root)
         async for cid, block in reader.walk(root):
             section = cid.binary + block
-            yield _uvarint(len(section)) + section
+            yield varint(len(section)) + section
 
     async def import_car(self, root: Cid, chunks: AsyncIterator[bytes]) -> int:
         """Read a CAR stream, storing each block only once verified; then check that the
@@ -221,22 +221,16 @@ class EmbeddedIpfs:
             cid, block = section
             self.put_verified(cid, block)
             stored += 1
-        missing = await self._first_missing(root)
-        if missing is not None:
-            raise IpfsError(f"CAR for {root} is incomplete: block {missing} is missing")
+        try:
+            await self._check_whole(root)
+        except NotFound as exc:
+            raise IpfsError(f"CAR for {root} is incomplete: {exc}") from None
         return stored
 
-    async def _first_missing(self, cid: Cid) -> Cid | None:
-        block = self.local_block(cid)
-        if block is None:
-            return cid
-        if cid.codec == DAG_PB:
-            for link in Node.decode(block).links:
-                missing = await self._first_missing(link.cid)
-                if missing is not None:
-                    return missing
+    async def _check_whole(self, root: Cid) -> None:
+        """NotFound naming the first block of the DAG under `root` this node lacks."""
+        async for _ in self.local_reader.walk(root):
             await asyncio.sleep(0)
-        return None
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -249,44 +243,13 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(body[:limit])
 
 
-def _rechunk(pieces: Iterable[bytes]) -> Iterator[bytes]:
-    """Cut a stream of any-sized pieces into CHUNK_SIZE chunks (the last may be short),
-    copying each byte once."""
-    pending = bytearray()
-    for piece in pieces:
-        view = memoryview(piece)
-        if pending:
-            taken = CHUNK_SIZE - len(pending)
-            pending += view[:taken]
-            view = view[taken:]
-            if len(pending) < CHUNK_SIZE:
-                continue
-            yield bytes(pending)
-            pending = bytearray()
-        while len(view) >= CHUNK_SIZE:
-            yield bytes(view[:CHUNK_SIZE])
-            view = view[CHUNK_SIZE:]
-        pending += view
-    if pending:
-        yield bytes(pending)
-
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _car_header(root: Cid) -> bytes:
     # DAG-CBOR {"roots": [root], "version": 1}; keys in canonical (length-first) order
     cid_bytes = b"\x00" + root.binary
     body = (
         b"\xa2\x65roots\x81\xd8\x2a\x58" + bytes([len(cid_bytes)]) + cid_bytes + b"\x67version\x01"
     )
-    return _uvarint(len(body)) + body
+    return varint(len(body)) + body
 
 
 class _CarReader:

@@ -17,7 +17,7 @@ import aioipfs
 import structlog
 
 from k2node.ipfs.dag import DEFAULT_MAX_BYTES, DagReader, IpfsError
-from k2node.ipfs.unixfs import Cid, FileBuilder, UnixFsError, chunks_of
+from k2node.ipfs.unixfs import Cid, FileBuilder, UnixFsError, check_entry_name
 
 log = structlog.get_logger("k2node.ipfs")
 
@@ -28,8 +28,7 @@ _TRANSIENT = (aioipfs.APIError, aiohttp.ClientError, TimeoutError, OSError)
 def local_cid(data: bytes, cid_version: int, raw_leaves: bool | None = None) -> str:
     """The CID kubo must give `data` with its defaults for these options."""
     builder = FileBuilder(lambda _cid, _block: None, cid_version, raw_leaves)
-    for chunk in chunks_of(data):
-        builder.add_chunk(chunk)
+    builder.write(data)
     return str(builder.finish().cid)
 
 
@@ -97,9 +96,11 @@ class KuboIpfs:
         return cid
 
     async def publish_directory(self, files: dict[str, bytes], cid_version: int = 0) -> str:
-        for name in files:
-            if not name or "/" in name or name in (".", ".."):
-                raise IpfsError(f"bad file name {name[:80]!r}")
+        try:
+            for name in files:
+                check_entry_name(name)
+        except UnixFsError as exc:
+            raise IpfsError(str(exc)) from None
         core = self._client.core
         params = core._build_add_params(wrap_with_directory=True, cid_version=cid_version, pin=True)
 

@@ -81,7 +81,7 @@ class Cid:
 
 
 # -- protobuf, the little of it dag-pb and UnixFS use -----------------------------------------
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -94,11 +94,11 @@ def _varint(value: int) -> bytes:
 
 
 def _field_bytes(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def _field_varint(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
+    return varint(number << 3) + varint(value)
 
 
 def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
@@ -225,13 +225,30 @@ class Added:
 
 
 class FileBuilder:
-    """Feed chunks of exactly CHUNK_SIZE (the last may be shorter); get the root at the end."""
+    """Write the file's bytes in pieces of any size; get the root at the end."""
 
     def __init__(self, put: PutBlock, cid_version: int = 0, raw_leaves: bool | None = None):
         self._put = put
         self._version = cid_version
         self._raw_leaves = cid_version == 1 if raw_leaves is None else raw_leaves
         self._levels: list[list[Added]] = [[]]
+        self._pending = bytearray()
+
+    def write(self, data: bytes) -> None:
+        """Cut `data` into CHUNK_SIZE chunks, copying each byte once; keep the tail."""
+        view = memoryview(data)
+        if self._pending:
+            taken = CHUNK_SIZE - len(self._pending)
+            self._pending += view[:taken]
+            view = view[taken:]
+            if len(self._pending) < CHUNK_SIZE:
+                return
+            self._add_chunk(bytes(self._pending))
+            self._pending = bytearray()
+        while len(view) >= CHUNK_SIZE:
+            self._add_chunk(bytes(view[:CHUNK_SIZE]))
+            view = view[CHUNK_SIZE:]
+        self._pending += view
 
     def _store(self, block: bytes, codec: str) -> Cid:
         # a raw block has no CIDv0: raw leaves are CIDv1 whatever the nodes above them are
@@ -239,7 +256,7 @@ class FileBuilder:
         self._put(cid, block)
         return cid
 
-    def add_chunk(self, chunk: bytes) -> None:
+    def _add_chunk(self, chunk: bytes) -> None:
         if self._raw_leaves:
             leaf = Added(self._store(chunk, RAW), len(chunk), len(chunk))
         else:
@@ -257,15 +274,16 @@ class FileBuilder:
             self._push(level + 1, self._parent(children))
 
     def _parent(self, children: list[Added]) -> Added:
-        data = UnixFsData(
-            FILE, filesize=sum(c.size for c in children), blocksizes=[c.size for c in children]
-        ).encode()
+        size = sum(c.size for c in children)
+        data = UnixFsData(FILE, filesize=size, blocksizes=[c.size for c in children]).encode()
         node = Node([Link(c.cid, "", c.tsize) for c in children], data)
         block = node.encode()
-        size = sum(c.size for c in children)
         return Added(self._store(block, DAG_PB), size, len(block) + sum(c.tsize for c in children))
 
     def finish(self) -> Added:
+        if self._pending:
+            self._add_chunk(bytes(self._pending))
+            self._pending = bytearray()
         if not any(self._levels):  # the empty file: one empty leaf, as kubo makes it
             if self._raw_leaves:
                 return Added(self._store(b"", RAW), 0, 0)
@@ -282,8 +300,15 @@ class FileBuilder:
             level += 1
 
 
+def check_entry_name(name: str) -> None:
+    if not name or "/" in name or name in (".", ".."):
+        raise UnixFsError(f"bad file name {name[:80]!r}")
+
+
 def directory_node(entries: list[tuple[str, Added]], put: PutBlock, cid_version: int) -> Added:
     """A UnixFS directory of `entries` (name, child), sorted by name as kubo sorts them."""
+    for name, _ in entries:
+        check_entry_name(name)
     ordered = sorted(entries, key=lambda e: e[0].encode())
     node = Node(
         [Link(child.cid, name, child.tsize) for name, child in ordered],
@@ -294,8 +319,3 @@ def directory_node(entries: list[tuple[str, Added]], put: PutBlock, cid_version:
     put(cid, block)
     size = sum(child.size for _, child in ordered)
     return Added(cid, size, len(block) + sum(child.tsize for _, child in ordered))
-
-
-def chunks_of(data: bytes) -> Iterator[bytes]:
-    for start in range(0, len(data), CHUNK_SIZE):
-        yield data[start : start + CHUNK_SIZE]

@@ -148,18 +148,12 @@ class IpfsGateway:
                 continue
             name = part.filename or ""
             builder = self._ipfs.file_builder(version, raw_leaves)
-            pending = bytearray()
-            # chunks go into the DAG as they arrive: an upload is never held whole
+            # pieces go into the DAG as they arrive: an upload is never held whole
             while piece := await part.read_chunk(CHUNK_SIZE):
                 total += len(piece)
                 if total > MAX_ADD_BYTES:
                     return _error(413, f"add takes at most {MAX_ADD_BYTES} bytes")
-                pending += piece
-                while len(pending) >= CHUNK_SIZE:
-                    builder.add_chunk(bytes(pending[:CHUNK_SIZE]))
-                    del pending[:CHUNK_SIZE]
-            if pending:
-                builder.add_chunk(bytes(pending))
+                builder.write(piece)
             added = builder.finish()
             entries.append((name, added))
             lines.append(
@@ -181,6 +175,13 @@ class IpfsGateway:
         cid_text, _, path = arg.partition("/")
         return Cid.parse(cid_text), path
 
+    @staticmethod
+    def _kubo_error(exc: IpfsError | UnixFsError) -> web.Response:
+        """kubo's statuses: 400 for a bad argument, 413 too large, 500 for the rest."""
+        if isinstance(exc, UnixFsError):
+            return _error(400, str(exc))
+        return _error(413 if isinstance(exc, TooLarge) else 500, str(exc))
+
     async def _cat(self, request: web.Request) -> web.StreamResponse:
         try:
             root, path = self._arg(request)
@@ -189,27 +190,22 @@ class IpfsGateway:
                 request, self._ipfs.cat(target, max_bytes=1 << 62), "text/plain"
             )
         except (IpfsError, UnixFsError) as exc:
-            status = _status_of(exc) if isinstance(exc, IpfsError) else 400
-            return _error(status if status != 404 else 500, str(exc))
+            return self._kubo_error(exc)
 
     async def _block_get(self, request: web.Request) -> web.Response:
         try:
             cid, _ = self._arg(request)
             return web.Response(body=await self._ipfs.block(cid), content_type="text/plain")
-        except UnixFsError as exc:
-            return _error(400, str(exc))
-        except IpfsError as exc:
-            return _error(500, str(exc))
+        except (IpfsError, UnixFsError) as exc:
+            return self._kubo_error(exc)
 
     async def _pin_add(self, request: web.Request) -> web.Response:
         try:
             cid, path = self._arg(request)
             target = await self._ipfs.resolve(cid, path)
             await self._ipfs.pin(str(target))
-        except UnixFsError as exc:
-            return _error(400, str(exc))
-        except IpfsError as exc:
-            return _error(500, str(exc))
+        except (IpfsError, UnixFsError) as exc:
+            return self._kubo_error(exc)
         return web.json_response({"Pins": [str(target)]})
 
     async def _id(self, _: web.Request) -> web.Response:

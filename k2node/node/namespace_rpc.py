@@ -297,18 +297,12 @@ async def _ipfs_upload(ctx: TaskContext, files: Any, cid_version: Any = 0) -> st
     if not isinstance(files, dict) or not files:
         raise ActionError("files must be a non-empty object {name: base64}")
     decoded = {str(name): _unbase64(data, f"file {str(name)[:40]}") for name, data in files.items()}
-    try:
-        return await _ipfs(ctx).publish_directory(decoded, _cid_version(cid_version))
-    except IpfsError as exc:
-        raise ActionError(str(exc)) from None
+    return await _ipfs(ctx).publish_directory(decoded, _cid_version(cid_version))
 
 
 @_method("ipfsUploadFile")
 async def _ipfs_upload_file(ctx: TaskContext, data: Any, cid_version: Any = 0) -> str:
-    try:
-        return await _ipfs(ctx).publish(_unbase64(data, "data"), _cid_version(cid_version))
-    except IpfsError as exc:
-        raise ActionError(str(exc)) from None
+    return await _ipfs(ctx).publish(_unbase64(data, "data"), _cid_version(cid_version))
 
 
 @_method("ipfsGet")
@@ -319,11 +313,7 @@ async def _ipfs_get(ctx: TaskContext, cid: Any, path: Any = "", max_bytes: Any =
     limit = MAX_IPFS_GET if max_bytes is None else max_bytes
     if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_IPFS_GET:
         raise ActionError(f"maxBytes must be an integer in 1..{MAX_IPFS_GET}")
-    try:
-        data = await _ipfs(ctx).fetch(cid, path, limit)
-    except IpfsError as exc:
-        raise ActionError(str(exc)) from None
-    return base64.b64encode(data).decode()
+    return base64.b64encode(await _ipfs(ctx).fetch(cid, path, limit)).decode()
 
 
 def _arity_ok(fn: _Method, params: list[Any]) -> bool:
@@ -368,7 +358,7 @@ class NamespaceRpc:
             return _error(422, f"wrong number of arguments for {name}")
         try:
             result = await fn(ctx, *params)
-        except (ActionError, TransactionError, ValueError, OSError) as exc:
+        except (ActionError, TransactionError, IpfsError, ValueError, OSError) as exc:
             log.info("rpc_refused", task_id=task_id, method=name, error=str(exc))
             return _error(422, f"{name}: {exc}")
         if name in _ACTIONS:

@@ -12,6 +12,7 @@ import functools
 import secrets
 import socket
 import string
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -45,6 +46,7 @@ _SECRET_ALPHABET = string.ascii_letters + string.digits
 # Every shutdown step is time-boxed; their sum must stay under systemd's TimeoutStopSec.
 SHUTDOWN_STEPS = ("tasks", "api")
 SHUTDOWN_STEP_TIMEOUT_S = 10.0
+PEERS_TTL_S = 5.0
 
 
 def _free_port() -> int:
@@ -100,6 +102,7 @@ class Node:
         self.ledger: Ledger | None = None
         self.ipfs: IpfsBackend | None = None
         self.events = EventHub()
+        self._peer_cache: tuple[float, list[str]] = (float("-inf"), [])
 
     @asynccontextmanager
     async def manage(self) -> AsyncIterator[Node]:
@@ -288,13 +291,18 @@ class Node:
         return TaskSpec(task_id, state["task_name"], settings.task_entry, argv, base / "task.log")
 
     async def _peers(self) -> list[str]:
-        """Other nodes of this node's tasks, by the URLs they staked with."""
+        """Other nodes of this node's tasks, by the URLs they staked with. Read at most every
+        PEERS_TTL_S: a fetch asks once per missing block, and K2 may be across the network."""
+        read_at, cached = self._peer_cache
+        if time.monotonic() - read_at < PEERS_TTL_S:
+            return cached
         urls: list[str] = []
         for ctx in self.contexts.values():
             state = await ctx.agent.state()
             for url in state["ip_address_list"].values():
                 if url != ctx.public_url and url not in urls:
                     urls.append(url)
+        self._peer_cache = (time.monotonic(), urls)
         return urls
 
     async def _send_phase(self, task_id: str, message: dict[str, Any]) -> bool:
