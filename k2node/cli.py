@@ -7,6 +7,8 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
@@ -56,35 +58,54 @@ async def _serve_k2(args: argparse.Namespace) -> int:
 
     if not 1 <= args.slot_ms <= 60_000:
         raise ConfigError(f"--slot-ms must be 1-60000, got {args.slot_ms}")
-    stop = _stop_event()
     k2 = LocalK2.open(args.data_dir, args.slot_ms)
     runner = web.AppRunner(K2Service(k2).app(), access_log=None)
     try:
-        await runner.setup()
-        await web.TCPSite(runner, args.host, args.port).start()
-        host, port = runner.addresses[0][:2]
-        log = structlog.get_logger("k2node.k2")
-        log.info("k2_service_started", url=f"http://{host}:{port}", slot_ms=k2.slot_ms)
-        await stop.wait()
-        log.info("k2_service_stopping")
+        with stop_on_signals() as stop:
+            await runner.setup()
+            await web.TCPSite(runner, args.host, args.port).start()
+            host, port = runner.addresses[0][:2]
+            log = structlog.get_logger("k2node.k2")
+            log.info("k2_service_started", url=f"http://{host}:{port}", slot_ms=k2.slot_ms)
+            await stop.wait()
+            log.info("k2_service_stopping")
     finally:
         await runner.cleanup()
-        k2.close()
+        await k2.aclose()
     return 0
 
 
-def _stop_event() -> asyncio.Event:
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event the first SIGINT or SIGTERM sets. The handlers go as soon as it is set, so a
+    second Ctrl-C during a slow shutdown ends the process the default way."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
+
+    def remove() -> None:
+        for sig in _STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+    def on_signal() -> None:
+        stop.set()
+        remove()
+
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        yield stop
+    finally:
+        remove()
 
 
 async def _serve(settings: Settings) -> int:
     from k2node.node.runtime import run_node  # the node's imports only when it runs
 
-    return await run_node(settings, _stop_event())
+    with stop_on_signals() as stop:
+        return await run_node(settings, stop)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -159,3 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # e.g. the port is taken
         print(f"k2node: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        print("k2node: interrupted", file=sys.stderr)
+        return 130

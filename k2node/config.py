@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 from dotenv import dotenv_values
 
-from k2node.settlement.base import DEFAULT_SLOT_MS, ROE_PER_KOII
+from k2node.contract.units import DEFAULT_SLOT_MS, ROE_PER_KOII
+from k2node.contract.values import is_int
 
 DEFAULT_PORT = 30017
 DEFAULT_TASK_ENTRY = "k2node.examples.hello_task:HelloTask"
@@ -175,7 +176,7 @@ def load_task_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"task config {path}: task_name is required")
     for name in _TASK_INT_FIELDS:
         value = raw.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        if not is_int(value) or value <= 0:
             raise ConfigError(f"task config {path}: {name} must be a positive integer (slots)")
         args[name] = value
     if args["round_time"] < args["submission_window"] + args["audit_window"]:
@@ -184,11 +185,11 @@ def load_task_config(path: Path) -> dict[str, Any]:
         )
     for name in _TASK_KOII_FIELDS:
         value = raw.get(name)
-        if not isinstance(value, int | float) or isinstance(value, bool):
+        if not (is_int(value) or isinstance(value, float)):
             raise ConfigError(f"task config {path}: {name} must be a number of KOII")
         args[name] = _koii_to_roe(name, str(value))
     failed = raw.get("allowed_failed_distributions", 0)
-    if not isinstance(failed, int) or isinstance(failed, bool) or failed < 0:
+    if not is_int(failed) or failed < 0:
         raise ConfigError(f"task config {path}: allowed_failed_distributions must be >= 0")
     args["allowed_failed_distributions"] = failed
     args["task_metadata"] = str(raw.get("task_metadata", ""))[:64]

@@ -14,7 +14,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
 from nacl.signing import SigningKey, VerifyKey
 
-from k2node.jsjson import stringify
+from k2node.contract.jsjson import stringify
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{1,64}$")
 

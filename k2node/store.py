@@ -1,7 +1,8 @@
 """LevelDB (plyvel) key/value stores with JSON values.
 
-plyvel is synchronous; single gets and puts are a few microseconds, so they run on the loop;
-scans and snapshots run in a thread.
+plyvel is synchronous; single gets and puts are a few microseconds, so they run on the loop.
+Keys are laid out so that a scan reads only what it needs: a range between two keys, or a
+prefix walked from its newest end, never a whole prefix to pick a few entries from it.
 """
 
 from __future__ import annotations
@@ -73,9 +74,14 @@ class Store:
     def delete(self, key: str) -> None:
         self._db.delete(key.encode())
 
-    def items(self, prefix: str) -> Iterator[tuple[str, Any]]:
-        for key, raw in self._db.iterator(prefix=prefix.encode()):
+    def items(self, prefix: str, reverse: bool = False) -> Iterator[tuple[str, Any]]:
+        for key, raw in self._db.iterator(prefix=prefix.encode(), reverse=reverse):
             yield key.decode(), json.loads(raw)
 
     def keys(self, prefix: str) -> list[str]:
         return [k.decode() for k in self._db.iterator(prefix=prefix.encode(), include_value=False)]
+
+    def keys_between(self, start: str, stop: str) -> list[str]:
+        """Keys from `start` (included) to `stop` (excluded), in order."""
+        found = self._db.iterator(start=start.encode(), stop=stop.encode(), include_value=False)
+        return [k.decode() for k in found]

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from k2node.config import Settings
+from k2node.contract.units import ROE_PER_KOII, SlotClock
 from k2node.crypto import Keypair
-from k2node.settlement.base import ROE_PER_KOII, sign_tx
+from k2node.node.clock import SlotTimer
+from k2node.settlement.base import sign_tx
 from k2node.settlement.local import LocalK2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,7 +22,7 @@ SHARED_VECTORS = REPO.parent / "shared" / "vectors"
 
 
 class FakeClock:
-    """Wall time the test moves by hand; one slot is one second."""
+    """Wall time the test moves by hand, or a sleep on `timer()` moves."""
 
     def __init__(self) -> None:
         self.now = 1_000_000.0
@@ -30,6 +32,28 @@ class FakeClock:
 
     def to_slot(self, k2: LocalK2, slot: int) -> None:
         self.now = k2.wall_time_of_slot(slot) + 0.001
+
+    def timer(self, slots: SlotClock) -> VirtualTimer:
+        return VirtualTimer(slots, self)
+
+
+class VirtualTimer(SlotTimer):
+    """The scheduler's clock in virtual time: a sleep moves the time and returns at once."""
+
+    def __init__(self, slots: SlotClock, clock: FakeClock) -> None:
+        super().__init__(slots, clock)
+        self._clock = clock
+
+    async def sleep(self, seconds: float) -> None:
+        self._clock.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+    async def sleep_until_slot(self, slot: int) -> bool:
+        if self.current_slot() >= slot:
+            return False
+        self._clock.now = self.wall_time_of_slot(slot) + 1e-6
+        await asyncio.sleep(0)
+        return True
 
 
 @pytest.fixture

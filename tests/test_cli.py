@@ -12,9 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from k2node.node.runtime import SHUTDOWN_STEP_TIMEOUT_S, SHUTDOWN_STEPS
-from k2node.node.supervisor import STOP_TIMEOUT_S
-from tests.conftest import REPO
+from structlog.testing import capture_logs
+
+from k2node.config import Settings
+from k2node.node.process import STOP_TIMEOUT_S
+from k2node.node.runtime import TASKS_STOP_S, Node
+from tests.conftest import REPO, task_file
 
 
 def _run(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -101,13 +104,47 @@ def test_sigterm_stops_node_and_task_cleanly(tmp_path: Path) -> None:
     assert not any(e["event"] in ("wallet_created", "task_deployed") for e in first)
 
 
-def test_shutdown_bounds_fit_the_systemd_stop_timeout() -> None:
+async def test_every_shutdown_step_is_logged_and_their_bounds_fit_systemd(
+    tmp_path: Path,
+) -> None:
     unit = (REPO / "deploy" / "k2node.service").read_text()
     match = re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M)
     assert match is not None
-    bound = len(SHUTDOWN_STEPS) * SHUTDOWN_STEP_TIMEOUT_S
-    assert STOP_TIMEOUT_S < SHUTDOWN_STEP_TIMEOUT_S
-    assert bound < int(match.group(1))
+    settings = Settings(
+        data_dir=tmp_path, wallet_location=tmp_path / "id.json", server_port=0, slot_ms=50
+    )
+    with capture_logs() as logs:
+        async with Node.manage(settings) as node:
+            steps = list(node.shutdown.steps)
+    # the steps are the ones the node registered as it started, each logged as it ran
+    ran = [e["step"] for e in logs if e["event"] == "shutdown_step" and e["ok"]]
+    assert ran == [s.name for s in reversed(steps)]
+    assert {"tasks", "http_server", "local_k2", "node_db"} <= set(ran)
+    assert STOP_TIMEOUT_S < TASKS_STOP_S  # a task's grace period fits its step
+    assert sum(s.bound_s for s in steps) < int(match.group(1))
+
+
+def test_a_second_ctrl_c_ends_a_slow_shutdown(tmp_path: Path) -> None:
+    proc = _run(
+        tmp_path,
+        "--port",
+        "0",
+        env={"K2NODE_TASK_ENTRY": task_file("misbehaving.py") + ":DeafTask"},
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if json.loads(proc.stdout.readline())["event"] == "node_started":
+            break
+    proc.send_signal(signal.SIGINT)
+    while json.loads(proc.stdout.readline())["event"] != "node_stopping":
+        pass
+    # the task ignores SIGTERM: the node now waits out its grace period before a kill
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert time.monotonic() - started < STOP_TIMEOUT_S
 
 
 def _ipfs(data_dir: Path, *args: str) -> subprocess.CompletedProcess[bytes]:

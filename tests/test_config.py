@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from k2node.config import ConfigError, load_settings, load_task_config
-from k2node.settlement.base import ROE_PER_KOII
+from k2node.contract.units import ROE_PER_KOII
 from tests.conftest import REPO
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,12 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from k2node.contract.distribution import select_distribution_submitter
+from k2node.contract.rounds import Schedule
+from k2node.contract.units import ROE_PER_KOII
+from k2node.contract.votes import count_votes
 from k2node.crypto import Keypair
 from k2node.node.runtime import Node
-from k2node.rounds import Schedule
-from k2node.settlement.base import ROE_PER_KOII
-from k2node.task.distribution import count_votes, select_distribution_submitter
 from tests.conftest import RecordingK2, create_task, node_settings, task_file, wait_for
 
 SLOT_MS = 100.0
@@ -46,7 +46,7 @@ async def test_three_honest_nodes_and_a_liar(tmp_path: Path, chain: RecordingK2)
         async with AsyncExitStack() as stack:
             nodes = [
                 await stack.enter_async_context(
-                    Node(node_settings(tmp_path / f"node{i}", task_id, entry), chain).manage()
+                    Node.manage(node_settings(tmp_path / f"node{i}", task_id, entry), chain)
                 )
                 for i, entry in enumerate(["", "", "", LIAR])
             ]
@@ -123,7 +123,7 @@ async def test_restarted_node_repeats_nothing_and_catches_up(
     task_id = await create_task(chain, Keypair.generate(), **FAST_ROUNDS)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(
-            Node(node_settings(tmp_path / "steady", task_id), chain).manage()
+            Node.manage(node_settings(tmp_path / "steady", task_id), chain)
         )
         settings = node_settings(tmp_path / "restarted", task_id)
 
@@ -131,12 +131,12 @@ async def test_restarted_node_repeats_nothing_and_catches_up(
             state = await chain.get_task_state(task_id, {"is_submission_required": True})
             return key in state["submissions"].get(str(round_), {})
 
-        async with Node(settings, chain).manage() as node:
+        async with Node.manage(settings, chain) as node:
             assert node.staking is not None
             key = node.staking.pubkey
             await wait_for(lambda: submitted(key, 1), within=30)
         # stopped inside round 2's submission window, right after submitting round 1
-        async with Node(settings, chain).manage():
+        async with Node.manage(settings, chain):
             await wait_for(lambda: submitted(key, 3), within=30)
     attempts = chain.attempts("SubmitTask", key)
     assert attempts and all(count == 1 for count in attempts.values()), attempts
@@ -148,7 +148,7 @@ async def test_timers_off_sends_nothing_and_phases_run_by_hand(
 ) -> None:
     task_id = await create_task(chain, Keypair.generate(), **FAST_ROUNDS)
     settings = node_settings(tmp_path / "manual", task_id, global_timers=False)
-    async with Node(settings, chain).manage() as node:
+    async with Node.manage(settings, chain) as node:
         assert node.ledger and node.staking
         base = f"http://127.0.0.1:{node.port}"
         async with aiohttp.ClientSession() as http:
@@ -158,7 +158,9 @@ async def test_timers_off_sends_nothing_and_phases_run_by_hand(
                     return resp.status == 200
 
             await wait_for(task_up, within=30)
-            await asyncio.sleep(2.5)  # more than a round of 2 s: the timers would have fired
+            # a whole round and a submission window go by: the timers would have fired
+            later = chain.current_slot() + FAST_ROUNDS["round_time"] + 8
+            await wait_for(lambda: chain.current_slot() >= later, within=30)
             assert node.ledger.store.keys(f"phase/{task_id}/") == []
             assert chain.attempts("SubmitTask", node.staking.pubkey) == {}
             round_ = chain.current_slot() // 20 - 1  # the round whose work is owed now
@@ -176,7 +178,7 @@ async def test_timers_off_sends_nothing_and_phases_run_by_hand(
 
 async def test_events_stream_each_step(tmp_path: Path, chain: RecordingK2) -> None:
     task_id = await create_task(chain, Keypair.generate(), **FAST_ROUNDS)
-    async with Node(node_settings(tmp_path / "events", task_id), chain).manage() as node:
+    async with Node.manage(node_settings(tmp_path / "events", task_id), chain) as node:
         url = f"http://127.0.0.1:{node.port}/events"
         async with aiohttp.ClientSession() as http, http.ws_connect(url) as socket:
             seen: list[dict[str, Any]] = []
@@ -209,7 +211,7 @@ async def test_a_bad_list_fails_its_payout_and_the_retry_pays(
     async with AsyncExitStack() as stack:
         nodes = [
             await stack.enter_async_context(
-                Node(node_settings(tmp_path / f"node{i}", task_id, greedy), chain).manage()
+                Node.manage(node_settings(tmp_path / f"node{i}", task_id, greedy), chain)
             )
             for i in range(4)
         ]

@@ -15,12 +15,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from k2node.http_errors import json_errors
 from k2node.ipfs import IpfsError, NotFound, TooLarge
 from k2node.ipfs import embedded as embedded_module
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.kubo import KuboIpfs
 from k2node.ipfs.unixfs import CHUNK_SIZE, MAX_LINKS, Cid, UnixFsError
-from k2node.node.gateway import IpfsGateway
+from k2node.node.http.gateway import IpfsGateway
 from tests.conftest import SHARED_VECTORS, VECTORS
 
 CIDS = json.loads((VECTORS / "ipfs-cids.json").read_text())["cases"]
@@ -132,7 +133,7 @@ def test_cid_parsing_refuses_what_it_cannot_verify() -> None:
 
 # -- peers, gateways, CAR ---------------------------------------------------------------------
 async def _gateway(ipfs: EmbeddedIpfs) -> TestClient[Any, Any]:
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors])
     app.router.add_routes(IpfsGateway(ipfs, lambda _: True, "node-a").routes())
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -308,7 +309,7 @@ async def test_kubo_backend_reports_a_daemon_that_is_down() -> None:
 
 
 async def test_the_kubo_rpc_takes_admin_requests_only(store: EmbeddedIpfs) -> None:
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors])
     app.router.add_routes(IpfsGateway(store, lambda _: False, "n").routes())
     client = TestClient(TestServer(app))
     await client.start_server()

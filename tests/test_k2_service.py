@@ -16,9 +16,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from k2node.contract.units import ROE_PER_KOII
 from k2node.crypto import Keypair
 from k2node.node.runtime import Node
-from k2node.settlement.base import ROE_PER_KOII, DuplicateTransaction, TransactionError, sign_tx
+from k2node.settlement.base import DuplicateTransaction, TransactionError, sign_tx
 from k2node.settlement.local import LocalK2
 from k2node.settlement.rpc import K2Unreachable, RpcSettlement
 from k2node.settlement.service import K2Service
@@ -114,7 +115,7 @@ async def test_two_nodes_share_a_k2_service(
     async with AsyncExitStack() as stack:
         nodes = [
             await stack.enter_async_context(
-                Node(node_settings(tmp_path / f"n{i}", task_id, k2_node_url=_url(client))).manage()
+                Node.manage(node_settings(tmp_path / f"n{i}", task_id, k2_node_url=_url(client)))
             )
             for i in range(2)
         ]

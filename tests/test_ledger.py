@@ -9,7 +9,7 @@ import pytest
 
 from k2node.crypto import Keypair
 from k2node.node.agent import TaskAgent
-from k2node.node.ledger import CONFIRMED, PENDING, Ledger
+from k2node.node.ledger import ACTIONS, CONFIRMED, PENDING, Ledger
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
 from tests.conftest import FakeClock, create_task, stake
@@ -102,4 +102,34 @@ async def test_phase_marks_and_pruning(tmp_path: Path, k2: LocalK2) -> None:
     assert ledger.once("k") and not ledger.once("k")
     ledger.prune("t", 4)
     assert not ledger.phase_done("t", "executeTask", 3)
+    store.close()
+
+
+async def test_pruning_reads_only_stale_keys_of_every_kind(tmp_path: Path, k2: LocalK2) -> None:
+    store = Store.open(tmp_path / "node-db")
+    ledger = Ledger(store, k2)
+    for r in (1, 5, 9):
+        for action in ACTIONS:
+            store.put(Ledger.key("t", action, r, "x"), {"status": CONFIRMED})
+        ledger.mark_phase("t", "auditPayload", r, "done")
+        assert ledger.once(f"logged/t/{r:010d}/payout-PayoutSuccessful")
+    store.put(Ledger.key("other", "submit", 1), {"status": CONFIRMED})
+    ledger.prune("t", 6)
+    left = store.keys("ledger/t/") + store.keys("phase/t/") + store.keys("logged/t/")
+    assert all("0000000009" in k for k in left) and len(left) == len(ACTIONS) + 2
+    assert store.keys("ledger/other/")  # another task's entries are its own
+    store.close()
+
+
+async def test_latest_confirmed_round_reads_from_the_newest_end(
+    tmp_path: Path, k2: LocalK2
+) -> None:
+    store = Store.open(tmp_path / "node-db")
+    ledger = Ledger(store, k2)
+    assert ledger.latest_confirmed_round("t", "submit") is None
+    store.put(Ledger.key("t", "submit", 3), {"status": CONFIRMED})
+    store.put(Ledger.key("t", "submit", 12), {"status": CONFIRMED})
+    store.put(Ledger.key("t", "submit", 13), {"status": PENDING, "tx": {}})
+    store.put(Ledger.key("t", "submit-other", 20), {"status": CONFIRMED})
+    assert ledger.latest_confirmed_round("t", "submit") == 12
     store.close()

@@ -7,14 +7,11 @@ from typing import Any
 
 import pytest
 
+from k2node.contract.units import ROE_PER_KOII
 from k2node.crypto import Keypair
-from k2node.settlement.base import (
-    ROE_PER_KOII,
-    DuplicateTransaction,
-    TransactionError,
-    sign_tx,
-)
-from k2node.settlement.local import KEEP_ROUNDS, LocalK2
+from k2node.settlement.base import DuplicateTransaction, TransactionError, sign_tx
+from k2node.settlement.local import LocalK2
+from k2node.settlement.round_ix import KEEP_ROUNDS
 from tests.conftest import TASK_ARGS, FakeClock, create_task, send, stake
 
 # round_time 20, submission_window 8, audit_window 8 (slots of one second):

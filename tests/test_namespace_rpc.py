@@ -14,13 +14,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from k2node.contract.jsjson import stringify
 from k2node.crypto import Keypair, payload_signing, verify_signature
 from k2node.ipfs.embedded import EmbeddedIpfs
-from k2node.jsjson import stringify
 from k2node.node.agent import TaskAgent
-from k2node.node.api import NodeApi
+from k2node.node.context import TaskContext
+from k2node.node.events import EventHub
+from k2node.node.http.api import NodeApi
 from k2node.node.ledger import Ledger
-from k2node.node.namespace_rpc import TaskContext
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
 from k2node.task.namespace import NamespaceError, NamespaceWrapper
@@ -57,7 +58,7 @@ async def env(tmp_path: Path, k2: LocalK2, clock: FakeClock) -> AsyncIterator[En
     agent.base_path.mkdir()
     ipfs = EmbeddedIpfs.open(tmp_path / "ipfs")
     ctx = TaskContext(agent, "test task", "s3cret-s3cret-s3cret", 10, "http://127.0.0.1:1", ipfs)
-    api = NodeApi({task_id: ctx}, {}, lambda _: False, manager.pubkey, "", _no_phase)
+    api = NodeApi({task_id: _Stopped(ctx)}, manager.pubkey, "", EventHub())
     client = TestClient(TestServer(api.app()))
     await client.start_server()
     yield Env(client, ctx, k2, clock, store, peer)
@@ -66,8 +67,16 @@ async def env(tmp_path: Path, k2: LocalK2, clock: FakeClock) -> AsyncIterator[En
     ipfs.close()
 
 
-async def _no_phase(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    return {"delivered": False}
+@dataclass
+class _Stopped:
+    """A task the node knows but whose process is not running."""
+
+    context: TaskContext
+    port: int = 0
+    running: bool = False
+
+    async def manual_phase(self, name: str, round_: int, retry: bool) -> dict[str, Any]:
+        return {"delivered": False}
 
 
 async def test_reads_answer_in_contract_shapes(env: Env) -> None:
@@ -259,7 +268,7 @@ async def test_signed_submissions_on_ipfs(env: Env, tmp_path: Path) -> None:
 
 
 async def test_admin_phase_calls_need_loopback_or_the_token(tmp_path: Path) -> None:
-    api = NodeApi({}, {}, lambda _: False, "main", "t0ken", _no_phase)
+    api = NodeApi({}, "main", "t0ken", EventHub())
     client = TestClient(TestServer(api.app()))
     await client.start_server()
     url = "/admin/tasks/x/phase"

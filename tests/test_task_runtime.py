@@ -13,15 +13,16 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from k2node.contract.ipc import MAX_MESSAGE_BYTES, IpcChannel
+from k2node.contract.launch import LaunchError, TaskArgs
 from k2node.crypto import Keypair
 from k2node.examples.hello_task import HelloTask
 from k2node.node.runtime import Node
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
 from k2node.task.core import CoreLogic
-from k2node.task.ipc import MAX_MESSAGE_BYTES, IpcChannel
 from k2node.task.namespace import NamespaceWrapper
-from k2node.task.runner import TaskArgs, TaskStartError, build_task_app, load_entry, run_phase
+from k2node.task.runner import TaskStartError, build_task_app, load_entry, run_phase
 from tests.conftest import create_task, node_settings, task_file, wait_for
 from tests.tasks.misbehaving import RaisingTask
 
@@ -82,9 +83,9 @@ async def test_ipc_channel_skips_junk_and_ends_on_close() -> None:
 
 
 def test_task_arguments_and_entries_are_checked() -> None:
-    with pytest.raises(TaskStartError, match="usage"):
+    with pytest.raises(LaunchError, match="usage"):
         TaskArgs.parse(["only", "three", "args"])
-    with pytest.raises(TaskStartError, match="integers"):
+    with pytest.raises(LaunchError, match="integers"):
         TaskArgs.parse(["n", "id", "port", "service", "k", "s", "u", "u", "1", "2"])
     for entry in (
         "nocolon",
@@ -109,17 +110,19 @@ async def test_a_task_raising_everywhere_does_not_stop_the_node(
 ) -> None:
     task_id = await create_task(fast_chain, Keypair.generate(), **FAST_ROUNDS)
     entry = task_file("misbehaving.py") + ":RaisingTask"
-    async with Node(node_settings(tmp_path / "n", task_id, entry), fast_chain).manage() as node:
-        assert node.supervisor and node.ledger
-        supervisor, ledger = node.supervisor, node.ledger
-        await wait_for(lambda: supervisor.process(task_id) is not None, within=10)
-        proc = supervisor.process(task_id)
-        assert proc is not None
+    async with Node.manage(node_settings(tmp_path / "n", task_id, entry), fast_chain) as node:
+        events = node.events.subscribe()
+        proc = node.tasks[task_id].process
+        await wait_for(lambda: proc.running, within=10)
         pid = proc.pid
         log = tmp_path / "n" / "namespace" / task_id / "task.log"
         await wait_for(lambda: "submit exploded" in log.read_text(), within=30)
-        await asyncio.sleep(0.5)  # the task's failure reply has come back by now
-        assert not ledger.phase_done(task_id, "submitPayload", 1)  # failed: never done
+        # the task's failure reply comes back as an event
+        while True:
+            event = await asyncio.wait_for(events.get(), 30)
+            if event["event"] == "phase_failed" and event["phase"] == "submitPayload":
+                break
+        assert not node.ledger.phase_done(task_id, "submitPayload", 1)  # failed: never done
         assert proc.running and proc.pid == pid
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{node.port}/") as resp:
@@ -141,22 +144,20 @@ async def test_exit_codes_follow_the_restart_policy(
 ) -> None:
     task_id = await create_task(fast_chain, Keypair.generate(), **FAST_ROUNDS)
     settings = node_settings(tmp_path / "n", task_id, entry)
-    async with Node(settings, fast_chain, restart_backoff_s=0.05).manage() as node:
-        assert node.supervisor
-        supervisor = node.supervisor
+    async with Node.manage(settings, fast_chain, restart_backoff_s=0.05) as node:
+        proc = node.tasks[task_id].process
         seen: set[int] = set()
 
         def pids() -> int:
-            proc = supervisor.process(task_id)
-            if proc is not None and proc.pid is not None:
+            if proc.pid is not None:
                 seen.add(proc.pid)
             return len(seen)
 
         if restarts:
             await wait_for(lambda: pids() >= 3, within=30)
-            assert task_id not in supervisor.stopped_for_good
+            assert not proc.stopped_for_good
         else:
-            await wait_for(lambda: task_id in supervisor.stopped_for_good, within=30)
+            await wait_for(lambda: proc.stopped_for_good, within=30)
             pids()
             assert len(seen) == 1
             url = f"http://127.0.0.1:{node.port}/task/{task_id}/x"
@@ -192,8 +193,7 @@ async def test_a_javascript_task_runs_over_the_same_channel(
 ) -> None:
     task_id = await create_task(fast_chain, Keypair.generate(), **FAST_ROUNDS)
     settings = node_settings(tmp_path / "n", task_id, task_file("js_task.js"))
-    async with Node(settings, fast_chain).manage() as node:
-        assert node.staking is not None
+    async with Node.manage(settings, fast_chain) as node:
         key = node.staking.pubkey
 
         async def submitted() -> bool:

@@ -11,14 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from k2node.contract.rounds import Schedule
+from k2node.contract.task_state import DISTRIBUTION_SECTIONS, PAYOUT_FAILED, SUBMISSION_SECTIONS
+from k2node.contract.values import is_round, submission_problem
 from k2node.crypto import Keypair, decode_pubkey
 from k2node.node.ledger import Ledger
-from k2node.rounds import Schedule
-from k2node.rules import MAX_SUBMISSION_BYTES
 from k2node.settlement.base import Settlement, TransactionError, sign_tx
-
-SUBMISSION_SECTIONS = ("submissions", "submissions_audit_trigger")
-DISTRIBUTION_SECTIONS = ("distribution_rewards_submission", "distributions_audit_trigger")
 
 
 class ActionError(ValueError):
@@ -26,7 +24,7 @@ class ActionError(ValueError):
 
 
 def _round(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not is_round(value):
         raise ActionError(f"round must be a non-negative integer, got {value!r}")
     return value
 
@@ -96,16 +94,14 @@ class TaskAgent:
 
     async def _attempt(self, round_: int) -> int:
         state = await self.state({"is_distribution_required": True})
-        return 1 if state["distributions_audit_record"].get(str(round_)) == "PayoutFailed" else 0
+        return 1 if state["distributions_audit_record"].get(str(round_)) == PAYOUT_FAILED else 0
 
     # -- ledger-guarded actions --------------------------------------------------------------
     async def submit(self, value: Any, round_: Any) -> dict[str, Any]:
         round_ = _round(round_)
-        if not isinstance(value, str):
-            raise ActionError("a submission must be a string")
-        size = len(value.encode("utf-8", "surrogatepass"))
-        if size > MAX_SUBMISSION_BYTES:
-            raise ActionError(f"submission is {size} bytes, the limit is {MAX_SUBMISSION_BYTES}")
+        problem = submission_problem(value)
+        if problem is not None:
+            raise ActionError(problem)
         return await self._send(
             "submit", round_, "", "SubmitTask", {"submission": value, "round": round_}
         )

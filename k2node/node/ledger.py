@@ -18,16 +18,21 @@ from k2node.store import Store
 log = structlog.get_logger("k2node.ledger")
 
 PENDING, CONFIRMED, FAILED = "pending", "confirmed", "failed"
+# The actions recorded per round (the agent's); keys are ledger/<task>/<action>/<round>[/...]
+ACTIONS = (
+    "submit",
+    "audit",
+    "distribution-audit",
+    "distribution-upload",
+    "distribution-submit",
+    "payout",
+)
 
 
 class Ledger:
     def __init__(self, store: Store, settlement: Settlement) -> None:
-        self._store = store
+        self.store = store
         self._settlement = settlement
-
-    @property
-    def store(self) -> Store:
-        return self._store
 
     @staticmethod
     def key(task_id: str, action: str, round_: int, detail: str = "") -> str:
@@ -35,7 +40,7 @@ class Ledger:
         return f"ledger/{task_id}/{action}/{round_:010d}{suffix}"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        entry = self._store.get(key)
+        entry = self.store.get(key)
         return entry if isinstance(entry, dict) else None
 
     async def send_once(self, key: str, make_tx: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -48,28 +53,28 @@ class Ledger:
             and entry["status"] == PENDING
             and await self._settlement.transaction_applied(entry["tx"]["signature"])
         ):
-            self._store.put(key, {"status": CONFIRMED, "result": {}})
+            self.store.put(key, {"status": CONFIRMED, "result": {}})
             return {"already": True}
         tx = make_tx()
-        self._store.put(key, {"status": PENDING, "tx": tx})
+        self.store.put(key, {"status": PENDING, "tx": tx})
         try:
             result = await self._settlement.send(tx)
         except DuplicateTransaction:
             result = {}
         except TransactionError as exc:
-            self._store.put(key, {"status": FAILED, "error": str(exc)})
+            self.store.put(key, {"status": FAILED, "error": str(exc)})
             raise
-        self._store.put(key, {"status": CONFIRMED, "result": result})
+        self.store.put(key, {"status": CONFIRMED, "result": result})
         return result
 
     async def reconcile(self, task_id: str) -> tuple[int, int]:
         """Settle pending entries left by a stop: (confirmed now, still owed)."""
         confirmed = owed = 0
-        for key, entry in list(self._store.items(f"ledger/{task_id}/")):
+        for key, entry in list(self.store.items(f"ledger/{task_id}/")):
             if entry.get("status") != PENDING:
                 continue
             if await self._settlement.transaction_applied(entry["tx"]["signature"]):
-                self._store.put(key, {"status": CONFIRMED, "result": {}})
+                self.store.put(key, {"status": CONFIRMED, "result": {}})
                 confirmed += 1
             else:
                 owed += 1
@@ -83,41 +88,34 @@ class Ledger:
         return f"phase/{task_id}/{round_:010d}/{phase}"
 
     def phase_done(self, task_id: str, phase: str, round_: int) -> bool:
-        return bool(self._store.get(self.phase_key(task_id, phase, round_)) == "done")
+        return bool(self.store.get(self.phase_key(task_id, phase, round_)) == "done")
 
     def mark_phase(self, task_id: str, phase: str, round_: int, status: str) -> None:
-        self._store.put(self.phase_key(task_id, phase, round_), status)
+        self.store.put(self.phase_key(task_id, phase, round_), status)
 
     def once(self, key: str) -> bool:
         """True the first time `key` is seen (for events logged once)."""
-        if self._store.get(key) is not None:
+        if self.store.get(key) is not None:
             return False
-        self._store.put(key, True)
+        self.store.put(key, True)
         return True
 
     def prune(self, task_id: str, before_round: int) -> None:
-        stale = [
-            k
-            for prefix in (f"ledger/{task_id}/", f"phase/{task_id}/", f"logged/{task_id}/")
-            for k in self._store.keys(prefix)
-            if _round_in(k, prefix) < before_round
-        ]
+        """Forget what is older than `before_round`: a range per kind of key, so each call
+        reads only the keys it deletes."""
+        if before_round <= 0:
+            return
+        stop = f"{before_round:010d}"
+        prefixes = [f"ledger/{task_id}/{action}/" for action in ACTIONS]
+        prefixes += [f"phase/{task_id}/", f"logged/{task_id}/"]
+        stale = [k for p in prefixes for k in self.store.keys_between(p, p + stop)]
         if stale:
-            self._store.put_many({}, delete=stale)
+            self.store.put_many({}, delete=stale)
 
-
-def _round_in(key: str, prefix: str) -> int:
-    parts = key[len(prefix) :].split("/")
-    for part in parts:
-        if len(part) == 10 and part.isdigit():
-            return int(part)
-    return 1 << 62
-
-
-def latest_confirmed_round(store: Store, task_id: str, action: str) -> int | None:
-    """The newest round for which `action` is confirmed (keys sort by padded round)."""
-    prefix = f"ledger/{task_id}/{action}/"
-    for key, entry in reversed(list(store.items(prefix))):
-        if entry.get("status") == CONFIRMED:
-            return _round_in(key, prefix)
-    return None
+    def latest_confirmed_round(self, task_id: str, action: str) -> int | None:
+        """The newest round for which `action` is confirmed, read from the newest end."""
+        prefix = f"ledger/{task_id}/{action}/"
+        for key, entry in self.store.items(prefix, reverse=True):
+            if entry.get("status") == CONFIRMED:
+                return int(key[len(prefix) :].split("/")[0])
+        return None

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import base58
 
+from k2node.contract.units import SlotClock
 from k2node.crypto import Keypair, verify_detached
 
-ROE_PER_KOII = 1_000_000_000
-DEFAULT_SLOT_MS = 400.0
 _TX_FIELDS = ("ix", "task_id", "args", "signer", "slot", "nonce")
-
-
-@dataclass(frozen=True)
-class SlotClock:
-    """Slots since a genesis wall time, `slot_ms` each: what the settlement layer counts in."""
-
-    genesis: float
-    slot_ms: float
-
-    def slot_at(self, now: float) -> int:
-        return max(0, int((now - self.genesis) * 1000 // self.slot_ms))
-
-    def time_of(self, slot: int) -> float:
-        return self.genesis + slot * self.slot_ms / 1000
+# JSON-RPC error codes of a refused transaction, between `k2node k2` and its clients.
+TRANSACTION_REFUSED, DUPLICATE_TRANSACTION = -32000, -32001
 
 
 class TransactionError(Exception):
@@ -72,8 +59,33 @@ def check_tx_signature(tx: Any) -> None:
         raise TransactionError("invalid signature")
 
 
+class SlotClocked:
+    """The slot clock of a settlement layer: its slots, read against a wall-time function."""
+
+    def __init__(self, slots: SlotClock, now: Callable[[], float]) -> None:
+        self._slots = slots
+        self._now = now
+
+    @property
+    def slots(self) -> SlotClock:
+        return self._slots
+
+    @property
+    def slot_ms(self) -> float:
+        return self._slots.slot_ms
+
+    def current_slot(self) -> int:
+        return self._slots.slot_at(self._now())
+
+    def wall_time_of_slot(self, slot: int) -> float:
+        return self._slots.time_of(slot)
+
+
 class Settlement(Protocol):
     """The K2 calls the node makes; `LocalK2` implements them in-process."""
+
+    @property
+    def slots(self) -> SlotClock: ...
 
     @property
     def slot_ms(self) -> float: ...

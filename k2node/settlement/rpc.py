@@ -12,8 +12,13 @@ from typing import Any
 
 import aiohttp
 
-from k2node.settlement.base import DuplicateTransaction, SlotClock, TransactionError
-from k2node.settlement.service import DUPLICATE_TRANSACTION
+from k2node.contract.units import SlotClock
+from k2node.settlement.base import (
+    DUPLICATE_TRANSACTION,
+    DuplicateTransaction,
+    SlotClocked,
+    TransactionError,
+)
 
 REQUEST_TIMEOUT_S = 15.0
 
@@ -22,48 +27,42 @@ class K2Unreachable(ConnectionError):
     """The K2 service did not answer; the message says where and why."""
 
 
-class RpcSettlement:
-    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+_ids = itertools.count(1)
+
+
+async def _call(session: aiohttp.ClientSession, url: str, method: str, *params: Any) -> Any:
+    body = {"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params}
+    try:
+        async with session.post(
+            url, json=body, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        ) as resp:
+            answer = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise K2Unreachable(f"K2 at {url}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(answer, dict):
+        raise K2Unreachable(f"K2 at {url} answered something other than JSON-RPC")
+    error = answer.get("error")
+    if isinstance(error, dict):
+        message = str(error.get("message", "refused"))
+        if error.get("code") == DUPLICATE_TRANSACTION:
+            raise DuplicateTransaction(message)
+        raise TransactionError(message)
+    return answer.get("result")
+
+
+class RpcSettlement(SlotClocked):
+    def __init__(self, url: str, session: aiohttp.ClientSession, slots: SlotClock) -> None:
+        super().__init__(slots, time.time)
         self._url = url
         self._session = session
-        self._ids = itertools.count(1)
-        self._slots = SlotClock(0.0, 1.0)
 
     @classmethod
     async def connect(cls, url: str, session: aiohttp.ClientSession) -> RpcSettlement:
-        client = cls(url, session)
-        clock = await client._call("getClock")
-        client._slots = SlotClock(float(clock["genesis"]), float(clock["slot_ms"]))
-        return client
+        clock = await _call(session, url, "getClock")
+        return cls(url, session, SlotClock(float(clock["genesis"]), float(clock["slot_ms"])))
 
     async def _call(self, method: str, *params: Any) -> Any:
-        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
-        try:
-            async with self._session.post(
-                self._url, json=body, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-            ) as resp:
-                answer = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise K2Unreachable(f"K2 at {self._url}: {type(exc).__name__}: {exc}") from None
-        if not isinstance(answer, dict):
-            raise K2Unreachable(f"K2 at {self._url} answered something other than JSON-RPC")
-        error = answer.get("error")
-        if isinstance(error, dict):
-            message = str(error.get("message", "refused"))
-            if error.get("code") == DUPLICATE_TRANSACTION:
-                raise DuplicateTransaction(message)
-            raise TransactionError(message)
-        return answer.get("result")
-
-    @property
-    def slot_ms(self) -> float:
-        return self._slots.slot_ms
-
-    def current_slot(self) -> int:
-        return self._slots.slot_at(time.time())
-
-    def wall_time_of_slot(self, slot: int) -> float:
-        return self._slots.time_of(slot)
+        return await _call(self._session, self._url, method, *params)
 
     async def get_task_state(
         self, task_id: str, options: dict[str, Any] | None = None

@@ -15,22 +15,20 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from k2node.settlement.base import DuplicateTransaction, TransactionError
+from k2node.contract.task_state import ACCOUNT_OPTIONS, DISTRIBUTION_SECTIONS, SUBMISSION_SECTIONS
+from k2node.contract.values import is_int
+from k2node.settlement.base import (
+    DUPLICATE_TRANSACTION,
+    TRANSACTION_REFUSED,
+    DuplicateTransaction,
+    TransactionError,
+)
 from k2node.settlement.local import LocalK2
 
 log = structlog.get_logger("k2node.k2")
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
-TRANSACTION_REFUSED, DUPLICATE_TRANSACTION = -32000, -32001
-
-# getTaskAccountInfo's option names on K2, and the task-state options they stand for
-_ACCOUNT_OPTIONS = {
-    "submission": "is_submission_required",
-    "distribution": "is_distribution_required",
-    "balance": "is_available_balances_required",
-    "stake": "is_stake_list_required",
-}
 
 
 class RpcError(Exception):
@@ -46,7 +44,7 @@ def _str(value: Any, name: str) -> str:
 
 
 def _int(value: Any, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not is_int(value) or value < 0:
         raise RpcError(INVALID_PARAMS, f"{name} must be a non-negative integer")
     return value
 
@@ -118,19 +116,14 @@ class K2Service:
     async def _get_task_account_info(self, task_id: Any, options: Any = None) -> dict[str, Any]:
         if options is not None and not isinstance(options, dict):
             raise RpcError(INVALID_PARAMS, "options must be an object")
-        wanted = {flag: bool((options or {}).get(name)) for name, flag in _ACCOUNT_OPTIONS.items()}
+        wanted = {flag: bool((options or {}).get(name)) for name, flag in ACCOUNT_OPTIONS.items()}
         wanted |= {k: bool(v) for k, v in (options or {}).items() if k.startswith("is_")}
         return await self._k2.get_task_state(_str(task_id, "task id"), wanted)
 
     async def _get_round_sections(self, task_id: Any, round_: Any, sections: Any) -> Any:
         if not isinstance(sections, list) or not all(isinstance(s, str) for s in sections):
             raise RpcError(INVALID_PARAMS, "sections must be an array of names")
-        allowed = (
-            "submissions",
-            "submissions_audit_trigger",
-            "distribution_rewards_submission",
-            "distributions_audit_trigger",
-        )
+        allowed = (*SUBMISSION_SECTIONS, *DISTRIBUTION_SECTIONS)
         if not set(sections) <= set(allowed):
             raise RpcError(INVALID_PARAMS, f"sections are among {', '.join(allowed)}")
         return await self._k2.get_round_sections(

@@ -6,10 +6,10 @@ import asyncio
 import os
 import sys
 
+from k2node.contract.launch import CHANNEL_FD_ENV, TASK_ENTRY_ENV, TaskArgs
 from k2node.logs import configure_logging
-from k2node.protocol import CHANNEL_FD_ENV, TASK_ENTRY_ENV
 from k2node.task.namespace import NamespaceError
-from k2node.task.runner import TaskArgs, TaskStartError, run_task
+from k2node.task.runner import TaskStartError, run_task
 
 
 def main() -> int:

@@ -7,13 +7,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from k2node.task.distribution import (
-    audit_sample,
+from k2node.contract.distribution import (
     default_distribution,
     distribution_matches,
     safety_check,
     select_distribution_submitter,
 )
+from k2node.contract.task_state import in_round
+from k2node.contract.votes import audit_sample
 from k2node.task.namespace import NamespaceWrapper
 
 log = structlog.get_logger("k2node.task")
@@ -56,10 +57,9 @@ class CoreLogic:
     async def audit_task(self, round_: int) -> None:
         ns = self.namespace
         info = await ns.get_task_submission_info(round_)
-        submissions = info.get("submissions", {}).get(str(round_), {})
-        triggers = info.get("submissions_audit_trigger", {}).get(str(round_), {})
-        me = await ns.get_submitter_pubkey()
-        for key in audit_sample(submissions, me):
+        submissions = in_round(info, "submissions", round_)
+        triggers = in_round(info, "submissions_audit_trigger", round_)
+        for key in audit_sample(submissions, await ns.get_submitter_pubkey()):
             value = submissions[key].get("submission_value")
             try:
                 verdict = await self.validate_node(value, round_, key)
@@ -78,8 +78,8 @@ class CoreLogic:
         info = await ns.get_task_submission_info(round_)
         state = await ns.get_task_state({"is_stake_list_required": True})
         return default_distribution(
-            info.get("submissions", {}).get(str(round_), {}),
-            info.get("submissions_audit_trigger", {}).get(str(round_), {}),
+            in_round(info, "submissions", round_),
+            in_round(info, "submissions_audit_trigger", round_),
             state.get("stake_list", {}),
             int(state["bounty_amount_per_round"]),
         )
@@ -93,7 +93,7 @@ class CoreLogic:
         state = await ns.get_task_state({})
         return safety_check(
             distribution,
-            info.get("submissions", {}).get(str(round_), {}),
+            in_round(info, "submissions", round_),
             int(state["bounty_amount_per_round"]),
         )
 
@@ -106,7 +106,7 @@ class CoreLogic:
         for r in (round_, round_ - 1, round_ - 2):
             if r >= 0:
                 info = await ns.get_task_submission_info(r)
-                submissions[str(r)] = info.get("submissions", {}).get(str(r), {})
+                submissions[str(r)] = in_round(info, "submissions", r)
         dist_info = await ns.get_task_distribution_info(round_)
         selected = select_distribution_submitter(
             submissions,
@@ -140,10 +140,9 @@ class CoreLogic:
     async def audit_distribution(self, round_: int) -> None:
         ns = self.namespace
         info = await ns.get_task_distribution_info(round_)
-        submitted = info.get("distribution_rewards_submission", {}).get(str(round_), {})
-        triggers = info.get("distributions_audit_trigger", {}).get(str(round_), {})
+        triggers = in_round(info, "distributions_audit_trigger", round_)
         me = await ns.get_submitter_pubkey()
-        for candidate in submitted:
+        for candidate in in_round(info, "distribution_rewards_submission", round_):
             if candidate == me:
                 continue
             uploaded = await ns.get_distribution_list(candidate, round_)

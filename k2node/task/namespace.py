@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 import base58
 
+from k2node.contract.jsjson import sha256_hex, stringify
+from k2node.contract.methods import NAMESPACE_PATH, Method
 from k2node.crypto import verify_signature as _verify_signature
-from k2node.jsjson import sha256_hex, stringify
-from k2node.protocol import NAMESPACE_PATH
 from k2node.store import Store
 
 
@@ -32,7 +32,7 @@ class NamespaceWrapper:
         self._store: Store | None = None
         self._submitter: str | None = None
 
-    async def call(self, method: str, *params: Any) -> Any:
+    async def call(self, method: Method, *params: Any) -> Any:
         """Call a wire method of the namespace RPC (K2-CONTRACT names) and return its answer."""
         body = {"args": [method, *params], "taskId": self.task_id, "secret": self._secret}
         try:
@@ -48,8 +48,7 @@ class NamespaceWrapper:
 
     # -- local database ------------------------------------------------------------------
     async def open_store(self) -> None:
-        path = await self.call("getTaskLevelDBPath")
-        self._store = Store.open(Path(path))
+        self._store = Store.open(Path(await self.get_task_level_db_path()))
 
     def close_store(self) -> None:
         if self._store is not None:
@@ -68,35 +67,35 @@ class NamespaceWrapper:
 
     # -- chain reads -----------------------------------------------------------------------
     async def get_slot(self) -> int:
-        return int(await self.call("getCurrentSlot"))
+        return int(await self.call(Method.GET_CURRENT_SLOT))
 
     async def get_round(self) -> int:
-        return int(await self.call("getRound"))
+        return int(await self.call(Method.GET_ROUND))
 
     async def get_average_slot_time(self) -> float:
-        return float(await self.call("getAverageSlotTime"))
+        return float(await self.call(Method.GET_AVERAGE_SLOT_TIME))
 
     async def get_task_state(self, options: dict[str, bool] | None = None) -> dict[str, Any]:
-        state: dict[str, Any] = await self.call("getTaskState", options or {})
+        state: dict[str, Any] = await self.call(Method.GET_TASK_STATE, options or {})
         return state
 
     async def get_task_submission_info(self, round_: int) -> dict[str, Any]:
-        info: dict[str, Any] = await self.call("getTaskSubmissionInfo", round_)
+        info: dict[str, Any] = await self.call(Method.GET_TASK_SUBMISSION_INFO, round_)
         return info
 
     async def get_task_distribution_info(self, round_: int) -> dict[str, Any]:
-        info: dict[str, Any] = await self.call("getTaskDistributionInfo", round_)
+        info: dict[str, Any] = await self.call(Method.GET_TASK_DISTRIBUTION_INFO, round_)
         return info
 
     async def get_distribution_list(self, submitter: str, round_: int) -> dict[str, Any] | None:
-        raw = await self.call("getDistributionList", submitter, round_)
+        raw = await self.call(Method.GET_DISTRIBUTION_LIST, submitter, round_)
         if raw is None:
             return None
         parsed = json.loads(raw) if isinstance(raw, str) else raw
         return parsed if isinstance(parsed, dict) else None
 
     async def get_submitter_account(self) -> dict[str, Any]:
-        account: dict[str, Any] = await self.call("getSubmitterAccount")
+        account: dict[str, Any] = await self.call(Method.GET_SUBMITTER_ACCOUNT)
         return account
 
     async def get_submitter_pubkey(self) -> str:
@@ -108,34 +107,36 @@ class NamespaceWrapper:
 
     # -- chain writes (the node signs with its staking key) ----------------------------------
     async def check_submission_and_update_round(self, value: str, round_: int) -> Any:
-        return await self.call("checkSubmissionAndUpdateRound", value, round_)
+        return await self.call(Method.CHECK_SUBMISSION_AND_UPDATE_ROUND, value, round_)
 
     async def audit_submission(self, candidate: str, is_valid: bool, round_: int) -> Any:
-        return await self.call("auditSubmission", candidate, is_valid, round_)
+        return await self.call(Method.AUDIT_SUBMISSION, candidate, is_valid, round_)
 
     async def distribution_list_audit_submission(
         self, candidate: str, is_valid: bool, round_: int
     ) -> Any:
-        return await self.call("distributionListAuditSubmission", candidate, is_valid, round_)
+        return await self.call(
+            Method.DISTRIBUTION_LIST_AUDIT_SUBMISSION, candidate, is_valid, round_
+        )
 
     async def upload_distribution_list(self, distribution: dict[str, int], round_: int) -> Any:
-        return await self.call("uploadDistributionList", distribution, round_)
+        return await self.call(Method.UPLOAD_DISTRIBUTION_LIST, distribution, round_)
 
     async def distribution_list_submission_on_chain(self, round_: int) -> Any:
-        return await self.call("distributionListSubmissionOnChain", round_)
+        return await self.call(Method.DISTRIBUTION_LIST_SUBMISSION_ON_CHAIN, round_)
 
     async def payout_trigger(self, round_: int) -> Any:
-        return await self.call("payloadTrigger", round_)
+        return await self.call(Method.PAYLOAD_TRIGGER, round_)
 
     async def stake_on_chain(self) -> Any:
-        return await self.call("stakeOnChain")
+        return await self.call(Method.STAKE_ON_CHAIN)
 
     async def claim_reward(self) -> Any:
-        return await self.call("claimReward")
+        return await self.call(Method.CLAIM_REWARD)
 
     # -- signing -------------------------------------------------------------------------
     async def payload_signing(self, body: Any) -> str:
-        return str(await self.call("signData", body))
+        return str(await self.call(Method.SIGN_DATA, body))
 
     async def verify_signature(self, signed: str, pubkey: str) -> dict[str, str]:
         return _verify_signature(signed, pubkey)
@@ -147,10 +148,12 @@ class NamespaceWrapper:
             name: base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
             for name, data in files.items()
         }
-        return str(await self.call("ipfsUpload", encoded, cid_version))
+        return str(await self.call(Method.IPFS_UPLOAD, encoded, cid_version))
 
     async def ipfs_upload_bytes(self, data: bytes, cid_version: int = 0) -> str:
-        return str(await self.call("ipfsUploadFile", base64.b64encode(data).decode(), cid_version))
+        return str(
+            await self.call(Method.IPFS_UPLOAD_FILE, base64.b64encode(data).decode(), cid_version)
+        )
 
     async def ipfs_upload_json(self, value: Any, name: str, cid_version: int = 0) -> str:
         """`value` as JSON in a file `name`, wrapped in a directory; the directory's CID."""
@@ -162,7 +165,7 @@ class NamespaceWrapper:
         return await self.ipfs_upload({path.name: data}, cid_version)
 
     async def ipfs_get(self, cid: str, path: str = "", max_bytes: int = 1024 * 1024) -> bytes:
-        return base64.b64decode(await self.call("ipfsGet", cid, path, max_bytes))
+        return base64.b64decode(await self.call(Method.IPFS_GET, cid, path, max_bytes))
 
     async def ipfs_get_json(self, cid: str, path: str = "", max_bytes: int = 1024 * 1024) -> Any:
         return json.loads(await self.ipfs_get(cid, path, max_bytes))
@@ -190,20 +193,21 @@ class NamespaceWrapper:
         return body["submission"]
 
     # -- node services -------------------------------------------------------------------
-    async def fs(self, method: str, path: str, *args: Any) -> Any:
-        return await self.call("fs", method, path, *args)
-
-    async def logger(self, level: str, message: str, action: str = "") -> Any:
-        return await self.call("logger", level, message, action)
-
     async def get_task_level_db_path(self) -> str:
-        return str(await self.call("getTaskLevelDBPath"))
+        return str(await self.call(Method.GET_TASK_LEVEL_DB_PATH))
 
     async def get_base_path(self) -> str:
-        return str(await self.call("getBasePath"))
+        return str(await self.call(Method.GET_BASE_PATH))
+
+    async def fs(self, method: str, path: str, *args: Any) -> Any:
+        """A Node.js `fs` method on a path inside the task's folder."""
+        return await self.call(Method.FS, method, path, *args)
+
+    async def logger(self, level: str, message: str, action: str = "") -> Any:
+        return await self.call(Method.LOGGER, level, message, action)
 
     async def get_rpc_url(self) -> str:
-        return str(await self.call("getRpcUrl"))
+        return str(await self.call(Method.GET_RPC_URL))
 
     async def get_task_node_version(self) -> str:
-        return str(await self.call("getTaskNodeVersion"))
+        return str(await self.call(Method.GET_TASK_NODE_VERSION))

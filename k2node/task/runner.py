@@ -13,7 +13,6 @@ import importlib.util
 import signal
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,13 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from k2node.protocol import MAX_RPC_BODY, PHASE_NAMES, Phase
+from k2node.contract.ipc import IpcChannel
+from k2node.contract.launch import TaskArgs
+from k2node.contract.methods import MAX_RPC_BODY, Method
+from k2node.contract.phases import PHASE_NAMES, Phase
+from k2node.contract.values import is_round
+from k2node.http_errors import json_errors
 from k2node.task.core import CoreLogic
-from k2node.task.ipc import IpcChannel
 from k2node.task.namespace import NamespaceWrapper
 
 log = structlog.get_logger("k2node.task")
@@ -31,35 +34,6 @@ log = structlog.get_logger("k2node.task")
 
 class TaskStartError(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class TaskArgs:
-    name: str
-    task_id: str
-    port: int
-    mode: str
-    main_pubkey: str
-    secret: str
-    k2_url: str
-    service_url: str
-    stake: str
-    node_port: int
-
-    @classmethod
-    def parse(cls, argv: list[str]) -> TaskArgs:
-        if len(argv) < 10:
-            raise TaskStartError(
-                "usage: python -m k2node.task NAME TASK_ID PORT service MAIN_KEY SECRET "
-                "K2_URL SERVICE_URL STAKE NODE_PORT"
-            )
-        try:
-            port, node_port = int(argv[2]), int(argv[9])
-        except ValueError:
-            raise TaskStartError("PORT and NODE_PORT must be integers") from None
-        return cls(
-            argv[0], argv[1], port, argv[3], argv[4], argv[5], argv[6], argv[7], argv[8], node_port
-        )
 
 
 def load_entry(spec: str) -> CoreLogic:
@@ -94,7 +68,7 @@ async def run_phase(core: CoreLogic, message: dict[str, Any]) -> dict[str, Any]:
     reply: dict[str, Any] = {"phaseDone": name, "roundNumber": round_}
     if isinstance(message.get("phaseLabel"), str):
         reply["phaseLabel"] = message["phaseLabel"][:100]
-    if name not in PHASE_NAMES or not isinstance(round_, int) or round_ < 0:
+    if name not in PHASE_NAMES or not is_round(round_):
         return reply | {"ok": False, "ms": 0.0, "error": "bad phase message"}
     structlog.contextvars.bind_contextvars(round=round_, phase=name)
     started = time.perf_counter()
@@ -123,20 +97,8 @@ async def run_phase(core: CoreLogic, message: dict[str, Any]) -> dict[str, Any]:
     return reply | {"ok": ok, "ms": ms} | ({"error": error} if error else {})
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException as exc:
-        return web.json_response({"message": exc.reason}, status=exc.status)
-    except Exception as exc:
-        log.warning("task_route_error", path=request.path, error=repr(exc))
-        return web.json_response({"message": "internal error"}, status=500)
-
-
 def build_task_app(core: CoreLogic) -> web.Application:
-    app = web.Application(client_max_size=MAX_RPC_BODY, middlewares=[_json_errors])
+    app = web.Application(client_max_size=MAX_RPC_BODY, middlewares=[json_errors])
 
     async def root(_: web.Request) -> web.Response:
         return web.json_response({"status": 200, "message": "Running"})
@@ -172,7 +134,7 @@ async def run_task(args: TaskArgs, entry: str, channel_fd: int) -> int:
         await ns.open_store()
         runner = web.AppRunner(build_task_app(core), access_log=None)
         try:
-            await ns.call("defaultTaskSetup")
+            await ns.call(Method.DEFAULT_TASK_SETUP)
             await core.setup()
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", args.port).start()

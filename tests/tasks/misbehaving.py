@@ -40,3 +40,15 @@ class ExitsWithOne(RaisingTask):
 class ExitsWithZero(RaisingTask):
     async def setup(self) -> None:
         os._exit(0)  # "restart with backoff"
+
+
+class DeafTask(CoreLogic):
+    """Ignores SIGTERM: stopping it takes the node's whole grace period, then a kill."""
+
+    async def setup(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    async def task(self, round_: int) -> None:
+        return None

@@ -69,3 +69,8 @@ class Schedule:
 
     def payout_opens(self, n: int, attempt: int = 0) -> int:
         return self.distribution_audit_of(n, attempt).end
+
+
+def distribution_retries(state: dict[str, Any]) -> int:
+    """How many times a failed distribution of this task may be retried."""
+    return min(MAX_DISTRIBUTION_RETRIES, int(state["allowed_failed_distributions"]))

@@ -16,16 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
+from k2node.contract.values import is_int
 from k2node.crypto import decode_pubkey, verify_signature
+from k2node.http_errors import HttpError, json_body
 
 MAX_SKEW_MS = 5 * 60 * 1000
 MAX_NODES_PER_TASK = 10_000
 
 StakeList = Callable[[str], Awaitable[dict[str, int] | None]]
-
-
-def _conflict(message: str) -> web.Response:
-    return web.json_response({"message": message}, status=409)
 
 
 class NodeRegistry:
@@ -39,49 +37,45 @@ class NodeRegistry:
             web.post("/register-node/{task_id}", self._register),
         ]
 
+    async def _stakes(self, task_id: str) -> dict[str, int]:
+        stakes = await self._stake_list(task_id)
+        if stakes is None:
+            raise HttpError(404, f"unknown task {task_id[:64]}")
+        return stakes
+
     async def _list(self, request: web.Request) -> web.Response:
         task_id = request.match_info["task_id"]
-        if await self._stake_list(task_id) is None:
-            return web.json_response({"message": f"unknown task {task_id[:64]}"}, status=404)
+        await self._stakes(task_id)
         return web.json_response(list(self._nodes.get(task_id, {}).values()))
 
     async def _register(self, request: web.Request) -> web.Response:
         task_id = request.match_info["task_id"]
-        stakes = await self._stake_list(task_id)
-        if stakes is None:
-            return web.json_response({"message": f"unknown task {task_id[:64]}"}, status=404)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
+        stakes = await self._stakes(task_id)
+        body = await json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("signature"), str):
-            return web.json_response({"message": "body must be {signature, publicKey}"}, status=422)
+            raise HttpError(422, "body must be {signature, publicKey}")
         try:
             pubkey = decode_pubkey(body.get("publicKey"))
         except ValueError as exc:
-            return web.json_response({"message": f"publicKey: {exc}"}, status=422)
+            raise HttpError(422, f"publicKey: {exc}") from None
         opened = verify_signature(body["signature"], pubkey)
         try:
             data = json.loads(opened["data"])
             url, stamp = data["url"], data["timestamp"]
         except (KeyError, TypeError, ValueError):
-            return _conflict("registration is not signed by its publicKey")
-        if (
-            not isinstance(url, str)
-            or not url.startswith(("http://", "https://"))
-            or (not isinstance(stamp, int) or isinstance(stamp, bool))
-        ):
-            return _conflict("registration data must be {url: http(s) URL, timestamp: ms}")
+            raise HttpError(409, "registration is not signed by its publicKey") from None
+        if not (isinstance(url, str) and url.startswith(("http://", "https://")) and is_int(stamp)):
+            raise HttpError(409, "registration data must be {url: http(s) URL, timestamp: ms}")
         if pubkey not in stakes:
-            return _conflict(f"{pubkey} is not staked on this task")
+            raise HttpError(409, f"{pubkey} is not staked on this task")
         if abs(stamp - time.time() * 1000) > MAX_SKEW_MS:
-            return _conflict("registration is stale")
+            raise HttpError(409, "registration is stale")
         nodes = self._nodes.setdefault(task_id, {})
         known = nodes.get(pubkey)
         if known is not None and stamp <= known["data"]["timestamp"]:
-            return _conflict("registration is a duplicate or older than the one held")
+            raise HttpError(409, "registration is a duplicate or older than the one held")
         if known is None and len(nodes) >= MAX_NODES_PER_TASK:
-            return _conflict("too many nodes registered for this task")
+            raise HttpError(409, "too many nodes registered for this task")
         nodes[pubkey] = {
             "data": {"url": url[:512], "timestamp": stamp},
             "signature": body["signature"],

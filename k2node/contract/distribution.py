@@ -7,23 +7,15 @@ task state's key order.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from typing import Any
 
-from k2node.jsjson import sha256_hex, stringify
-from k2node.rules import SLASH_DENOMINATOR, SLASH_NUMERATOR, count_votes
+from k2node.contract.jsjson import sha256_hex, stringify
+from k2node.contract.task_state import PAYOUT_FAILED
+from k2node.contract.values import is_int
+from k2node.contract.votes import count_votes
 
-__all__ = [
-    "audit_sample",
-    "count_votes",
-    "default_distribution",
-    "distribution_matches",
-    "safety_check",
-    "select_distribution_submitter",
-]
-
-AUDIT_SAMPLE_SIZE = 5
+SLASH_NUMERATOR, SLASH_DENOMINATOR = 7, 10  # the template slashes 70% of stake
 
 
 def _char_score(hex_digest: str) -> int:
@@ -42,7 +34,7 @@ def select_distribution_submitter(
     current = submissions.get(str(round_)) or {}
     earlier = [submissions.get(str(r)) or {} for r in (round_ - 1, round_ - 2) if r >= 0]
     candidates = [k for k in current if all(k in rnd for rnd in earlier)] or list(current)
-    if distributions_audit_record.get(str(round_)) == "PayoutFailed":
+    if distributions_audit_record.get(str(round_)) == PAYOUT_FAILED:
         failed = distribution_rewards_submission.get(str(round_)) or {}
         candidates = [k for k in candidates if k not in failed]
     # JSON.stringify(values) and JSON.stringify({key: value}) share each value's text
@@ -99,7 +91,7 @@ def safety_check(
     if any(key not in distribution for key in submissions):
         return zeros
     values = list(distribution.values())
-    if any(not isinstance(v, int) or isinstance(v, bool) for v in values):
+    if not all(is_int(v) for v in values):
         return zeros
     if sum(values) > bounty_per_round:
         return zeros
@@ -110,13 +102,4 @@ def distribution_matches(expected: Mapping[str, int], uploaded: Any) -> bool:
     """Key-by-key comparison of a regenerated list with an uploaded one."""
     if not isinstance(uploaded, dict) or set(uploaded) != set(expected):
         return False
-    return all(uploaded[k] == v and not isinstance(uploaded[k], bool) for k, v in expected.items())
-
-
-def audit_sample(
-    submissions: Mapping[str, Any], own_key: str, rng: random.Random | None = None
-) -> list[str]:
-    """min(5, n) distinct submitters drawn at random, the node's own key skipped."""
-    keys = list(submissions)
-    chosen = (rng or random.SystemRandom()).sample(keys, min(AUDIT_SAMPLE_SIZE, len(keys)))
-    return [k for k in chosen if k != own_key]
+    return all(is_int(uploaded[k]) and uploaded[k] == v for k, v in expected.items())

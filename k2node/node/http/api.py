@@ -1,22 +1,27 @@
-"""The node's HTTP surface (default port 30017): status, tasks, namespace RPC, task proxy."""
+"""The node's HTTP surface (default port 30017): status, tasks, namespace RPC, the task proxy,
+node registrations, events, admin calls and, with the embedded store, the IPFS gateway."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
 import aiohttp
-import structlog
 from aiohttp import web
 
 from k2node import __version__
+from k2node.contract.methods import MAX_RPC_BODY, NAMESPACE_PATH
+from k2node.contract.phases import PAYOUT, PHASE_NAMES
+from k2node.contract.values import is_round
+from k2node.http_errors import HttpError, json_body, json_errors
+from k2node.ipfs.embedded import EmbeddedIpfs
+from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
-from k2node.node.namespace_rpc import NamespaceRpc, TaskContext
-from k2node.node.registry import NodeRegistry
-from k2node.protocol import MAX_RPC_BODY, NAMESPACE_PATH, PHASE_NAMES
-
-log = structlog.get_logger("k2node.api")
+from k2node.node.http.events import EventStream
+from k2node.node.http.gateway import IpfsGateway
+from k2node.node.http.namespace_rpc import NamespaceRpc
+from k2node.node.http.registry import NodeRegistry
 
 # Hop-by-hop headers are the proxy's own business, never forwarded.
 _HOP_HEADERS = frozenset(
@@ -35,68 +40,76 @@ _HOP_HEADERS = frozenset(
 )
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
-ManualPhase = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
+class ServedTask(Protocol):
+    """A task as the HTTP surface sees it (the node's RunningTask)."""
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """One error boundary: a status and a JSON message; tracebacks only in the log."""
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return web.json_response({"message": exc.reason}, status=exc.status)
-    except Exception:
-        log.exception("api_error", path=request.path, method=request.method)
-        return web.json_response({"message": "internal error"}, status=500)
+    @property
+    def context(self) -> TaskContext: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    async def manual_phase(self, name: str, round_: int, retry: bool) -> dict[str, Any]: ...
 
 
 class NodeApi:
     def __init__(
         self,
-        contexts: Mapping[str, TaskContext],
-        task_ports: Mapping[str, int],
-        running: Callable[[str], bool],
+        tasks: Mapping[str, ServedTask],
         main_pubkey: str,
         admin_token: str,
-        manual_phase: ManualPhase,
-        events: EventHub | None = None,
+        events: EventHub,
+        ipfs: EmbeddedIpfs | None = None,
     ) -> None:
-        self._contexts = contexts
-        self._task_ports = task_ports
-        self._running = running
+        self._tasks = tasks
         self._main_pubkey = main_pubkey
         self._admin_token = admin_token
-        self._manual_phase = manual_phase
-        self.events = events or EventHub()
-        self._rpc = NamespaceRpc(contexts, self.events)
+        self._events = EventStream(events)
+        self._rpc = NamespaceRpc(self._context_of, events)
+        self._ipfs = ipfs
         self._session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_RPC_BODY, middlewares=[json_errors])
         app.router.add_get("/", self._status)
         app.router.add_get("/id", self._id)
-        app.router.add_get("/tasks", self._tasks)
+        app.router.add_get("/tasks", self._list_tasks)
         app.router.add_post(NAMESPACE_PATH, self._rpc.handle)
-        app.router.add_get("/events", self.events.handle)
+        app.router.add_get("/events", self._events.handle)
         app.router.add_routes(NodeRegistry(self._stake_list).routes())
         app.router.add_post("/admin/tasks/{task_id}/phase", self._phase)
         app.router.add_route("*", "/task/{task_id}/{path:.*}", self._proxy)
+        if self._ipfs is not None:
+            app.router.add_routes(
+                IpfsGateway(self._ipfs, self.is_admin, self._main_pubkey).routes()
+            )
         app.cleanup_ctx.append(self._client)
-        app.on_shutdown.append(lambda _: self.events.close())
+        app.on_shutdown.append(lambda _: self._events.close())
         return app
 
-    async def _client(self, _: web.Application) -> Any:
+    async def _client(self, _: web.Application) -> AsyncIterator[None]:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=30), auto_decompress=False
         )
         yield
         await self._session.close()
 
+    def _context_of(self, task_id: str) -> TaskContext | None:
+        task = self._tasks.get(task_id)
+        return None if task is None else task.context
+
+    def _task(self, task_id: str) -> ServedTask:
+        task = self._tasks.get(task_id)
+        if task is None:
+            raise HttpError(404, f"unknown task {task_id[:64]}")
+        return task
+
     async def _stake_list(self, task_id: str) -> dict[str, int] | None:
-        ctx = self._contexts.get(task_id)
+        ctx = self._context_of(task_id)
         if ctx is None:
             return None
         state = await ctx.agent.state({"is_stake_list_required": True})
@@ -105,15 +118,18 @@ class NodeApi:
 
     async def _status(self, _: web.Request) -> web.Response:
         return web.json_response(
-            {"status": "running", "version": __version__, "tasks": len(self._contexts)}
+            {"status": "running", "version": __version__, "tasks": len(self._tasks)}
         )
 
     async def _id(self, _: web.Request) -> web.Response:
         return web.json_response(self._main_pubkey)
 
-    async def _tasks(self, _: web.Request) -> web.Response:
+    async def _list_tasks(self, _: web.Request) -> web.Response:
         return web.json_response(
-            [{"TaskName": c.name, "TaskID": c.task_id} for c in self._contexts.values()]
+            [
+                {"TaskName": t.context.name, "TaskID": t.context.task_id}
+                for t in self._tasks.values()
+            ]
         )
 
     def is_admin(self, request: web.Request) -> bool:
@@ -127,36 +143,28 @@ class NodeApi:
     async def _phase(self, request: web.Request) -> web.Response:
         """Timer OFF: a developer calls each phase by hand, in the schedule's order."""
         if not self.is_admin(request):
-            return web.json_response(
-                {"message": "admin actions need loopback or a token"}, status=403
+            raise HttpError(403, "admin actions need loopback or a token")
+        task = self._task(request.match_info["task_id"])
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            body = {}
+        name, round_ = body.get("functionCall"), body.get("roundNumber")
+        if name not in (*PHASE_NAMES, PAYOUT) or not is_round(round_):
+            raise HttpError(
+                422,
+                "body must be {functionCall: a phase name or 'payout', roundNumber: integer >= 0}",
             )
-        task_id = request.match_info["task_id"]
-        if task_id not in self._contexts:
-            return web.json_response({"message": f"unknown task {task_id[:64]}"}, status=404)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        name = body.get("functionCall") if isinstance(body, dict) else None
-        round_ = body.get("roundNumber") if isinstance(body, dict) else None
-        if name not in (*PHASE_NAMES, "payout") or not isinstance(round_, int) or round_ < 0:
-            return web.json_response(
-                {
-                    "message": "body must be {functionCall: a phase name or 'payout', "
-                    "roundNumber: integer >= 0}"
-                },
-                status=422,
-            )
-        assert isinstance(body, dict)
-        return web.json_response(await self._manual_phase(task_id, body))
+        retry = bool(body.get("isPreviousRoundFailed", False))
+        return web.json_response(await task.manual_phase(str(name), round_, retry))
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         task_id = request.match_info["task_id"]
-        port = self._task_ports.get(task_id)
-        if port is None or not self._running(task_id):
-            return web.json_response({"message": f"Task {task_id[:64]} not running"}, status=422)
+        task = self._tasks.get(task_id)
+        not_running = HttpError(422, f"Task {task_id[:64]} not running")
+        if task is None or not task.running:
+            raise not_running
         assert self._session is not None
-        url = f"http://127.0.0.1:{port}/{request.match_info['path']}"
+        url = f"http://127.0.0.1:{task.port}/{request.match_info['path']}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         body = await request.read()
         try:
@@ -174,4 +182,4 @@ class NodeApi:
                 }
                 return web.Response(status=upstream.status, body=payload, headers=out_headers)
         except (aiohttp.ClientError, TimeoutError):
-            return web.json_response({"message": f"Task {task_id[:64]} not running"}, status=422)
+            raise not_running from None

@@ -1,4 +1,4 @@
-"""Task processes: one OS process per task, driven over the Node.js fork channel.
+"""A task's process: one OS process per task, driven over the Node.js fork channel.
 
 Exit policy of the JavaScript node: exit code 1 stops the task for good; any other exit
 restarts it after 2^(n+1) s (capped at 5 min, the count reset after 5 h of stable running).
@@ -20,32 +20,34 @@ from typing import Any
 import structlog
 
 import k2node
-from k2node.protocol import CHANNEL_FD_ENV, CHANNEL_MODE_ENV, TASK_ENTRY_ENV
-from k2node.task.ipc import IpcChannel
+from k2node.contract.ipc import IpcChannel
+from k2node.contract.launch import CHANNEL_FD_ENV, CHANNEL_MODE_ENV, TASK_ENTRY_ENV, TaskArgs
 
-log = structlog.get_logger("k2node.supervisor")
+log = structlog.get_logger("k2node.process")
 
 STOP_TIMEOUT_S = 5.0
 BACKOFF_CAP_S = 300.0
 STABLE_RESET_S = 5 * 3600.0
 _PACKAGE_ROOT = str(Path(k2node.__file__).resolve().parent.parent)
 
-OnReply = Callable[[str, dict[str, Any]], None]
+OnReply = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    task_id: str
-    name: str
+    args: TaskArgs
     entry: str  # module:Class, file.py:Class, or a webpacked JavaScript main.js
-    argv: tuple[str, ...]  # the ten positional arguments of the contract
     log_path: Path
     task_vars: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def task_id(self) -> str:
+        return self.args.task_id
+
     def command(self) -> list[str]:
         if self.entry.endswith(".js"):
-            return ["node", self.entry, *self.argv]
-        return [sys.executable, "-m", "k2node.task", *self.argv]
+            return ["node", self.entry, *self.args.argv()]
+        return [sys.executable, "-m", "k2node.task", *self.args.argv()]
 
     def environment(self, channel_fd: int) -> dict[str, str]:
         # Only the task's own variables: never the node's secrets or settings.
@@ -109,7 +111,7 @@ class TaskProcess:
     async def _read(self) -> None:
         assert self._channel is not None
         while (message := await self._channel.receive()) is not None:
-            self._on_reply(self.spec.task_id, message)
+            self._on_reply(message)
 
     async def send(self, message: dict[str, Any]) -> bool:
         if not self.running or self._channel is None:
@@ -153,66 +155,57 @@ class TaskProcess:
         return proc.returncode
 
 
-class Supervisor:
-    """Keeps each task's process alive according to the exit policy."""
+class KeptProcess:
+    """One task's process, kept alive by the exit policy until the node stops it."""
 
-    def __init__(self, on_reply: OnReply, backoff_base_s: float = 1.0) -> None:
+    def __init__(self, spec: TaskSpec, on_reply: OnReply, backoff_base_s: float = 1.0) -> None:
+        self.spec = spec
         self._on_reply = on_reply
         self._backoff_base_s = backoff_base_s
-        self._processes: dict[str, TaskProcess] = {}
-        self._restart: dict[str, asyncio.Event] = {}
-        self._started: dict[str, asyncio.Event] = {}
+        self._process: TaskProcess | None = None
+        self._restart = asyncio.Event()
         self._stopping = asyncio.Event()
-        self.stopped_for_good: set[str] = set()
+        self.started = asyncio.Event()  # set once the first process is up
+        self.stopped_for_good = False
 
-    def process(self, task_id: str) -> TaskProcess | None:
-        return self._processes.get(task_id)
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
 
-    async def send(self, task_id: str, message: dict[str, Any]) -> bool:
-        proc = self._processes.get(task_id)
-        return proc is not None and await proc.send(message)
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
 
-    async def wait_started(self, task_id: str) -> None:
-        await self._started.setdefault(task_id, asyncio.Event()).wait()
+    async def send(self, message: dict[str, Any]) -> bool:
+        return self._process is not None and await self._process.send(message)
 
-    def request_restart(self, task_id: str, reason: str) -> None:
-        if task_id in self._restart:
-            log.warning("task_restart_requested", task_id=task_id, reason=reason)
-            self._restart[task_id].set()
+    def request_restart(self, reason: str) -> None:
+        log.warning("task_restart_requested", task_id=self.spec.task_id, reason=reason)
+        self._restart.set()
 
-    async def supervise(self, spec: TaskSpec) -> None:
-        """Run `spec` until the node stops or the task exits with code 1."""
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Run the task until `stop()` or until it exits with code 1."""
+        spec = self.spec
         failures = 0
-        restart = self._restart.setdefault(spec.task_id, asyncio.Event())
         while not self._stopping.is_set():
             proc = TaskProcess(spec, self._on_reply)
-            self._processes[spec.task_id] = proc
+            self._process = proc
             started = time.monotonic()
             try:
                 await proc.start()
             except OSError as exc:  # e.g. `node` missing for a JavaScript task
                 log.error("task_start_failed", task_id=spec.task_id, error=str(exc))
-                self.stopped_for_good.add(spec.task_id)
+                self.stopped_for_good = True
                 return
-            self._started.setdefault(spec.task_id, asyncio.Event()).set()
-            waiter = asyncio.ensure_future(proc.wait())
-            restarter = asyncio.ensure_future(restart.wait())
-            stopper = asyncio.ensure_future(self._stopping.wait())
-            try:
-                await asyncio.wait(
-                    {waiter, restarter, stopper}, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                for fut in (restarter, stopper):
-                    fut.cancel()
-                if not waiter.done():
-                    await proc.stop()
-                    waiter.cancel()
-                await asyncio.gather(waiter, restarter, stopper, return_exceptions=True)
+            self.started.set()
+            await self._until_exit_restart_or_stop(proc)
             if self._stopping.is_set():
                 return
-            if restart.is_set():
-                restart.clear()
+            if self._restart.is_set():
+                self._restart.clear()
                 continue
             code = proc.returncode
             if time.monotonic() - started > STABLE_RESET_S:
@@ -224,7 +217,7 @@ class Supervisor:
                     code=code,
                     log_file=str(spec.log_path),
                 )
-                self.stopped_for_good.add(spec.task_id)
+                self.stopped_for_good = True
                 return
             delay = min(self._backoff_base_s * 2 ** (failures + 1), BACKOFF_CAP_S)
             failures += 1
@@ -232,5 +225,16 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
-    def stop(self) -> None:
-        self._stopping.set()
+    async def _until_exit_restart_or_stop(self, proc: TaskProcess) -> None:
+        waiter = asyncio.ensure_future(proc.wait())
+        restarter = asyncio.ensure_future(self._restart.wait())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter, restarter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (restarter, stopper):
+                fut.cancel()
+            if not waiter.done():
+                await proc.stop()
+                waiter.cancel()
+            await asyncio.gather(waiter, restarter, stopper, return_exceptions=True)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from k2node.jsjson import js_number, sha256_hex, stringify
+from k2node.contract.jsjson import js_number, sha256_hex, stringify
 
 # Expected strings are what JavaScript's JSON.stringify / String(n) print for these values.
 NUMBERS = [

@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 
-from k2node.task.distribution import (
-    audit_sample,
-    count_votes,
+from k2node.contract.distribution import (
     default_distribution,
     distribution_matches,
     safety_check,
     select_distribution_submitter,
 )
+from k2node.contract.votes import audit_sample, count_votes
 from tests.conftest import SHARED_VECTORS, VECTORS
 
 SELECTION = "distribution-selection.json"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from k2node.rounds import Schedule, Window
+from k2node.contract.rounds import Schedule, Window
 
 S = Schedule(starting_slot=100, round_time=20, submission_window=8, audit_window=8)
 

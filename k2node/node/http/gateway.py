@@ -16,6 +16,7 @@ import structlog
 from aiohttp import BodyPartReader, web
 
 from k2node import __version__
+from k2node.http_errors import HttpError
 from k2node.ipfs.dag import IpfsError, NotFound, TooLarge
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.unixfs import CHUNK_SIZE, Added, Cid, UnixFsError
@@ -35,10 +36,9 @@ def _status_of(exc: IpfsError) -> int:
     return 502
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response(
-        {"message": message, "Message": message, "Type": "error"}, status=status
-    )
+def _refusal(status: int, message: str) -> HttpError:
+    """An error as kubo's clients read it (`Message`, `Type`) besides our `message`."""
+    return HttpError(status, message, Message=message, Type="error")
 
 
 def _truthy(value: str | None) -> bool:
@@ -69,7 +69,7 @@ class IpfsGateway:
     def _admin(self, handler: Any) -> Any:
         async def guarded(request: web.Request) -> web.StreamResponse:
             if not self._is_admin(request):
-                return _error(403, "the IPFS API takes admin requests only (loopback or token)")
+                raise _refusal(403, "the IPFS API takes admin requests only (loopback or token)")
             response: web.StreamResponse = await handler(request)
             return response
 
@@ -80,7 +80,7 @@ class IpfsGateway:
         try:
             root = Cid.parse(request.match_info["cid"])
         except UnixFsError as exc:
-            return _error(400, str(exc))
+            raise _refusal(400, str(exc)) from None
         path = request.match_info.get("path", "")
         accept = request.headers.get("Accept", "")
         fmt = request.query.get("format") or (
@@ -89,7 +89,7 @@ class IpfsGateway:
         try:
             if fmt == "raw":
                 if path:
-                    return _error(400, "format=raw serves one block: no path")
+                    raise _refusal(400, "format=raw serves one block: no path")
                 return web.Response(body=await self._local.block(root), content_type=RAW_TYPE)
             if fmt == "car":
                 target = await self._local.resolve(root, path)
@@ -97,12 +97,12 @@ class IpfsGateway:
                     request, self._ipfs.car(target, local_only=True), CAR_TYPE
                 )
             if fmt:
-                return _error(400, f"unknown format {fmt[:20]!r}: use raw or car")
+                raise _refusal(400, f"unknown format {fmt[:20]!r}: use raw or car")
             target = await self._local.resolve(root, path)
             first = self._local.cat(target, max_bytes=1 << 62)
             return await self._stream(request, first, "application/octet-stream")
         except IpfsError as exc:
-            return _error(_status_of(exc), str(exc))
+            raise _refusal(_status_of(exc), str(exc)) from None
 
     async def _stream(
         self, request: web.Request, pieces: AsyncIterator[bytes], content_type: str
@@ -135,11 +135,11 @@ class IpfsGateway:
         raw_leaves = _truthy(request.query["raw-leaves"]) if "raw-leaves" in request.query else None
         wrap = _truthy(request.query.get("wrap-with-directory", "false"))
         if version not in (0, 1):
-            return _error(400, "cid-version must be 0 or 1")
+            raise _refusal(400, "cid-version must be 0 or 1")
         try:
             reader = await request.multipart()
         except (ValueError, AssertionError):
-            return _error(400, "add needs a multipart/form-data body")
+            raise _refusal(400, "add needs a multipart/form-data body") from None
         lines: list[dict[str, str]] = []
         entries: list[tuple[str, Added]] = []
         total = 0
@@ -152,7 +152,7 @@ class IpfsGateway:
             while piece := await part.read_chunk(CHUNK_SIZE):
                 total += len(piece)
                 if total > MAX_ADD_BYTES:
-                    return _error(413, f"add takes at most {MAX_ADD_BYTES} bytes")
+                    raise _refusal(413, f"add takes at most {MAX_ADD_BYTES} bytes")
                 builder.write(piece)
             added = builder.finish()
             entries.append((name, added))
@@ -160,12 +160,12 @@ class IpfsGateway:
                 {"Name": name or str(added.cid), "Hash": str(added.cid), "Size": str(added.tsize)}
             )
         if not entries:
-            return _error(400, "no file part in the body")
+            raise _refusal(400, "no file part in the body")
         if wrap:
             try:
                 directory = self._ipfs.wrap(entries, version)
             except IpfsError as exc:
-                return _error(400, str(exc))
+                raise _refusal(400, str(exc)) from None
             lines.append({"Name": "", "Hash": str(directory.cid), "Size": str(directory.tsize)})
         body = "\n".join(json.dumps(line) for line in lines) + "\n"
         return web.Response(text=body, content_type="application/json")
@@ -176,11 +176,11 @@ class IpfsGateway:
         return Cid.parse(cid_text), path
 
     @staticmethod
-    def _kubo_error(exc: IpfsError | UnixFsError) -> web.Response:
+    def _kubo_error(exc: IpfsError | UnixFsError) -> HttpError:
         """kubo's statuses: 400 for a bad argument, 413 too large, 500 for the rest."""
         if isinstance(exc, UnixFsError):
-            return _error(400, str(exc))
-        return _error(413 if isinstance(exc, TooLarge) else 500, str(exc))
+            return _refusal(400, str(exc))
+        return _refusal(413 if isinstance(exc, TooLarge) else 500, str(exc))
 
     async def _cat(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -190,14 +190,14 @@ class IpfsGateway:
                 request, self._ipfs.cat(target, max_bytes=1 << 62), "text/plain"
             )
         except (IpfsError, UnixFsError) as exc:
-            return self._kubo_error(exc)
+            raise self._kubo_error(exc) from None
 
     async def _block_get(self, request: web.Request) -> web.Response:
         try:
             cid, _ = self._arg(request)
             return web.Response(body=await self._ipfs.block(cid), content_type="text/plain")
         except (IpfsError, UnixFsError) as exc:
-            return self._kubo_error(exc)
+            raise self._kubo_error(exc) from None
 
     async def _pin_add(self, request: web.Request) -> web.Response:
         try:
@@ -205,7 +205,7 @@ class IpfsGateway:
             target = await self._ipfs.resolve(cid, path)
             await self._ipfs.pin(str(target))
         except (IpfsError, UnixFsError) as exc:
-            return self._kubo_error(exc)
+            raise self._kubo_error(exc) from None
         return web.json_response({"Pins": [str(target)]})
 
     async def _id(self, _: web.Request) -> web.Response:

@@ -1,0 +1,60 @@
+"""How a node starts a task process: the ten positional arguments and the environment names
+(K2-CONTRACT: "IPC between node and task process")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The fork channel's descriptor and framing, as Node.js's child_process.fork sets them.
+CHANNEL_FD_ENV = "NODE_CHANNEL_FD"
+CHANNEL_MODE_ENV = "NODE_CHANNEL_SERIALIZATION_MODE"
+# k2node's own: the code of a Python task (`module:Class` or `path/file.py:Class`).
+TASK_ENTRY_ENV = "K2NODE_TASK_ENTRY"
+TASK_MODE = "service"
+
+
+class LaunchError(ValueError):
+    """The arguments a task process was started with do not fit the contract."""
+
+
+@dataclass(frozen=True)
+class TaskArgs:
+    name: str
+    task_id: str
+    port: int  # the task's own HTTP server
+    mode: str
+    main_pubkey: str
+    secret: str  # 20 characters, per task: the namespace RPC's credential
+    k2_url: str
+    service_url: str
+    stake: str
+    node_port: int
+
+    def argv(self) -> tuple[str, ...]:
+        return (
+            self.name,
+            self.task_id,
+            str(self.port),
+            self.mode,
+            self.main_pubkey,
+            self.secret,
+            self.k2_url,
+            self.service_url,
+            self.stake,
+            str(self.node_port),
+        )
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> TaskArgs:
+        if len(argv) < 10:
+            raise LaunchError(
+                "usage: python -m k2node.task NAME TASK_ID PORT service MAIN_KEY SECRET "
+                "K2_URL SERVICE_URL STAKE NODE_PORT"
+            )
+        try:
+            port, node_port = int(argv[2]), int(argv[9])
+        except ValueError:
+            raise LaunchError("PORT and NODE_PORT must be integers") from None
+        return cls(
+            argv[0], argv[1], port, argv[3], argv[4], argv[5], argv[6], argv[7], argv[8], node_port
+        )

@@ -1,0 +1,53 @@
+"""The one HTTP error boundary of k2node's servers (the node's API and a task's own routes).
+
+A handler refuses a request by raising `HttpError`; aiohttp's own HTTP exceptions (404, 405,
+413, ...) pass through the same door. The client gets a status and a JSON body with a
+message; an unexpected exception becomes a 500 whose traceback goes to the log only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger("k2node.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra  # more fields of the JSON body (kubo's clients read `Message`)
+
+
+def error_response(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"message": message, **extra}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HttpError as exc:
+        return error_response(exc.status, exc.message, **exc.extra)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason)
+    except Exception:
+        log.exception("http_error", path=request.path, method=request.method)
+        return error_response(500, "internal error")
+
+
+async def json_body(request: web.Request) -> Any:
+    """The request's JSON body, or a 422 saying it is not JSON."""
+    try:
+        return await request.json()
+    except ValueError:
+        raise HttpError(422, "body must be a JSON object") from None

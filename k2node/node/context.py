@@ -1,0 +1,22 @@
+"""What the node's HTTP surface knows of one task it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from k2node.ipfs import IpfsBackend
+from k2node.node.agent import TaskAgent
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    agent: TaskAgent
+    name: str
+    secret: str  # the task process's credential on the namespace RPC
+    stake: int
+    public_url: str  # where peers and the task reach this node
+    ipfs: IpfsBackend | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.agent.task_id

@@ -1,0 +1,137 @@
+"""Getting a task ready to run: wallets, deployment of the bundled example, funds, stake,
+and the arguments its process starts with."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from k2node.config import ConfigError, Settings, load_task_config
+from k2node.contract.launch import TASK_MODE, TaskArgs
+from k2node.crypto import Keypair, load_or_create_wallet
+from k2node.ipfs import IpfsBackend
+from k2node.node.agent import TaskAgent
+from k2node.node.context import TaskContext
+from k2node.node.ledger import Ledger
+from k2node.node.process import TaskSpec
+from k2node.settlement.base import Settlement, TransactionError, sign_tx
+from k2node.store import Store
+
+log = structlog.get_logger("k2node.node")
+
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+_EXAMPLE_KEY = "deployed-example"
+
+
+@dataclass(frozen=True)
+class Wallets:
+    main: Keypair  # the operator's: owns rewards, deploys tasks
+    staking: Keypair  # signs every task action
+
+
+def load_wallets(settings: Settings) -> Wallets:
+    main, created = load_or_create_wallet(settings.wallet_location)
+    if created:
+        log.info("wallet_created", path=str(settings.wallet_location), pubkey=main.pubkey)
+    staking, _ = load_or_create_wallet(settings.data_dir / "wallets" / "staking.json")
+    return Wallets(main, staking)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def ensure_balance(settlement: Settlement, key: str, amount: int) -> None:
+    """Top `key` up from the K2's faucet (the embedded one, or a `k2node k2` devnet's)."""
+    have = await settlement.get_balance(key)
+    if have < amount:
+        try:
+            await settlement.airdrop(key, amount - have)
+        except TransactionError as exc:
+            log.warning("airdrop_refused", pubkey=key, error=str(exc))
+
+
+async def deploy_task(settlement: Settlement, manager: Keypair, task_config: Path) -> str:
+    """Create a task on the local K2 from a config-task.yml, funding its bounty by airdrop."""
+    args = load_task_config(task_config)
+    await ensure_balance(settlement, manager.pubkey, args["total_bounty_amount"])
+    tx = sign_tx(manager, "CreateTask", "", args, settlement.current_slot())
+    result = await settlement.send(tx)
+    task_id = str(result["task_id"])
+    log.info("task_deployed", task_id=task_id, name=args["task_name"])
+    return task_id
+
+
+async def example_task(
+    store: Store, settlement: Settlement, manager: Keypair, task_config: Path
+) -> str:
+    """The bundled example, deployed once per data directory (embedded default)."""
+    known = store.get(_EXAMPLE_KEY)
+    if isinstance(known, str):
+        try:
+            await settlement.get_task_state(known)
+            return known
+        except TransactionError:
+            pass  # a K2 that no longer knows it: deploy again
+    task_id = await deploy_task(settlement, manager, task_config)
+    store.put(_EXAMPLE_KEY, task_id)
+    return task_id
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    context: TaskContext
+    spec: TaskSpec
+    port: int  # the task's own HTTP server
+
+
+async def provision_task(
+    settings: Settings,
+    settlement: Settlement,
+    ledger: Ledger,
+    wallets: Wallets,
+    ipfs: IpfsBackend,
+    task_id: str,
+    stake: int,
+    node_port: int,
+) -> Provisioned:
+    """Stake on `task_id`, settle what a stop left pending, and describe its process."""
+    try:
+        state = await settlement.get_task_state(task_id)
+    except TransactionError:
+        raise ConfigError(f"TASKS: task {task_id} does not exist on K2") from None
+    public_url = settings.public_url(node_port)
+    base = settings.data_dir / "namespace" / task_id
+    base.mkdir(parents=True, exist_ok=True)
+    agent = TaskAgent(task_id, settlement, ledger, wallets.staking, wallets.main.pubkey, base)
+    stake = max(stake, int(state["minimum_stake_amount"]), 1)
+    await ensure_balance(
+        settlement, wallets.staking.pubkey, max(stake, settings.initial_staking_wallet_balance)
+    )
+    result = await agent.stake(stake, public_url)
+    log.info("staked", task_id=task_id, stake=result.get("stake"))
+    await ledger.reconcile(task_id)
+    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(20))
+    context = TaskContext(agent, state["task_name"], secret, stake, public_url, ipfs)
+    port = free_port()
+    args = TaskArgs(
+        name=state["task_name"],
+        task_id=task_id,
+        port=port,
+        mode=TASK_MODE,
+        main_pubkey=wallets.main.pubkey,
+        secret=secret,
+        k2_url=public_url,
+        service_url=public_url,
+        stake=str(stake),
+        node_port=node_port,
+    )
+    spec = TaskSpec(args, settings.task_entry, base / "task.log")
+    return Provisioned(context, spec, port)

@@ -1,0 +1,106 @@
+"""One task as the node runs it: its context, its process, its timers and its bookkeeping.
+
+Every part of a task is owned here and talks to its siblings directly: the timers send phase
+messages to the process, the process hands the task's replies back to the timers, and the
+watchdog restarts the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from k2node.contract.phases import PAYOUT, Phase, phase_message
+from k2node.node.clock import Clock
+from k2node.node.context import TaskContext
+from k2node.node.events import EventHub
+from k2node.node.payouts import Payouts, Watchdog
+from k2node.node.process import KeptProcess, TaskSpec
+from k2node.node.scheduler import Scheduler
+from k2node.settlement.base import TransactionError
+
+log = structlog.get_logger("k2node.node")
+
+# Finished-phase and ledger records are kept this many rounds.
+KEEP_LEDGER_ROUNDS = 20
+# A K2 hiccup must not end the timers for good: they start again after this pause.
+TIMERS_RETRY_S = 1.0
+
+
+class RunningTask:
+    def __init__(
+        self,
+        context: TaskContext,
+        spec: TaskSpec,
+        port: int,
+        clock: Clock,
+        events: EventHub,
+        restart_backoff_s: float = 1.0,
+    ) -> None:
+        self.context = context
+        self.port = port  # the task's own HTTP server
+        agent = context.agent
+        self.scheduler = Scheduler(clock, agent, self._send, self, events)
+        self.process = KeptProcess(spec, self.scheduler.on_phase_done, restart_backoff_s)
+        self.payouts = Payouts(agent, events)
+        self.watchdog = Watchdog(agent, self.process.request_restart)
+        self._clock = clock
+
+    @property
+    def task_id(self) -> str:
+        return self.context.task_id
+
+    @property
+    def running(self) -> bool:
+        return self.process.running
+
+    async def _send(self, message: dict[str, Any]) -> bool:
+        return await self.process.send(message)
+
+    async def run(self, timers: bool) -> None:
+        """Keep the process (and, with timers on, the timers) going until `stop()`."""
+        if not timers:
+            await self.process.run()
+            return
+        keeper = asyncio.create_task(self.process.run(), name=f"process-{self.task_id}")
+        clock = asyncio.create_task(self._timers(), name=f"timers-{self.task_id}")
+        try:
+            await keeper
+        finally:
+            clock.cancel()
+            keeper.cancel()
+            await asyncio.gather(clock, keeper, return_exceptions=True)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    async def _timers(self) -> None:
+        await self.process.started.wait()
+        while True:
+            try:
+                await self.scheduler.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("timers_error", task_id=self.task_id)
+                await self._clock.sleep(TIMERS_RETRY_S)
+
+    # -- what the scheduler leaves to its owner ---------------------------------------------
+    async def round_opened(self, round_: int, state: dict[str, Any]) -> None:
+        await self.payouts.settle(round_, state)
+        self.watchdog.check(round_)
+        self.context.agent.ledger.prune(self.task_id, round_ - KEEP_LEDGER_ROUNDS)
+
+    async def payout_due(self, round_: int) -> None:
+        await self.payouts.trigger_if_mine(round_)
+
+    # -- Timer OFF: a developer calls each phase by hand --------------------------------------
+    async def manual_phase(self, name: str, round_: int, retry: bool) -> dict[str, Any]:
+        if name == PAYOUT:
+            try:
+                return await self.context.agent.payout(round_)
+            except TransactionError as exc:
+                return {"error": str(exc)}
+        return {"delivered": await self._send(phase_message(Phase(name), round_, retry))}

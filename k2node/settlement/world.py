@@ -1,0 +1,104 @@
+"""The local K2's world: wallet balances, task states in the contract's JSON shape, what the
+task program keeps beside them, and the signatures it has applied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from k2node.settlement.base import TransactionError
+
+
+@dataclass
+class TaskPrivate:
+    """What the real program keeps in other accounts: lists, attempts, last submissions."""
+
+    lists: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    attempt_submitters: dict[str, dict[str, str]] = field(default_factory=dict)
+    last_submission: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lists": self.lists,
+            "attempts": self.attempts,
+            "attempt_submitters": self.attempt_submitters,
+            "last_submission": self.last_submission,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TaskPrivate:
+        return cls(**raw)
+
+
+@dataclass
+class World:
+    balances: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    private: dict[str, TaskPrivate] = field(default_factory=dict)
+    # signature -> slot applied at, oldest first
+    signatures: dict[str, int] = field(default_factory=dict)
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        state = self.tasks.get(task_id) if isinstance(task_id, str) else None
+        if state is None:
+            raise TransactionError(f"task {task_id!r} does not exist")
+        return state
+
+    def to_json(self) -> dict[str, Any]:
+        """The world as JSON values; containers are shared with the world, not copied."""
+        return {
+            "balances": self.balances,
+            "tasks": self.tasks,
+            "private": {k: v.to_json() for k, v in self.private.items()},
+            "signatures": self.signatures,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> World:
+        return cls(
+            raw["balances"],
+            raw["tasks"],
+            {k: TaskPrivate.from_json(v) for k, v in raw["private"].items()},
+            raw["signatures"],
+        )
+
+
+def new_task_state(
+    task_id: str, manager: str, stake_pot: str, slot: int, checked: dict[str, Any]
+) -> dict[str, Any]:
+    """A created task's state; `checked` holds the validated CreateTask arguments."""
+    return {
+        "task_id": task_id,
+        "task_name": checked["task_name"],
+        "task_description": checked["task_description"],
+        "task_manager": manager,
+        "is_allowlisted": True,
+        "is_active": True,
+        "task_audit_program": checked["task_audit_program"],
+        "task_executable_network": checked["task_executable_network"],
+        "task_metadata": checked["task_metadata"],
+        "stake_pot_account": stake_pot,
+        "total_bounty_amount": checked["total_bounty_amount"],
+        "bounty_amount_per_round": checked["bounty_amount_per_round"],
+        "total_stake_amount": 0,
+        "minimum_stake_amount": checked["minimum_stake_amount"],
+        "current_round": 0,
+        "available_balances": {},
+        "stake_list": {},
+        "ip_address_list": {},
+        "round_time": checked["round_time"],
+        "starting_slot": slot,
+        "audit_window": checked["audit_window"],
+        "submission_window": checked["submission_window"],
+        "submissions": {},
+        "submissions_audit_trigger": {},
+        "distribution_rewards_submission": {},
+        "distributions_audit_trigger": {},
+        "distributions_audit_record": {},
+        "task_vars": checked["task_vars"],
+        "koii_vars": {},
+        "is_migrated": False,
+        "migrated_to": "",
+        "allowed_failed_distributions": checked["allowed_failed_distributions"],
+    }

@@ -1,0 +1,116 @@
+"""TaskAgent: reads in the contract's shapes, bad requests refused before anything is signed,
+and actions keyed by round and attempt so a retry is not mistaken for a repeat."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k2node.crypto import Keypair
+from k2node.node.agent import ActionError, TaskAgent
+from k2node.node.ledger import Ledger
+from k2node.settlement.local import LocalK2
+from k2node.store import Store
+from tests.conftest import FakeClock, create_task, send, stake
+
+
+@pytest.fixture
+async def agent(tmp_path: Path, k2: LocalK2) -> AsyncIterator[TaskAgent]:
+    store = Store.open(tmp_path / "node-db")
+    manager, me = Keypair.generate(), Keypair.generate()
+    task_id = await create_task(k2, manager)
+    await k2.airdrop(me.pubkey, 10 * 10**9)
+    yield TaskAgent(task_id, k2, Ledger(store, k2), me, manager.pubkey, tmp_path / "task")
+    store.close()
+
+
+async def test_reads_answer_in_the_contract_shapes(
+    agent: TaskAgent, k2: LocalK2, clock: FakeClock
+) -> None:
+    clock.to_slot(k2, 45)
+    assert await agent.current_round() == 2
+    assert (await agent.schedule()).round_time == 20
+    info = await agent.submission_info(1)
+    assert info == {"submissions": {"1": {}}, "submissions_audit_trigger": {"1": {}}}
+    dist = await agent.distribution_info(0)
+    assert set(dist) == {
+        "distribution_rewards_submission",
+        "distributions_audit_trigger",
+        "distributions_audit_record",
+    }
+    assert await agent.distribution_list(Keypair.generate().pubkey, 0) is None
+    assert agent.db_path == agent.base_path / "db"
+
+
+@pytest.mark.parametrize(
+    ("call", "args", "message"),
+    [
+        ("submit", ("v", -1), "round"),
+        ("submit", ("v", True), "round"),
+        ("submit", ("v", "1"), "round"),
+        ("submit", (5, 0), "string"),
+        ("submit", ("é" * 257, 0), "514 bytes"),
+        ("audit", ("not a key", False, 0), "base58"),
+        ("audit", (Keypair.generate().pubkey, "no", 0), "isValid"),
+        ("audit_distribution", ({"_bn": "zz"}, True, 0), "public key"),
+        ("upload_distribution", ([1, 2], 0), "object"),
+        ("payout", (None,), "round"),
+    ],
+)
+async def test_bad_requests_are_refused_before_anything_is_signed(
+    agent: TaskAgent, k2: LocalK2, call: str, args: tuple[Any, ...], message: str
+) -> None:
+    with pytest.raises(ActionError, match=message):
+        await getattr(agent, call)(*args)
+    assert k2.tx_count == {"CreateTask": 1}
+    assert agent.ledger.store.keys("ledger/") == []
+
+
+async def test_stake_is_topped_up_once_and_claim_of_nothing_is_zero(
+    agent: TaskAgent, k2: LocalK2
+) -> None:
+    first = await agent.stake(2 * 10**9, "http://127.0.0.1:1")
+    assert first["stake"] == 2 * 10**9
+    assert (await agent.stake(2 * 10**9, "http://127.0.0.1:1")).get("already") is True
+    assert k2.tx_count == {"CreateTask": 1, "Stake": 1}
+    assert await agent.claim() == {"claimed": 0}
+
+
+async def test_a_retried_distribution_is_a_new_action_not_a_repeat(
+    agent: TaskAgent, k2: LocalK2, clock: FakeClock
+) -> None:
+    task_id = agent.task_id
+    await agent.stake(2 * 10**9, "http://127.0.0.1:1")
+    peers = [Keypair.generate(), Keypair.generate()]
+    for peer in peers:
+        await stake(k2, peer, task_id)
+    clock.to_slot(k2, 21)
+    await agent.submit("mine", 0)
+    for peer in peers:
+        await send(k2, peer, "SubmitTask", task_id, submission="theirs", round=0)
+    everyone = [agent.staking.pubkey, *(p.pubkey for p in peers)]
+    clock.to_slot(k2, 41)
+    await agent.upload_distribution(dict.fromkeys(everyone, 1), 0)
+    await agent.submit_distribution(0)
+    assert (await agent.submit_distribution(0)).get("already") is True  # asked twice: once
+    clock.to_slot(k2, 49)
+    for peer in peers:
+        mine = agent.staking.pubkey
+        await send(k2, peer, "AuditDistribution", task_id, candidate=mine, is_valid=False, round=0)
+    clock.to_slot(k2, 57)
+    assert (await agent.payout(0))["record"] == "PayoutFailed"
+    # the retry (attempt 1) is sent although attempt 0 of the same round is confirmed
+    winner = peers[0]
+    clock.to_slot(k2, 61)
+    await send(
+        k2, winner, "UploadDistributionList", task_id, list=dict.fromkeys(everyone, 1), round=0
+    )
+    await send(k2, winner, "SubmitDistributionList", task_id, round=0)
+    clock.to_slot(k2, 77)
+    result = await agent.payout(0)
+    assert result["record"] == "PayoutSuccessful" and not result.get("already")
+    keys = agent.ledger.store.keys(f"ledger/{task_id}/payout/")
+    assert [k.rsplit("/", 1)[1] for k in keys] == ["0", "1"]
