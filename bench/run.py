@@ -16,12 +16,12 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import plyvel
 
 from k2node.contract.distribution import default_distribution, select_distribution_submitter
+from k2node.contract.launch import TASK_MODE, TaskArgs
 from k2node.contract.units import ROE_PER_KOII, SlotClock
 from k2node.crypto import Keypair
 from k2node.ipfs.embedded import EmbeddedIpfs
@@ -29,10 +29,11 @@ from k2node.ipfs.unixfs import CHUNK_SIZE
 from k2node.logs import configure_logging
 from k2node.node.agent import TaskAgent
 from k2node.node.clock import SlotTimer
+from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
 from k2node.node.ledger import Ledger
-from k2node.node.payouts import Payouts
-from k2node.node.scheduler import Scheduler
+from k2node.node.process import TaskSpec
+from k2node.node.running import RunningTask
 from k2node.settlement.base import sign_tx
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
@@ -50,21 +51,6 @@ async def _idle_timer_baseline(samples: int = 300) -> list[float]:
         await asyncio.sleep(0.005)
         delays.append((time.time() - target) * 1000)
     return delays
-
-
-class _Bookkeeping:
-    """What a running task does when its round opens, without a task process."""
-
-    def __init__(self, agent: TaskAgent, events: EventHub) -> None:
-        self._agent = agent
-        self._payouts = Payouts(agent, events)
-
-    async def round_opened(self, round_: int, state: dict[str, Any]) -> None:
-        await self._payouts.settle(round_, state)
-        self._agent.ledger.prune(self._agent.task_id, round_ - 20)
-
-    async def payout_due(self, round_: int) -> None:
-        await self._payouts.trigger_if_mine(round_)
 
 
 async def bench_dispatch(tmp: Path, tasks: int = 20, rounds: int = 8) -> None:
@@ -91,13 +77,12 @@ async def bench_dispatch(tmp: Path, tasks: int = 20, rounds: int = 8) -> None:
         ]
         staking = Keypair.generate()
         agent = TaskAgent(task_id, k2, ledger, staking, manager.pubkey, tmp / task_id)
-
-        async def deliver(message: dict[str, Any]) -> bool:
-            return True
-
-        events = EventHub()
-        owner = _Bookkeeping(agent, events)
-        schedulers.append(Scheduler(SlotTimer(k2.slots), agent, deliver, owner, events))
+        # the node's own task object, its process never started: a phase goes nowhere
+        context = TaskContext(agent, f"t{i}", "secret", 0, "http://127.0.0.1:1")
+        argv = TaskArgs(f"t{i}", task_id, 0, TASK_MODE, "k", "secret", "u", "u", "0", 0)
+        spec = TaskSpec(argv, "none:None", tmp / task_id / "task.log")
+        task = RunningTask(context, spec, 0, SlotTimer(k2.slots), EventHub())
+        schedulers.append(task.scheduler)
     burner = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
     baseline = await _idle_timer_baseline()
     jobs = [asyncio.create_task(s.run()) for s in schedulers]

@@ -71,7 +71,7 @@ async def _serve_k2(args: argparse.Namespace) -> int:
             log.info("k2_service_stopping")
     finally:
         await runner.cleanup()
-        await k2.aclose()
+        k2.close()
     return 0
 
 

@@ -39,7 +39,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason)
+        response = error_response(exc.status, exc.reason)
+        if "Allow" in exc.headers:  # what a 405 must say
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("http_error", path=request.path, method=request.method)
         return error_response(500, "internal error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -10,13 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 from structlog.testing import capture_logs
 
 from k2node.config import Settings
 from k2node.node.process import STOP_TIMEOUT_S
-from k2node.node.runtime import TASKS_STOP_S, Node
+from k2node.node.runtime import TASKS_STOP_S, Node, ShutdownPlan
 from tests.conftest import REPO, task_file
 
 
@@ -207,3 +209,23 @@ def test_ipfs_add_and_cat_through_a_running_node(tmp_path: Path) -> None:
     finally:
         node.send_signal(signal.SIGTERM)
         node.communicate(timeout=30)
+
+
+async def test_a_shutdown_step_past_its_bound_is_logged_and_the_rest_still_run() -> None:
+    plan = ShutdownPlan()
+    ran: list[str] = []
+
+    async def hangs() -> None:
+        await asyncio.sleep(60)
+
+    async def quick() -> None:
+        ran.append("quick")
+
+    started = time.monotonic()
+    with capture_logs() as logs:
+        async with AsyncExitStack() as stack:
+            plan.add(stack, "quick", 1.0, quick)
+            plan.add(stack, "hangs", 0.2, hangs)
+    assert time.monotonic() - started < 5
+    steps = [(e["step"], e["ok"]) for e in logs if e["event"] == "shutdown_step"]
+    assert steps == [("hangs", False), ("quick", True)] and ran == ["quick"]

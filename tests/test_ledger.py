@@ -9,7 +9,7 @@ import pytest
 
 from k2node.crypto import Keypair
 from k2node.node.agent import TaskAgent
-from k2node.node.ledger import ACTIONS, CONFIRMED, PENDING, Ledger
+from k2node.node.ledger import CONFIRMED, PENDING, Action, Ledger
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
 from tests.conftest import FakeClock, create_task, stake
@@ -109,14 +109,14 @@ async def test_pruning_reads_only_stale_keys_of_every_kind(tmp_path: Path, k2: L
     store = Store.open(tmp_path / "node-db")
     ledger = Ledger(store, k2)
     for r in (1, 5, 9):
-        for action in ACTIONS:
+        for action in Action:
             store.put(Ledger.key("t", action, r, "x"), {"status": CONFIRMED})
         ledger.mark_phase("t", "auditPayload", r, "done")
         assert ledger.once(f"logged/t/{r:010d}/payout-PayoutSuccessful")
     store.put(Ledger.key("other", "submit", 1), {"status": CONFIRMED})
     ledger.prune("t", 6)
     left = store.keys("ledger/t/") + store.keys("phase/t/") + store.keys("logged/t/")
-    assert all("0000000009" in k for k in left) and len(left) == len(ACTIONS) + 2
+    assert all("0000000009" in k for k in left) and len(left) == len(Action) + 2
     assert store.keys("ledger/other/")  # another task's entries are its own
     store.close()
 

@@ -215,6 +215,9 @@ async def test_node_routes(env: Env) -> None:
     assert resp.status == 404 and "message" in await resp.json()
     resp = await env.client.post(f"/admin/tasks/{env.ctx.task_id}/phase", json={"x": 1})
     assert resp.status == 422
+    resp = await env.client.get("/namespace-wrapper")  # a 405 says what is allowed
+    assert resp.status == 405 and resp.headers["Allow"] == "POST"
+    assert "message" in await resp.json()
 
 
 async def test_ipfs_upload_and_get(env: Env) -> None:

@@ -4,6 +4,7 @@ payout's retry, and no drift over 1,000 rounds (milliseconds of test time)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from k2node.contract.units import SlotClock
 from k2node.crypto import Keypair
 from k2node.node.agent import TaskAgent
+from k2node.node.clock import SlotTimer
 from k2node.node.events import EventHub
 from k2node.node.ledger import Ledger
 from k2node.node.scheduler import Scheduler
@@ -33,13 +36,15 @@ class Recorder:
     def __init__(self, k2: LocalK2, stop_at_round: int) -> None:
         self._k2 = k2
         self._stop_at = stop_at_round
-        self.sent: list[tuple[int, str, int, bool]] = []  # slot, functionCall, round, retry
+        self.sent: list[tuple[int, str, int, str]] = []  # slot, functionCall, round, label
         self.opened: list[int] = []
+        self.retried: list[int] = []  # rounds sent with isPreviousRoundFailed
 
     async def send(self, message: dict[str, Any]) -> bool:
-        retry = bool(message.get("isPreviousRoundFailed", False))
-        entry = (self._k2.current_slot(), message["functionCall"], message["roundNumber"], retry)
-        self.sent.append(entry)
+        kind, round_ = message["functionCall"], message["roundNumber"]
+        self.sent.append((self._k2.current_slot(), kind, round_, message["phaseLabel"]))
+        if message.get("isPreviousRoundFailed"):
+            self.retried.append(round_)
         return True
 
     async def round_opened(self, round_: int, state: dict[str, Any]) -> None:
@@ -48,7 +53,7 @@ class Recorder:
         self.opened.append(round_)
 
     async def payout_due(self, round_: int) -> None:
-        self.sent.append((self._k2.current_slot(), "payout", round_, False))
+        self.sent.append((self._k2.current_slot(), "payout", round_, "payout"))
 
 
 @pytest.fixture
@@ -68,19 +73,19 @@ async def _run(agent: TaskAgent, clock: FakeClock, recorder: Recorder) -> Schedu
     return scheduler
 
 
-def _expected(r: int, start: int) -> set[tuple[int, str, int, bool]]:
+def _expected(r: int, start: int) -> set[tuple[int, str, int, str]]:
     """The contract's phase table for round r (K2-CONTRACT: "The phase schedule")."""
     s = start + r * ROUND
-    due = {(s, "executeTask", r, False)}
+    due = [(s, "executeTask", r)]
     if r >= 1:
-        due |= {(s, "submitPayload", r - 1, False), (s + SUBMISSION, "auditPayload", r - 1, False)}
+        due += [(s, "submitPayload", r - 1), (s + SUBMISSION, "auditPayload", r - 1)]
     if r >= 2:
-        due |= {
-            (s, "generateAndSubmitDistributionList", r - 2, False),
-            (s + SUBMISSION, "distributionListAudit", r - 2, False),
-            (s + SUBMISSION + AUDIT, "payout", r - 2, False),
-        }
-    return due
+        due += [
+            (s, "generateAndSubmitDistributionList", r - 2),
+            (s + SUBMISSION, "distributionListAudit", r - 2),
+            (s + SUBMISSION + AUDIT, "payout", r - 2),
+        ]
+    return {(slot, kind, n, kind) for slot, kind, n in due}
 
 
 async def test_each_phase_goes_out_at_its_window_start(
@@ -121,11 +126,11 @@ async def test_a_late_start_sends_what_is_still_open_and_reports_the_rest(
     missed = {(e["phase"], e["round"]) for e in logs if e["event"] == "phase_missed"}
     assert missed == {("submitPayload", 1), ("generateAndSubmitDistributionList", 0)}
     round_two = [e for e in recorder.sent if e[0] < start + 3 * ROUND]
-    assert set(round_two) == {
-        (late, "executeTask", 2, False),
-        (late, "auditPayload", 1, False),
-        (late, "distributionListAudit", 0, False),
-        (start + 2 * ROUND + SUBMISSION + AUDIT, "payout", 0, False),
+    assert {e[:3] for e in round_two} == {
+        (late, "executeTask", 2),
+        (late, "auditPayload", 1),
+        (late, "distributionListAudit", 0),
+        (start + 2 * ROUND + SUBMISSION + AUDIT, "payout", 0),
     }
     assert _expected(3, start) <= set(recorder.sent)
     # the late ones are no timer delay; the ones after are on time
@@ -158,12 +163,14 @@ async def test_a_failed_payout_is_retried_in_the_next_rounds_windows(
     recorder = Recorder(k2, stop_at_round=4)
     await _run(agent, clock, recorder)
     s3 = start + 3 * ROUND
+    generate, audit = "generateAndSubmitDistributionList", "distributionListAudit"
     assert {
-        (s3, "generateAndSubmitDistributionList", 0, True),
-        (s3 + SUBMISSION, "distributionListAudit", 0, False),
-        (s3 + SUBMISSION + AUDIT, "payout", 0, False),
-        (s3, "generateAndSubmitDistributionList", 1, False),
+        (s3, generate, 0, f"{generate}-retry"),  # remembered apart from the first attempt
+        (s3 + SUBMISSION, audit, 0, f"{audit}-retry"),
+        (s3 + SUBMISSION + AUDIT, "payout", 0, "payout"),
     } <= set(recorder.sent)
+    assert _expected(3, start) <= set(recorder.sent)  # besides round 3's own
+    assert recorder.retried == [0]
 
 
 async def test_no_drift_over_a_thousand_rounds(
@@ -177,3 +184,13 @@ async def test_no_drift_over_a_thousand_rounds(
     assert set(recorder.sent) >= _expected(999, start)
     assert len(scheduler.delays_ms) == len(recorder.sent) - 998  # every phase but payouts
     assert max(scheduler.delays_ms) < 0.01
+
+
+async def test_the_slot_timer_wakes_in_the_slot_it_waits_for_not_before() -> None:
+    timer = SlotTimer(SlotClock(time.time(), 100.0))
+    now = timer.current_slot()
+    assert await timer.sleep_until_slot(now) is False  # already begun: no wait
+    for target in (now + 1, now + 3):
+        assert await timer.sleep_until_slot(target) is True
+        late_s = timer.time() - timer.wall_time_of_slot(target)
+        assert timer.current_slot() >= target and 0 <= late_s < 0.1

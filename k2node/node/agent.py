@@ -2,7 +2,7 @@
 
 Reads go straight to the settlement layer; every signed action goes through the ledger so
 it happens at most once per round, whoever asks for it (the task over the namespace RPC,
-or the node's own scheduler).
+or the node itself: its payouts, a developer's manual call).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from k2node.contract.rounds import Schedule
 from k2node.contract.task_state import DISTRIBUTION_SECTIONS, PAYOUT_FAILED, SUBMISSION_SECTIONS
 from k2node.contract.values import is_round, submission_problem
 from k2node.crypto import Keypair, decode_pubkey
-from k2node.node.ledger import Ledger
+from k2node.node.ledger import Action, Ledger
 from k2node.settlement.base import Settlement, TransactionError, sign_tx
 
 
@@ -59,7 +59,7 @@ class TaskAgent:
         return sign_tx(self.staking, ix, self.task_id, args, self.settlement.current_slot())
 
     async def _send(
-        self, action: str, round_: int, detail: str, ix: str, args: dict[str, Any]
+        self, action: Action, round_: int, detail: str, ix: str, args: dict[str, Any]
     ) -> dict[str, Any]:
         key = Ledger.key(self.task_id, action, round_, detail)
         return await self.ledger.send_once(key, lambda: self._signed(ix, args))
@@ -103,45 +103,53 @@ class TaskAgent:
         if problem is not None:
             raise ActionError(problem)
         return await self._send(
-            "submit", round_, "", "SubmitTask", {"submission": value, "round": round_}
+            Action.SUBMIT, round_, "", "SubmitTask", {"submission": value, "round": round_}
         )
 
-    async def audit(self, candidate: Any, is_valid: Any, round_: Any) -> dict[str, Any]:
+    async def _vote(
+        self, action: Action, ix: str, candidate: Any, is_valid: Any, round_: Any
+    ) -> dict[str, Any]:
         round_, key = _round(round_), _pubkey(candidate)
         args = {"candidate": key, "is_valid": _flag(is_valid, "isValid"), "round": round_}
-        return await self._send("audit", round_, key, "AuditSubmissions", args)
+        return await self._send(action, round_, key, ix, args)
+
+    async def audit(self, candidate: Any, is_valid: Any, round_: Any) -> dict[str, Any]:
+        return await self._vote(Action.AUDIT, "AuditSubmissions", candidate, is_valid, round_)
 
     async def audit_distribution(
         self, candidate: Any, is_valid: Any, round_: Any
     ) -> dict[str, Any]:
-        round_, key = _round(round_), _pubkey(candidate)
-        args = {"candidate": key, "is_valid": _flag(is_valid, "isValid"), "round": round_}
-        return await self._send("distribution-audit", round_, key, "AuditDistribution", args)
+        return await self._vote(
+            Action.DISTRIBUTION_AUDIT, "AuditDistribution", candidate, is_valid, round_
+        )
+
+    async def _send_attempt(
+        self, action: Action, round_: int, ix: str, args: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A step of a round's distribution, keyed by its attempt: the retry after a
+        PayoutFailed is an action of its own, not a repeat of the first."""
+        attempt = await self._attempt(round_)
+        return await self._send(action, round_, str(attempt), ix, args)
 
     async def upload_distribution(self, distribution: Any, round_: Any) -> dict[str, Any]:
         round_ = _round(round_)
         if not isinstance(distribution, dict):
             raise ActionError("a distribution list must be an object {pubkey: ROE}")
-        attempt = await self._attempt(round_)
-        return await self._send(
-            "distribution-upload",
-            round_,
-            str(attempt),
-            "UploadDistributionList",
-            {"list": distribution, "round": round_},
+        args = {"list": distribution, "round": round_}
+        return await self._send_attempt(
+            Action.DISTRIBUTION_UPLOAD, round_, "UploadDistributionList", args
         )
 
     async def submit_distribution(self, round_: Any) -> dict[str, Any]:
         round_ = _round(round_)
-        attempt = await self._attempt(round_)
-        return await self._send(
-            "distribution-submit", round_, str(attempt), "SubmitDistributionList", {"round": round_}
+        args = {"round": round_}
+        return await self._send_attempt(
+            Action.DISTRIBUTION_SUBMIT, round_, "SubmitDistributionList", args
         )
 
     async def payout(self, round_: Any) -> dict[str, Any]:
         round_ = _round(round_)
-        attempt = await self._attempt(round_)
-        return await self._send("payout", round_, str(attempt), "Payout", {"round": round_})
+        return await self._send_attempt(Action.PAYOUT, round_, "Payout", {"round": round_})
 
     async def stake(self, amount: int, ip_address: str) -> dict[str, Any]:
         state = await self.state({"is_stake_list_required": True})

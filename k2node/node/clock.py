@@ -7,11 +7,9 @@ scheduler a clock whose time moves only when the test (or a sleep) moves it.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Protocol
 
-from k2node.contract.units import SlotClock
+from k2node.settlement.base import SlotClocked
 
 # The loop's timers wake up to a millisecond late (epoll's resolution): sleep to this much
 # before a deadline, then yield until it has passed.
@@ -35,23 +33,11 @@ class Clock(Protocol):
         ...
 
 
-class SlotTimer:
-    def __init__(self, slots: SlotClock, now: Callable[[], float] = time.time) -> None:
-        self._slots = slots
-        self._now = now
-
-    @property
-    def slot_ms(self) -> float:
-        return self._slots.slot_ms
+class SlotTimer(SlotClocked):
+    """K2's slot clock against the wall clock, with sleeps that wake on time."""
 
     def time(self) -> float:
         return self._now()
-
-    def current_slot(self) -> int:
-        return self._slots.slot_at(self._now())
-
-    def wall_time_of_slot(self, slot: int) -> float:
-        return self._slots.time_of(slot)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -59,7 +45,7 @@ class SlotTimer:
     async def sleep_until_slot(self, slot: int) -> bool:
         if self.current_slot() >= slot:
             return False
-        early = self._slots.time_of(slot) - self._now() - TIMER_SLACK_S
+        early = self.wall_time_of_slot(slot) - self._now() - TIMER_SLACK_S
         if early > 0:
             await asyncio.sleep(early)
         while self.current_slot() < slot:  # noqa: ASYNC110 - a deadline, not a flag

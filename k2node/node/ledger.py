@@ -8,6 +8,7 @@ means confirmed; not applied means it is still owed and is sent again when asked
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -18,15 +19,17 @@ from k2node.store import Store
 log = structlog.get_logger("k2node.ledger")
 
 PENDING, CONFIRMED, FAILED = "pending", "confirmed", "failed"
-# The actions recorded per round (the agent's); keys are ledger/<task>/<action>/<round>[/...]
-ACTIONS = (
-    "submit",
-    "audit",
-    "distribution-audit",
-    "distribution-upload",
-    "distribution-submit",
-    "payout",
-)
+
+
+class Action(StrEnum):
+    """The actions recorded per round; keys are ledger/<task>/<action>/<round>[/<detail>]."""
+
+    SUBMIT = "submit"
+    AUDIT = "audit"
+    DISTRIBUTION_AUDIT = "distribution-audit"
+    DISTRIBUTION_UPLOAD = "distribution-upload"
+    DISTRIBUTION_SUBMIT = "distribution-submit"
+    PAYOUT = "payout"
 
 
 class Ledger:
@@ -35,7 +38,7 @@ class Ledger:
         self._settlement = settlement
 
     @staticmethod
-    def key(task_id: str, action: str, round_: int, detail: str = "") -> str:
+    def key(task_id: str, action: Action, round_: int, detail: str = "") -> str:
         suffix = f"/{detail}" if detail else ""
         return f"ledger/{task_id}/{action}/{round_:010d}{suffix}"
 
@@ -106,13 +109,13 @@ class Ledger:
         if before_round <= 0:
             return
         stop = f"{before_round:010d}"
-        prefixes = [f"ledger/{task_id}/{action}/" for action in ACTIONS]
+        prefixes = [f"ledger/{task_id}/{action}/" for action in Action]
         prefixes += [f"phase/{task_id}/", f"logged/{task_id}/"]
         stale = [k for p in prefixes for k in self.store.keys_between(p, p + stop)]
         if stale:
             self.store.put_many({}, delete=stale)
 
-    def latest_confirmed_round(self, task_id: str, action: str) -> int | None:
+    def latest_confirmed_round(self, task_id: str, action: Action) -> int | None:
         """The newest round for which `action` is confirmed, read from the newest end."""
         prefix = f"ledger/{task_id}/{action}/"
         for key, entry in self.store.items(prefix, reverse=True):

@@ -1,7 +1,7 @@
 """Payouts and the watchdog: what a round's opening means for a task, beside its timers.
 
 The node that submitted a round's distribution list triggers its payout once the audit
-window has closed; any staked node does it a round later if that node is gone. Every settled
+window has closed; any staked node does it two rounds later if that node is gone. Every settled
 payout is logged once, with this node's reward or slash. The watchdog restarts a task whose
 own latest submission has fallen more than a few rounds behind.
 """
@@ -14,9 +14,11 @@ from typing import Any
 from k2node.contract.task_state import PAYOUT_SUCCESSFUL, in_round
 from k2node.node.agent import TaskAgent
 from k2node.node.events import EventHub
+from k2node.node.ledger import Action
 from k2node.settlement.base import TransactionError
 
-# A payout its submitter left undone this many rounds after the round is triggered by anyone.
+# A payout of round n still undone when round n+4 opens (two rounds after its payout
+# window) is triggered by anyone.
 ABSENT_SUBMITTER_ROUNDS = 4
 # Settled payouts are looked for this many rounds back.
 SETTLED_LOOKBACK_ROUNDS = 5
@@ -56,7 +58,7 @@ class Payouts:
 
     async def settle(self, r: int, state: dict[str, Any]) -> None:
         """Log each settled payout once, with this node's reward or slash; and trigger a
-        payout its submitter left undone for a whole round (any staked node may)."""
+        payout its submitter left undone for two rounds (any staked node may)."""
         records = state.get("distributions_audit_record", {})
         lists = state.get("distribution_rewards_submission", {})
         for n in range(max(0, r - SETTLED_LOOKBACK_ROUNDS), r - 2):
@@ -101,7 +103,7 @@ class Watchdog:
             self._since_round = r
         if r - self._since_round <= WATCHDOG_ROUNDS + 1:
             return
-        latest = self._agent.ledger.latest_confirmed_round(self._agent.task_id, "submit")
+        latest = self._agent.ledger.latest_confirmed_round(self._agent.task_id, Action.SUBMIT)
         if latest is None or r - 1 - latest > WATCHDOG_ROUNDS:
             self._since_round = r
             self._restart(f"latest submission is for round {latest}, now round {r}")

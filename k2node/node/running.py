@@ -47,6 +47,7 @@ class RunningTask:
         self.payouts = Payouts(agent, events)
         self.watchdog = Watchdog(agent, self.process.request_restart)
         self._clock = clock
+        self._timers_job: asyncio.Task[None] | None = None
 
     @property
     def task_id(self) -> str:
@@ -60,21 +61,18 @@ class RunningTask:
         return await self.process.send(message)
 
     async def run(self, timers: bool) -> None:
-        """Keep the process (and, with timers on, the timers) going until `stop()`."""
-        if not timers:
-            await self.process.run()
-            return
-        keeper = asyncio.create_task(self.process.run(), name=f"process-{self.task_id}")
-        clock = asyncio.create_task(self._timers(), name=f"timers-{self.task_id}")
-        try:
-            await keeper
-        finally:
-            clock.cancel()
-            keeper.cancel()
-            await asyncio.gather(clock, keeper, return_exceptions=True)
+        """Keep the process (and, with timers on, the timers) going until `stop()`. The
+        timers outlive a process stopped for good: a list this node submitted still gets its
+        payout, and settled payouts are still logged."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.process.run(), name=f"process-{self.task_id}")
+            if timers:
+                self._timers_job = group.create_task(self._timers(), name=f"timers-{self.task_id}")
 
     def stop(self) -> None:
         self.process.stop()
+        if self._timers_job is not None:
+            self._timers_job.cancel()
 
     async def _timers(self) -> None:
         await self.process.started.wait()

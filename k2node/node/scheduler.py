@@ -120,6 +120,8 @@ class Scheduler:
 
     def on_phase_done(self, reply: dict[str, Any]) -> None:
         """A k2node task's reply: remember finished phases and log the outcome."""
+        if "phaseDone" not in reply:  # another message on the channel (a heartbeat, say)
+            return
         round_ = reply.get("roundNumber")
         label = reply.get("phaseLabel") or reply.get("phaseDone")
         if not isinstance(label, str) or not is_round(round_):

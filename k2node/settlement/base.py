@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -62,7 +63,7 @@ def check_tx_signature(tx: Any) -> None:
 class SlotClocked:
     """The slot clock of a settlement layer: its slots, read against a wall-time function."""
 
-    def __init__(self, slots: SlotClock, now: Callable[[], float]) -> None:
+    def __init__(self, slots: SlotClock, now: Callable[[], float] = time.time) -> None:
         self._slots = slots
         self._now = now
 

@@ -106,7 +106,6 @@ class LocalK2(SlotClocked):
         """Write a final snapshot and close the store.
 
         Synchronous, on the caller's thread: it runs once the node's other work has stopped.
-        `aclose` writes the final snapshot off the loop instead.
         """
         if self._store.closed:
             return
@@ -119,10 +118,17 @@ class LocalK2(SlotClocked):
         self._store.close()
 
     async def aclose(self) -> None:
-        try:
-            await self.snapshot()  # then close() has nothing left to write
-        finally:
-            self.close()
+        """Close at shutdown, in a time that does not grow with the world: a snapshot being
+        written is let finish, and none is started. What the log holds since the last one
+        (at most SNAPSHOT_EVERY transactions) is replayed on the next open."""
+        if self._store.closed:
+            return
+        task = self._snapshot_task
+        if task is not None and not task.done():
+            await asyncio.wait({task})
+        async with self._lock:  # a snapshot asked for by hand, if any, is done too
+            self._snapshot_thread.shutdown(wait=False)
+            self._store.close()
 
     # -- reads -------------------------------------------------------------------------
     async def get_task_state(
