@@ -48,6 +48,7 @@ class RunningTask:
         self.watchdog = Watchdog(agent, self.process.request_restart)
         self._clock = clock
         self._timers_job: asyncio.Task[None] | None = None
+        self._stopped = False
 
     @property
     def task_id(self) -> str:
@@ -66,10 +67,11 @@ class RunningTask:
         payout, and settled payouts are still logged."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.process.run(), name=f"process-{self.task_id}")
-            if timers:
+            if timers and not self._stopped:  # (a stop may come before this runs)
                 self._timers_job = group.create_task(self._timers(), name=f"timers-{self.task_id}")
 
     def stop(self) -> None:
+        self._stopped = True
         self.process.stop()
         if self._timers_job is not None:
             self._timers_job.cancel()
