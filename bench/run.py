@@ -6,6 +6,7 @@ Run with `make bench`. Nothing here asserts a time; it prints what it measured.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -16,13 +17,17 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import plyvel
+from solders.hash import Hash
+from solders.keypair import Keypair as SoldersKeypair
+from solders.pubkey import Pubkey
 
 from k2node.contract.distribution import default_distribution, select_distribution_submitter
 from k2node.contract.launch import TASK_MODE, TaskArgs
-from k2node.contract.units import ROE_PER_KOII, SlotClock
+from k2node.contract.units import ROE_PER_KOII
 from k2node.crypto import Keypair
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.unixfs import CHUNK_SIZE
@@ -34,8 +39,9 @@ from k2node.node.events import EventHub
 from k2node.node.ledger import Ledger
 from k2node.node.process import TaskSpec
 from k2node.node.running import RunningTask
-from k2node.settlement.base import sign_tx
+from k2node.settlement import transactions, wire
 from k2node.settlement.local import LocalK2
+from k2node.settlement.wire import Ix
 from k2node.store import Store
 
 
@@ -71,12 +77,9 @@ async def bench_dispatch(tmp: Path, tasks: int = 20, rounds: int = 8) -> None:
             "minimum_stake_amount": 0,
             "allowed_failed_distributions": 0,
         }
-        await k2.airdrop(manager.pubkey, 10)
-        task_id = (await k2.send(sign_tx(manager, "CreateTask", "", args, k2.current_slot())))[
-            "task_id"
-        ]
+        task_id = await _create_task(k2, manager, args)
         staking = Keypair.generate()
-        agent = TaskAgent(task_id, k2, ledger, staking, manager.pubkey, tmp / task_id)
+        agent = TaskAgent(task_id, k2, ledger, staking, manager, tmp / task_id)
         # the node's own task object, its process never started: a phase goes nowhere
         context = TaskContext(agent, f"t{i}", "secret", 0, "http://127.0.0.1:1")
         argv = TaskArgs(f"t{i}", task_id, 0, TASK_MODE, "k", "secret", "u", "u", "0", 0)
@@ -155,10 +158,22 @@ def bench_distribution(n: int = 100_000) -> None:
     )
 
 
-async def bench_submissions(tmp: Path, n: int = 10_000) -> None:
-    k2 = LocalK2.open(tmp / "k2-subs", slot_ms=60_000)  # one long slot: all in one window
-    manager = Keypair.generate()
-    await k2.airdrop(manager.pubkey, 10)
+async def _create_task(k2: LocalK2, manager: Keypair, args: dict[str, Any]) -> str:
+    await k2.airdrop(manager.pubkey, args["total_bounty_amount"] + ROE_PER_KOII)
+    task, pot = SoldersKeypair(), SoldersKeypair().pubkey()
+    fields = {"task_description": "", "task_audit_program": "main", "task_metadata": ""}
+    fields |= {"task_executable_network": "DEVELOPMENT", "local_vars": "", **args}
+    payer = wire.signer(manager)
+    built = transactions.create_task(payer.pubkey(), task.pubkey(), pot, fields, 1000)
+    blockhash = Hash.from_string((await k2.latest_blockhash())[0])
+    await k2.send(wire.sign(built, payer, [task], blockhash).wire)
+    return str(task.pubkey())
+
+
+async def _staked_load(path: Path, n: int) -> tuple[str, list[SoldersKeypair], Keypair]:
+    """A task with `n` staked keys, made as if three minute-long slots ago: reopened now,
+    round 0's submission window is open for a minute."""
+    k2 = LocalK2.open(path, slot_ms=60_000, clock=lambda: time.time() - 180)
     args = {
         "task_name": "load",
         "round_time": 3,
@@ -169,27 +184,133 @@ async def bench_submissions(tmp: Path, n: int = 10_000) -> None:
         "minimum_stake_amount": 0,
         "allowed_failed_distributions": 0,
     }
-    task_id = (await k2.send(sign_tx(manager, "CreateTask", "", args, 0)))["task_id"]
-    stakers = [Keypair.generate() for _ in range(n)]
+    payer = Keypair.generate()
+    task_id = await _create_task(k2, payer, args)
+    await k2.airdrop(payer.pubkey, n * 2 * transactions.STAKING_EXTRA)
+    pot = Pubkey.from_string((await k2.get_task_state(task_id))["stake_pot_account"])
+    stakers = [SoldersKeypair() for _ in range(n)]
+    blockhash = Hash.from_string((await k2.latest_blockhash())[0])
+    task = Pubkey.from_string(task_id)
     for key in stakers:
-        await k2.airdrop(key.pubkey, 1)
-        await k2.send(sign_tx(key, "Stake", task_id, {"amount": 1}, 0))
-    # jump the clock into round 0's submission window by shifting genesis
-    k2._slots = SlotClock(k2._slots.genesis - 3 * 60, k2._slots.slot_ms)  # a bench may reach in
-    slot = k2.current_slot()
-    txs = [
-        sign_tx(k, "SubmitTask", task_id, {"submission": "x" * 64, "round": 0}, slot)
+        built = transactions.stake(
+            wire.signer(payer).pubkey(), key.pubkey(), task, pot, 1, "", False
+        )
+        await k2.send(wire.sign(built, wire.signer(payer), [key], blockhash).wire)
+    k2.close()
+    return task_id, stakers, payer
+
+
+def _submissions(
+    task_id: str, stakers: list[SoldersKeypair], payer: Keypair, blockhash: str
+) -> list[bytes]:
+    task, recent, pays = (
+        Pubkey.from_string(task_id),
+        Hash.from_string(blockhash),
+        wire.signer(payer),
+    )
+    return [
+        wire.sign(
+            [
+                transactions.round_action(
+                    Ix.SUBMIT_TASK, task, k.pubkey(), submission="x" * 64, round=0
+                )
+            ],
+            pays,
+            [k],
+            recent,
+        ).wire
         for k in stakers
     ]
+
+
+async def bench_submissions(tmp: Path, n: int = 10_000) -> None:
+    """K2 wire submissions: built and signed by the node, taken by the local K2 in process,
+    and by `k2node k2` over HTTP JSON-RPC."""
+    task_id, stakers, payer = await _staked_load(tmp / "k2-subs", n)
+    k2 = LocalK2.open(tmp / "k2-subs", slot_ms=60_000)  # real time now: slot 3
+    blockhash, _ = await k2.latest_blockhash()
     started = time.perf_counter()
-    for tx in txs:
-        await k2.send(tx)
-    took = time.perf_counter() - started
-    print(
-        f"local K2: {n:,} signed submissions in one round: {took:.2f} s"
-        f" ({n / took:,.0f}/s, signature checks included)"
-    )
+    txs = _submissions(task_id, stakers, payer, blockhash)
+    signing_ms = (time.perf_counter() - started) * 1000 / n
+    started = time.perf_counter()
+    for raw in txs:
+        await k2.send(raw)
+    in_process = time.perf_counter() - started
     k2.close()
+    print(f"K2 wire transactions, {n:,} submissions in one round")
+    print(f"  the node builds and signs one in {signing_ms:.3f} ms (target < 1 ms)")
+    print(f"  local K2 in process: {in_process:.2f} s ({n / in_process:,.0f}/s, checks included)")
+    task_id, stakers, payer = await _staked_load(tmp / "k2-service", n)
+    port = _free_port()
+    service = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "k2node",
+        "k2",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp / "k2-service"),
+        "--slot-ms",
+        "60000",
+        "--log-format",
+        "json",
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    async with aiohttp.ClientSession() as session:
+        await _wait_rpc(session, url)
+        answer = await _post(session, url, "getLatestBlockhash")
+        txs = _submissions(task_id, stakers, payer, answer["result"]["value"]["blockhash"])
+        queue = [base64.b64encode(raw).decode() for raw in txs]
+        refused = 0
+
+        async def sender() -> None:
+            nonlocal refused
+            while queue:
+                reply = await _post(
+                    session, url, "sendTransaction", queue.pop(), {"encoding": "base64"}
+                )
+                refused += "error" in reply
+
+        cpu_before = _cpu_seconds(service.pid)
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(32)))
+        over_http = time.perf_counter() - started
+        busy = (_cpu_seconds(service.pid) - cpu_before) / over_http
+    service.terminate()
+    await service.wait()
+    print(
+        f"  k2node k2 over HTTP, 32 connections: {over_http:.2f} s ({n / over_http:,.0f}/s,"
+        f" {refused} refused; the service busy {busy:.0%} of a core, the load generator"
+        " beside it)"
+    )
+    print(f"  target: within 2x of the in-process rate ({n / in_process / 2:,.0f}/s here)")
+
+
+BASE64 = {"encoding": "base64"}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _post(session: aiohttp.ClientSession, url: str, method: str, *params: Any) -> Any:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+    async with session.post(url, json=body) as resp:
+        return await resp.json()
+
+
+async def _wait_rpc(session: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(200):
+        try:
+            await _post(session, url, "getHealth")
+            return
+        except aiohttp.ClientError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
 
 
 def bench_ipfs_add(tmp: Path, size: int = 100 * 1024 * 1024) -> None:

@@ -193,4 +193,8 @@ def load_task_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"task config {path}: allowed_failed_distributions must be >= 0")
     args["allowed_failed_distributions"] = failed
     args["task_metadata"] = str(raw.get("task_metadata", ""))[:64]
+    space = raw.get("space", 1)
+    if not (is_int(space) or isinstance(space, float)) or not 0 < space <= 10:
+        raise ConfigError(f"task config {path}: space must be 0-10 (MB, the task account's size)")
+    args["space"] = int(space * 1_000_000)
     return args

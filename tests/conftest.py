@@ -1,19 +1,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.keypair import Keypair as SoldersKeypair
+from solders.pubkey import Pubkey
+from solders.transaction import Transaction
 
 from k2node.config import Settings
 from k2node.contract.units import ROE_PER_KOII, SlotClock
 from k2node.crypto import Keypair
 from k2node.node.clock import SlotTimer
-from k2node.settlement.base import sign_tx
+from k2node.settlement import transactions, wire
 from k2node.settlement.local import LocalK2
+from k2node.settlement.program import PROGRAM_NAMES
+from k2node.settlement.wire import Ix
 
 REPO = Path(__file__).resolve().parents[1]
 # Reference data from independent implementations, copied from the team's shared/vectors
@@ -83,20 +91,94 @@ TASK_ARGS: dict[str, Any] = {
 }
 
 
-async def send(k2: LocalK2, key: Keypair, ix: str, task_id: str, **args: Any) -> dict[str, Any]:
-    return await k2.send(sign_tx(key, ix, task_id, args, k2.current_slot()))
+async def _fee_payer(k2: LocalK2) -> Keypair:
+    """A System wallet of the test's that pays fees and funds accounts: a new one each
+    time, so that the same instruction sent twice is two transactions, not a replay."""
+    payer = Keypair.generate()
+    await k2.airdrop(payer.pubkey, 10 * ROE_PER_KOII)
+    return payer
+
+
+async def funded(k2: LocalK2, koii: int = 100) -> Keypair:
+    """A new System wallet holding `koii`: a node's main wallet."""
+    wallet = Keypair.generate()
+    await k2.airdrop(wallet.pubkey, koii * ROE_PER_KOII)
+    return wallet
+
+
+async def sign_and_send(
+    k2: LocalK2, instructions: list[Instruction], payer: Keypair, *signers: Any
+) -> str:
+    blockhash, _ = await k2.latest_blockhash()
+    solders_signers = [s if isinstance(s, SoldersKeypair) else wire.signer(s) for s in signers]
+    signed = wire.sign(
+        instructions, wire.signer(payer), solders_signers, Hash.from_string(blockhash)
+    )
+    return await k2.send(signed.wire)
+
+
+async def send(k2: LocalK2, key: Keypair, ix: str, task_id: str, **args: Any) -> str:
+    """Send the task program's `ix` for `key` as a node would; a wallet of the test's pays."""
+    payer = await _fee_payer(k2)
+    task, me = Pubkey.from_string(task_id), Pubkey.from_string(key.pubkey)
+    if ix in ("AuditSubmissions", "AuditDistribution"):
+        kind = Ix.AUDIT_SUBMISSIONS if ix == "AuditSubmissions" else Ix.AUDIT_DISTRIBUTION
+        candidate = Pubkey.from_string(args["candidate"])
+        built = [transactions.vote(kind, task, me, candidate, args["is_valid"], args["round"])]
+    elif ix == "UploadDistributionList":
+        text = json.dumps(args["list"], separators=(",", ":")).encode()
+        signature = ""
+        for piece in transactions.upload_list(task, me, text, args["round"]):
+            signature = await sign_and_send(k2, [piece], payer, key)
+        return signature
+    elif ix in ("Payout", "ClaimReward"):
+        pot = Pubkey.from_string((await k2.get_task_state(task_id))["stake_pot_account"])
+        if ix == "Payout":
+            built = [transactions.with_stake_pot(Ix.PAYOUT, task, me, pot, round=args["round"])]
+        else:
+            built = [transactions.claim(task, me, pot, Pubkey.from_string(args["to"]))]
+    elif ix == "SetActive":
+        built = [transactions.round_action(Ix.SET_ACTIVE, task, me, is_active=args["is_active"])]
+    else:
+        names = {
+            "SubmitTask": Ix.SUBMIT_TASK,
+            "SubmitDistributionList": Ix.SUBMIT_DISTRIBUTION_LIST,
+            "Withdraw": Ix.WITHDRAW,
+        }
+        built = [transactions.round_action(names[ix], task, me, **args)]
+    return await sign_and_send(k2, built, payer, key)
 
 
 async def create_task(k2: LocalK2, manager: Keypair, **overrides: Any) -> str:
     args = TASK_ARGS | overrides
-    await k2.airdrop(manager.pubkey, args["total_bounty_amount"])
-    result = await k2.send(sign_tx(manager, "CreateTask", "", args, k2.current_slot()))
-    return str(result["task_id"])
+    space = 10_000
+    await k2.airdrop(manager.pubkey, args["total_bounty_amount"] + 10 * ROE_PER_KOII)
+    task, pot = SoldersKeypair(), SoldersKeypair().pubkey()
+    fields = {"task_metadata": "", "local_vars": "", **args}
+    payer = Pubkey.from_string(manager.pubkey)
+    await sign_and_send(
+        k2, transactions.create_task(payer, task.pubkey(), pot, fields, space), manager, task
+    )
+    return str(task.pubkey())
 
 
 async def stake(k2: LocalK2, key: Keypair, task_id: str, amount: int = 2 * ROE_PER_KOII) -> None:
-    await k2.airdrop(key.pubkey, amount)
-    await send(k2, key, "Stake", task_id, amount=amount, ip_address="http://127.0.0.1:1")
+    """Stake as the Desktop node does: a wallet creates the staking account (owned by the
+    task program) with the stake in it, and the staking key stakes it."""
+    payer = await _fee_payer(k2)
+    pot = Pubkey.from_string((await k2.get_task_state(task_id))["stake_pot_account"])
+    account = await k2.get_account(key.pubkey)
+    exists = account is not None and account.owner == str(wire.PROGRAM_ID)
+    built = transactions.stake(
+        Pubkey.from_string(payer.pubkey),
+        Pubkey.from_string(key.pubkey),
+        Pubkey.from_string(task_id),
+        pot,
+        amount,
+        "http://127.0.0.1:1",
+        exists,
+    )
+    await sign_and_send(k2, built, payer, key)
 
 
 async def wait_for(
@@ -120,13 +202,18 @@ class RecordingK2(LocalK2):
 
     sent: list[tuple[str, str, Any]]
 
-    async def send(self, tx: dict[str, Any]) -> dict[str, Any]:
+    async def send(self, raw: bytes) -> str:
         if not hasattr(self, "sent"):
             self.sent = []
-        args = tx.get("args") if isinstance(tx, dict) else None
-        round_ = args.get("round") if isinstance(args, dict) else None
-        self.sent.append((str(tx.get("ix")), str(tx.get("signer")), round_))
-        return await super().send(tx)
+        message = Transaction.from_bytes(raw).message
+        for compiled in message.instructions:
+            if message.account_keys[compiled.program_id_index] != wire.PROGRAM_ID:
+                continue
+            ix, fields = wire.decode(compiled.data)
+            roles = wire.roles(ix, [message.account_keys[i] for i in compiled.accounts])
+            signer = roles.get("signer") or roles.get("payer")
+            self.sent.append((PROGRAM_NAMES[ix], str(signer), fields.get("round")))
+        return await super().send(raw)
 
     def attempts(self, ix: str, signer: str) -> dict[Any, int]:
         counts: dict[Any, int] = {}

@@ -15,15 +15,25 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from solders.transaction import Transaction
 
+from k2node.contract.task_state import DISTRIBUTION_SECTIONS
 from k2node.contract.units import ROE_PER_KOII
 from k2node.crypto import Keypair
 from k2node.node.runtime import Node
-from k2node.settlement.base import DuplicateTransaction, TransactionError, sign_tx
+from k2node.settlement import wire
+from k2node.settlement.base import DuplicateTransaction, TransactionError
 from k2node.settlement.local import LocalK2
 from k2node.settlement.rpc import K2Unreachable, RpcSettlement
 from k2node.settlement.service import K2Service
-from tests.conftest import REPO, TASK_ARGS, node_settings, wait_for
+from tests.conftest import REPO, TASK_ARGS, FakeClock, create_task, node_settings, wait_for
+
+# base58 of `{"is_allowlisted":true`: the Desktop node's filter for task accounts
+ALLOWLISTED = "aRN1MbEZhbr2W97MTP3RhQjjqHgoZN"
 
 
 @pytest.fixture
@@ -48,52 +58,88 @@ async def test_rpc_settlement_speaks_to_the_service(
     assert abs(rpc.current_slot() - k2.current_slot()) <= 1
     assert rpc.wall_time_of_slot(10) == k2.wall_time_of_slot(10)
     manager = Keypair.generate()
-    await rpc.airdrop(manager.pubkey, TASK_ARGS["total_bounty_amount"])
-    assert await rpc.get_balance(manager.pubkey) == TASK_ARGS["total_bounty_amount"]
-    tx = sign_tx(manager, "CreateTask", "", dict(TASK_ARGS), rpc.current_slot())
-    task_id = (await rpc.send(tx))["task_id"]
-    assert await rpc.transaction_applied(tx["signature"])
-    with pytest.raises(DuplicateTransaction):
-        await rpc.send(tx)
-    with pytest.raises(TransactionError, match="insufficient balance"):
-        await rpc.send(sign_tx(manager, "CreateTask", "", dict(TASK_ARGS), rpc.current_slot()))
+    await rpc.airdrop(manager.pubkey, 1000 * ROE_PER_KOII)
+    assert await rpc.get_balance(manager.pubkey) == 1000 * ROE_PER_KOII
+    task_id = await create_task(rpc, manager)  # type: ignore[arg-type]
     state = await rpc.get_task_state(task_id, {"is_stake_list_required": True})
     assert state["task_name"] == TASK_ARGS["task_name"] and state["stake_list"] == {}
+    assert state == await k2.get_task_state(task_id, {"is_stake_list_required": True})
     sections = await rpc.get_round_sections(task_id, 0, ("submissions",))
     assert sections == {"submissions": {"0": {}}}
+    info = await rpc.get_round_sections(task_id, 0, DISTRIBUTION_SECTIONS)
+    assert info == {s: {"0": {}} for s in DISTRIBUTION_SECTIONS}
     assert await rpc.get_distribution_list(task_id, manager.pubkey, 0) is None
+    account = await rpc.get_account(task_id)
+    assert account is not None and account.owner == str(wire.PROGRAM_ID)
+    assert account.data.startswith(b'{"is_allowlisted":true,')  # what the Desktop node finds
+    with pytest.raises(TransactionError, match="does not exist"):
+        await rpc.get_task_state(str(Pubkey.new_unique()))
+    # one task program account among the program's, found as the Desktop node finds tasks
+    listing = await client.post(
+        "/",
+        json=_rpc(
+            "getProgramAccounts",
+            str(wire.PROGRAM_ID),
+            {"encoding": "base64", "filters": [{"memcmp": {"offset": 0, "bytes": ALLOWLISTED}}]},
+        ),
+    )
+    found = (await listing.json())["result"]
+    assert [a["pubkey"] for a in found] == [task_id]
 
 
-@pytest.mark.parametrize(
-    ("body", "code"),
-    [
-        (b"{", -32700),
-        (b"[]", -32600),
-        (b'{"jsonrpc": "1.0", "method": "getSlot"}', -32600),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "mint"}', -32601),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "getSlot", "params": {}}', -32602),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "getBalance", "params": []}', -32602),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "getBalance", "params": [5]}', -32602),
-        (
-            b'{"jsonrpc": "2.0", "id": 1, "method": "getRoundSections", '
-            b'"params": ["t", 0, ["stake_list"]]}',
-            -32602,
-        ),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "sendTransaction", "params": ["x"]}', -32000),
-        (
-            b'{"jsonrpc": "2.0", "id": 1, "method": "getTaskAccountInfo", "params": ["nope"]}',
-            -32000,
-        ),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "requestAirdrop", "params": ["bad", 1]}', -32000),
-    ],
-)
-async def test_bad_requests_get_json_rpc_errors(
-    service: tuple[TestClient[Any, Any], LocalK2], body: bytes, code: int
+def _rpc(method: str, *params: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+
+
+async def test_refused_transactions_are_clear_rpc_errors_and_change_nothing(
+    k2: LocalK2, clock: FakeClock
 ) -> None:
-    client, _ = service
-    resp = await client.post("/", data=body)
-    answer = await resp.json()
-    assert answer["error"]["code"] == code and answer["error"]["message"]
+    client = TestClient(TestServer(K2Service(k2).app()))
+    await client.start_server()
+    rpc = await RpcSettlement.connect(_url(client), client.session)
+    payer, other = Keypair.generate(), Keypair.generate()
+    await rpc.airdrop(payer.pubkey, ROE_PER_KOII)
+    blockhash = Hash.from_string((await rpc.latest_blockhash())[0])
+    to = Pubkey.from_string(other.pubkey)
+    move = transfer(
+        TransferParams(from_pubkey=Pubkey.from_string(payer.pubkey), to_pubkey=to, lamports=5)
+    )
+    good = wire.sign([move], wire.signer(payer), [], blockhash)
+    await rpc.send(good.wire)
+    with pytest.raises(DuplicateTransaction):
+        await rpc.send(good.wire)  # replayed
+    assert await rpc.transaction_applied(good.signature)
+    balance = await rpc.get_balance(payer.pubkey)
+    wrong_key = Transaction.populate(
+        good.transaction.message, [wire.signer(other).sign_message(bytes(good.transaction.message))]
+    )
+    again = transfer(
+        TransferParams(from_pubkey=Pubkey.from_string(payer.pubkey), to_pubkey=to, lamports=6)
+    )
+    stale = wire.sign([again], wire.signer(payer), [], blockhash)
+    unknown = wire.sign(
+        [Instruction(Pubkey.new_unique(), b"", [])], wire.signer(payer), [], blockhash
+    )
+    cases = {
+        "signature verification failed": [
+            bytes(Transaction.new_unsigned(good.transaction.message)),
+            bytes(wrong_key),
+        ],
+        "malformed": [bytes(good.wire)[:40]],
+        "at most 1232": [bytes(good.wire) + bytes(1200)],
+        "does not exist on this K2": [unknown.wire],
+    }
+    for message, raws in cases.items():
+        for raw in raws:
+            with pytest.raises(TransactionError, match=message):
+                await rpc.send(raw)
+    clock.to_slot(k2, k2.current_slot() + 151)  # its blockhash is too old now
+    with pytest.raises(TransactionError, match="Blockhash not found"):
+        await rpc.send(stale.wire)
+    assert await rpc.get_balance(payer.pubkey) == balance
+    resp = await client.post("/", json=_rpc("sendTransaction", "%%%", {"encoding": "base64"}))
+    assert (await resp.json())["error"]["code"] == -32602
+    await client.close()
 
 
 async def test_an_unreachable_service_is_a_clear_error() -> None:
@@ -106,12 +152,7 @@ async def test_two_nodes_share_a_k2_service(
     tmp_path: Path, service: tuple[TestClient[Any, Any], LocalK2]
 ) -> None:
     client, k2 = service
-    manager = Keypair.generate()
-    await k2.airdrop(manager.pubkey, TASK_ARGS["total_bounty_amount"])
-    args = dict(TASK_ARGS) | {"round_time": 20, "submission_window": 8, "audit_window": 8}
-    task_id = (await k2.send(sign_tx(manager, "CreateTask", "", args, k2.current_slot())))[
-        "task_id"
-    ]
+    task_id = await create_task(k2, Keypair.generate())
     async with AsyncExitStack() as stack:
         nodes = [
             await stack.enter_async_context(

@@ -12,7 +12,7 @@ from k2node.node.agent import TaskAgent
 from k2node.node.ledger import CONFIRMED, PENDING, Action, Ledger
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
-from tests.conftest import FakeClock, create_task, stake
+from tests.conftest import FakeClock, create_task, funded, stake
 
 
 class Crash(BaseException):
@@ -29,32 +29,34 @@ class CrashingK2:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._k2, name)
 
-    async def send(self, tx: dict[str, Any]) -> dict[str, Any]:
+    async def send(self, raw: bytes) -> str:
         if self._when == "before":
             raise Crash
-        await self._k2.send(tx)
+        await self._k2.send(raw)
         raise Crash
 
 
-async def _setup(tmp_path: Path, k2: LocalK2) -> tuple[str, Keypair]:
+async def _setup(tmp_path: Path, k2: LocalK2) -> tuple[str, Keypair, Keypair]:
     me = Keypair.generate()
     task_id = await create_task(k2, Keypair.generate())
     await stake(k2, me, task_id)
-    return task_id, me
+    return task_id, me, await funded(k2)
 
 
-def _agent(task_id: str, k2: Any, store: Store, me: Keypair, tmp_path: Path) -> TaskAgent:
-    return TaskAgent(task_id, k2, Ledger(store, k2), me, me.pubkey, tmp_path / "task")
+def _agent(
+    task_id: str, k2: Any, store: Store, me: Keypair, main: Keypair, tmp_path: Path
+) -> TaskAgent:
+    return TaskAgent(task_id, k2, Ledger(store, k2), me, main, tmp_path / "task")
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
 async def test_stop_between_submitting_and_confirming(
     tmp_path: Path, k2: LocalK2, clock: FakeClock, when: str
 ) -> None:
-    task_id, me = await _setup(tmp_path, k2)
+    task_id, me, main = await _setup(tmp_path, k2)
     clock.to_slot(k2, 20)
     store = Store.open(tmp_path / "node-db")
-    dying = _agent(task_id, CrashingK2(k2, when), store, me, tmp_path)
+    dying = _agent(task_id, CrashingK2(k2, when), store, me, main, tmp_path)
     with pytest.raises(Crash):
         await dying.submit("value", 0)
     key = Ledger.key(task_id, "submit", 0)
@@ -67,7 +69,7 @@ async def test_stop_between_submitting_and_confirming(
     confirmed, owed = await ledger.reconcile(task_id)
     assert (confirmed, owed) == ((1, 0) if when == "after" else (0, 1))
     sent_before = k2.tx_count.get("SubmitTask", 0)
-    result = await _agent(task_id, k2, store, me, tmp_path).submit("value", 0)
+    result = await _agent(task_id, k2, store, me, main, tmp_path).submit("value", 0)
     sent_now = k2.tx_count.get("SubmitTask", 0) - sent_before
     assert sent_now == (0 if when == "after" else 1)  # nothing twice, nothing lost
     assert result.get("already") is (True if when == "after" else None)
@@ -80,15 +82,16 @@ async def test_stop_between_submitting_and_confirming(
 async def test_a_refused_action_may_be_asked_again(
     tmp_path: Path, k2: LocalK2, clock: FakeClock
 ) -> None:
-    task_id, me = await _setup(tmp_path, k2)
+    task_id, me, main = await _setup(tmp_path, k2)
     store = Store.open(tmp_path / "node-db")
-    agent = _agent(task_id, k2, store, me, tmp_path)
+    agent = _agent(task_id, k2, store, me, main, tmp_path)
     clock.to_slot(k2, 10)
     with pytest.raises(Exception, match="accepted in slots"):
         await agent.submit("early", 0)
     assert store.get(Ledger.key(task_id, "submit", 0))["status"] == "failed"
     clock.to_slot(k2, 20)
-    assert (await agent.submit("on time", 0))["round"] == 0
+    signature = (await agent.submit("on time", 0))["signature"]
+    assert await k2.transaction_applied(signature)
     store.close()
 
 

@@ -6,13 +6,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.keypair import Keypair as SoldersKeypair
+from solders.pubkey import Pubkey
+from solders.transaction import Transaction
 
 from k2node.contract.units import ROE_PER_KOII
 from k2node.crypto import Keypair
-from k2node.settlement.base import DuplicateTransaction, TransactionError, sign_tx
+from k2node.settlement import transactions, wire
+from k2node.settlement.base import DuplicateTransaction, TransactionError
 from k2node.settlement.local import LocalK2
+from k2node.settlement.program import LAMPORTS_PER_SIGNATURE
 from k2node.settlement.round_ix import KEEP_ROUNDS
-from tests.conftest import TASK_ARGS, FakeClock, create_task, send, stake
+from k2node.settlement.wire import Ix, WireError
+from tests.conftest import (
+    TASK_ARGS,
+    FakeClock,
+    create_task,
+    funded,
+    send,
+    sign_and_send,
+    stake,
+)
 
 # round_time 20, submission_window 8, audit_window 8 (slots of one second):
 # round N is submitted in [S(N+1), +8), audited in [S(N+1)+8, +8),
@@ -65,47 +81,76 @@ async def test_submission_only_in_its_window(k2: LocalK2, clock: FakeClock, keys
 async def test_submission_size_limit_is_512_bytes(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
     task_id = await _staked_task(k2, keys)
     clock.to_slot(k2, 20)
-    with pytest.raises(TransactionError, match="513 bytes"):
+    with pytest.raises(WireError, match="at most 512"):  # the 512-byte field cannot hold it
         await send(k2, keys["a"], "SubmitTask", task_id, submission="é" * 256 + "x", round=0)
     await send(k2, keys["a"], "SubmitTask", task_id, submission="é" * 256, round=0)
-    with pytest.raises(TransactionError, match="must be a string"):
-        await send(k2, keys["b"], "SubmitTask", task_id, submission=12, round=0)
+    state = await k2.get_task_state(task_id, {"is_submission_required": True})
+    assert state["submissions"]["0"][keys["a"].pubkey]["submission_value"] == "é" * 256
 
 
-async def test_forged_and_tampered_transactions_are_refused(
+async def _submission(
+    k2: LocalK2, key: Keypair, task_id: str, payer: Keypair, blockhash: str | None = None
+) -> wire.Signed:
+    """A signed SubmitTask of round 0, not sent."""
+    task, me = Pubkey.from_string(task_id), Pubkey.from_string(key.pubkey)
+    ix = transactions.round_action(Ix.SUBMIT_TASK, task, me, submission="x", round=0)
+    blockhash = blockhash or (await k2.latest_blockhash())[0]
+    return wire.sign([ix], wire.signer(payer), [wire.signer(key)], Hash.from_string(blockhash))
+
+
+async def test_forged_tampered_unsigned_and_malformed_transactions_are_refused(
     k2: LocalK2, clock: FakeClock, keys: Any
 ) -> None:
     task_id = await _staked_task(k2, keys)
+    payer = await funded(k2)
     clock.to_slot(k2, 20)
-    forged = sign_tx(keys["b"], "SubmitTask", task_id, {"submission": "x", "round": 0}, 20)
-    forged["signer"] = keys["a"].pubkey  # b pretends to be a
-    with pytest.raises(TransactionError, match="invalid signature"):
-        await k2.send(forged)
-    tampered = sign_tx(keys["a"], "SubmitTask", task_id, {"submission": "x", "round": 0}, 20)
-    tampered["args"]["submission"] = "y"
-    with pytest.raises(TransactionError, match="invalid signature"):
-        await k2.send(tampered)
-    for junk in ({}, {"ix": "SubmitTask"}, [], "tx"):
-        with pytest.raises(TransactionError, match="malformed"):
-            await k2.send(junk)  # type: ignore[arg-type]
+    good = (await _submission(k2, keys["a"], task_id, payer)).transaction
+    # b signs in a's place: the signature is not a's
+    forged = Transaction.populate(
+        good.message, [good.signatures[0], wire.signer(keys["b"]).sign_message(bytes(good.message))]
+    )
+    tampered = bytearray(bytes(good))
+    tampered[-20] ^= 0xFF  # the round's bytes, after the signatures
+    unsigned = Transaction.new_unsigned(good.message)
+    cases = {
+        "signature verification failed": [bytes(forged), bytes(tampered), bytes(unsigned)],
+        "malformed": [b"", b"\x01", bytes(good)[:-3], b"\x00" * 200],
+        "at most 1232": [bytes(good) + b"\x00" * 1000],
+    }
+    for message, raws in cases.items():
+        for raw in raws:
+            with pytest.raises(TransactionError, match=message):
+                await k2.send(raw)
+    other_program = Instruction(Pubkey.new_unique(), b"\x01", [])
+    blockhash = Hash.from_string((await k2.latest_blockhash())[0])
+    signed = wire.sign([other_program], wire.signer(payer), [], blockhash)
+    with pytest.raises(TransactionError, match="does not exist on this K2"):
+        await k2.send(signed.wire)
     state = await k2.get_task_state(task_id, {"is_submission_required": True})
     assert state["submissions"] == {}
+    assert await k2.get_balance(payer.pubkey) == 100 * ROE_PER_KOII  # no fee either
 
 
 async def test_replayed_and_expired_transactions_are_refused(
     k2: LocalK2, clock: FakeClock, keys: Any
 ) -> None:
     task_id = await _staked_task(k2, keys)
+    payer = await funded(k2)
     clock.to_slot(k2, 20)
-    tx = sign_tx(keys["a"], "SubmitTask", task_id, {"submission": "x", "round": 0}, 20)
-    await k2.send(tx)
+    signed = await _submission(k2, keys["a"], task_id, payer)
+    assert await k2.send(signed.wire) == signed.signature
     with pytest.raises(DuplicateTransaction):
-        await k2.send(tx)
-    assert await k2.transaction_applied(tx["signature"])
-    old = sign_tx(keys["b"], "SubmitTask", task_id, {"submission": "x", "round": 0}, 0)
+        await k2.send(signed.wire)
+    assert await k2.transaction_applied(signed.signature)
+    # the payer paid the fee once, for two signatures
+    assert await k2.get_balance(payer.pubkey) == 100 * ROE_PER_KOII - 2 * LAMPORTS_PER_SIGNATURE
+    old = await _submission(k2, keys["b"], task_id, payer, str(k2.blockhash_of(0)))
     clock.to_slot(k2, 200)
-    with pytest.raises(TransactionError, match="expired"):
-        await k2.send(old)
+    with pytest.raises(TransactionError, match="Blockhash not found"):
+        await k2.send(old.wire)
+    unknown = await _submission(k2, keys["b"], task_id, payer, str(Hash.new_unique()))
+    with pytest.raises(TransactionError, match="Blockhash not found"):
+        await k2.send(unknown.wire)
 
 
 async def test_unstaked_key_cannot_submit_or_vote(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
@@ -128,13 +173,27 @@ async def test_unstaked_key_cannot_submit_or_vote(k2: LocalK2, clock: FakeClock,
         )
 
 
-async def test_stake_below_minimum_is_refused(k2: LocalK2, keys: Any) -> None:
+async def test_stake_below_minimum_or_from_a_system_account_is_refused(
+    k2: LocalK2, keys: Any
+) -> None:
     task_id = await create_task(k2, keys["manager"])
-    await k2.airdrop(keys["a"].pubkey, ROE_PER_KOII)
     with pytest.raises(TransactionError, match="below the minimum"):
-        await send(k2, keys["a"], "Stake", task_id, amount=ROE_PER_KOII // 2)
-    with pytest.raises(TransactionError, match="insufficient balance"):
-        await send(k2, keys["a"], "Stake", task_id, amount=5 * ROE_PER_KOII)
+        await stake(k2, keys["a"], task_id, amount=ROE_PER_KOII // 2)
+    assert await k2.get_account(keys["a"].pubkey) is None  # the account's creation undone
+    # a staking key that is a plain wallet, not an account the task program owns
+    await k2.airdrop(keys["b"].pubkey, 5 * ROE_PER_KOII)
+    task, pot = (
+        Pubkey.from_string(task_id),
+        Pubkey.from_string((await k2.get_task_state(task_id))["stake_pot_account"]),
+    )
+    me = Pubkey.from_string(keys["b"].pubkey)
+    ix = wire.instruction(
+        Ix.STAKE,
+        {"amount": 2 * ROE_PER_KOII, "ip_address": ""},
+        {"task": task, "signer": me, "stake_pot": pot},
+    )
+    with pytest.raises(TransactionError, match="not owned by the task program"):
+        await sign_and_send(k2, [ix], await funded(k2), keys["b"])
 
 
 async def test_audit_trigger_and_votes(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
@@ -181,6 +240,12 @@ async def test_audit_trigger_and_votes(k2: LocalK2, clock: FakeClock, keys: Any)
         await vote("d", False, candidate=keys["b"].pubkey)
 
 
+async def _record(k2: LocalK2, task_id: str, round_: int = 0) -> str | None:
+    state = await k2.get_task_state(task_id, {"is_distribution_required": True})
+    record: str | None = state["distributions_audit_record"].get(str(round_))
+    return record
+
+
 async def _distribute(
     k2: LocalK2, key: Keypair, task_id: str, dist: dict[str, int], round_: int = 0
 ) -> None:
@@ -204,10 +269,12 @@ async def test_payout_pays_rewards_and_slashes(k2: LocalK2, clock: FakeClock, ke
     with pytest.raises(TransactionError, match="opens at slot 56"):
         await send(k2, keys["b"], "Payout", task_id, round=0)
     clock.to_slot(k2, 56)
-    result = await send(k2, keys["c"], "Payout", task_id, round=0)  # any staked node may
-    assert result["record"] == "PayoutSuccessful"
-    again = await send(k2, keys["b"], "Payout", task_id, round=0)
-    assert again == {"changed": False, "record": "PayoutSuccessful"}
+    await send(k2, keys["c"], "Payout", task_id, round=0)  # any staked node may
+    assert await _record(k2, task_id) == "PayoutSuccessful"
+    balances = (await k2.get_task_state(task_id, {"is_available_balances_required": True}))[
+        "available_balances"
+    ]
+    await send(k2, keys["b"], "Payout", task_id, round=0)  # a second trigger changes nothing
     state = await k2.get_task_state(
         task_id,
         {
@@ -216,7 +283,11 @@ async def test_payout_pays_rewards_and_slashes(k2: LocalK2, clock: FakeClock, ke
             "is_distribution_required": True,
         },
     )
-    assert state["available_balances"] == {a: ROE_PER_KOII, b: ROE_PER_KOII, c: ROE_PER_KOII}
+    assert (
+        state["available_balances"]
+        == balances
+        == {a: ROE_PER_KOII, b: ROE_PER_KOII, c: ROE_PER_KOII}
+    )
     assert state["stake_list"][d] == ROE_PER_KOII  # 2 staked, 1 slashed
     assert state["total_bounty_amount"] == TASK_ARGS["total_bounty_amount"] - 3 * ROE_PER_KOII
     assert state["distributions_audit_record"] == {"0": "PayoutSuccessful"}
@@ -227,11 +298,20 @@ async def test_distribution_list_is_validated(k2: LocalK2, clock: FakeClock, key
     task_id = await _staked_task(k2, keys)
     await _submit_all(k2, clock, keys, task_id, 0)
     clock.to_slot(k2, 40)
-    for bad in ({keys["a"].pubkey: 1.5}, {"not a key": 1}, {keys["a"].pubkey: True}, [1]):
-        with pytest.raises(TransactionError):
-            await send(k2, keys["b"], "UploadDistributionList", task_id, list=bad, round=0)
+    bad_lists = {
+        "not an integer": {keys["a"].pubkey: 1.5},
+        "list key": {"not a key": 1},
+        "is not an integer": {keys["a"].pubkey: True},
+        "must be an object": [1],
+    }
+    for message, bad in bad_lists.items():
+        await send(k2, keys["b"], "UploadDistributionList", task_id, list=bad, round=0)
+        with pytest.raises(TransactionError, match=message):
+            await send(k2, keys["b"], "SubmitDistributionList", task_id, round=0)
     with pytest.raises(TransactionError, match="no distribution list uploaded"):
-        await send(k2, keys["b"], "SubmitDistributionList", task_id, round=0)
+        await send(k2, keys["c"], "SubmitDistributionList", task_id, round=0)
+    state = await k2.get_task_state(task_id, {"is_distribution_required": True})
+    assert state["distribution_rewards_submission"] == {}
 
 
 async def test_failed_payout_then_retry(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
@@ -247,8 +327,8 @@ async def test_failed_payout_then_retry(k2: LocalK2, clock: FakeClock, keys: Any
             k2, keys[name], "AuditDistribution", task_id, candidate=b, is_valid=False, round=0
         )
     clock.to_slot(k2, 56)
-    failed = await send(k2, keys["b"], "Payout", task_id, round=0)
-    assert failed["record"] == "PayoutFailed"
+    await send(k2, keys["b"], "Payout", task_id, round=0)
+    assert await _record(k2, task_id) == "PayoutFailed"
     state = await k2.get_task_state(task_id, {"is_available_balances_required": True})
     assert state["available_balances"] == {}
     # the retry runs in the next round's windows
@@ -257,7 +337,8 @@ async def test_failed_payout_then_retry(k2: LocalK2, clock: FakeClock, keys: Any
         await _distribute(k2, keys["b"], task_id, good)
     await _distribute(k2, keys["c"], task_id, good)
     clock.to_slot(k2, 76)
-    assert (await send(k2, keys["c"], "Payout", task_id, round=0))["record"] == "PayoutSuccessful"
+    await send(k2, keys["c"], "Payout", task_id, round=0)
+    assert await _record(k2, task_id) == "PayoutSuccessful"
     state = await k2.get_task_state(
         task_id, {"is_available_balances_required": True, "is_distribution_required": True}
     )
@@ -295,7 +376,7 @@ async def test_withdraw_is_refused_within_three_rounds_of_a_submission(
             await send(k2, keys["a"], "Withdraw", task_id)
     clock.to_slot(k2, 80)  # round 4
     before = await k2.get_balance(keys["a"].pubkey)
-    assert (await send(k2, keys["a"], "Withdraw", task_id))["withdrawn"] == 2 * ROE_PER_KOII
+    await send(k2, keys["a"], "Withdraw", task_id)
     assert await k2.get_balance(keys["a"].pubkey) == before + 2 * ROE_PER_KOII
     # a key that never submitted may leave at once
     await send(k2, keys["b"], "Withdraw", task_id)
@@ -314,7 +395,7 @@ async def test_claim_moves_available_balance_to_the_main_wallet(
     clock.to_slot(k2, 56)
     await send(k2, keys["b"], "Payout", task_id, round=0)
     main = Keypair.generate().pubkey
-    assert (await send(k2, keys["a"], "ClaimReward", task_id, to=main))["claimed"] == 5
+    await send(k2, keys["a"], "ClaimReward", task_id, to=main)
     assert await k2.get_balance(main) == 5
     with pytest.raises(TransactionError, match="nothing to claim"):
         await send(k2, keys["a"], "ClaimReward", task_id, to=main)
@@ -327,15 +408,24 @@ async def test_task_creation_rules(k2: LocalK2, keys: Any) -> None:
     manager = keys["manager"]
     with pytest.raises(TransactionError, match="round_time must be"):
         await create_task(k2, manager, round_time=10)
-    with pytest.raises(TransactionError, match="task_name"):
+    with pytest.raises(WireError, match="task_name is 25 bytes"):
         await create_task(k2, manager, task_name="x" * 25)
+    with pytest.raises(TransactionError, match="task_name must not be empty"):
+        await create_task(k2, manager, task_name="   ")
     with pytest.raises(TransactionError, match="submission_window"):
         await create_task(k2, manager, submission_window=0)
-    poor = Keypair.generate()
-    with pytest.raises(TransactionError, match="insufficient balance"):
-        await k2.send(sign_tx(poor, "CreateTask", "", dict(TASK_ARGS), k2.current_slot()))
-    with pytest.raises(TransactionError, match="unknown instruction"):
-        await k2.send(sign_tx(poor, "Mint", "", {}, k2.current_slot()))
+    poor, task, pot = Keypair.generate(), SoldersKeypair(), Pubkey.new_unique()
+    await k2.airdrop(poor.pubkey, ROE_PER_KOII)  # rent, fees, but not the bounty
+    fields = {**TASK_ARGS, "task_metadata": "", "local_vars": ""}
+    payer = Pubkey.from_string(poor.pubkey)
+    created = transactions.create_task(payer, task.pubkey(), pot, fields, 1000)
+    with pytest.raises(TransactionError, match="instruction 1: CreateTask: insufficient balance"):
+        await sign_and_send(k2, created, poor, task)
+    assert await k2.get_account(str(task.pubkey())) is None  # the account's creation undone
+    assert await k2.get_balance(poor.pubkey) == ROE_PER_KOII  # and the fee
+    mint = Instruction(wire.PROGRAM_ID, bytes([13]), [])
+    with pytest.raises(TransactionError, match="unknown task program instruction 13"):
+        await sign_and_send(k2, [mint], poor)
 
 
 async def test_task_state_sections_follow_options(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
@@ -412,7 +502,8 @@ async def test_a_slashed_submitter_can_still_distribute_its_round(
         await _distribute(k2, outsider, task_id, {a: 0, b: 0})
     await _distribute(k2, keys["a"], task_id, {a: 0, b: 0})
     clock.to_slot(k2, 56)
-    assert (await send(k2, keys["a"], "Payout", task_id, round=0))["record"] == "PayoutSuccessful"
+    await send(k2, keys["a"], "Payout", task_id, round=0)
+    assert await _record(k2, task_id) == "PayoutSuccessful"
     clock.to_slot(k2, 61)
     with pytest.raises(TransactionError, match="not staked"):
         await send(k2, keys["a"], "SubmitTask", task_id, submission="x", round=2)

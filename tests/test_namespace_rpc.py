@@ -54,7 +54,7 @@ async def env(tmp_path: Path, k2: LocalK2, clock: FakeClock) -> AsyncIterator[En
     await stake(k2, me, task_id)
     await stake(k2, peer, task_id)
     store = Store.open(tmp_path / "node-db")
-    agent = TaskAgent(task_id, k2, Ledger(store, k2), me, manager.pubkey, tmp_path / "task")
+    agent = TaskAgent(task_id, k2, Ledger(store, k2), me, manager, tmp_path / "task")
     agent.base_path.mkdir()
     ipfs = EmbeddedIpfs.open(tmp_path / "ipfs")
     ctx = TaskContext(agent, "test task", "s3cret-s3cret-s3cret", 10, "http://127.0.0.1:1", ipfs)
@@ -140,7 +140,10 @@ async def test_votes_accept_bn_keys(env: Env) -> None:
     env.clock.to_slot(env.k2, 28)
     candidate = {"_bn": env.peer.public_bytes.hex()}
     status, body = await env.call("auditSubmission", candidate, False, 0)
-    assert status == 200 and body["response"] == {"trigger": "raised"}
+    assert status == 200 and await env.k2.transaction_applied(body["response"]["signature"])
+    state = await env.k2.get_task_state(env.ctx.task_id, {"is_submission_required": True})
+    trigger = state["submissions_audit_trigger"]["0"][env.peer.pubkey]
+    assert trigger["trigger_by"] == env.ctx.agent.staking.pubkey  # raised by this node
     status, body = await env.call("auditSubmission", env.peer.pubkey, "yes", 0)
     assert status == 422 and "isValid" in body["message"]
 

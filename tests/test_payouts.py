@@ -17,7 +17,7 @@ from k2node.node.ledger import CONFIRMED, Action, Ledger
 from k2node.node.payouts import WATCHDOG_ROUNDS, Payouts, Watchdog
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
-from tests.conftest import FakeClock, create_task, send, stake
+from tests.conftest import FakeClock, create_task, funded, send, stake
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ async def agent(tmp_path: Path, k2: LocalK2) -> AsyncIterator[TaskAgent]:
     task_id = await create_task(k2, Keypair.generate(), bounty_amount_per_round=4 * ROE_PER_KOII)
     me = Keypair.generate()
     await stake(k2, me, task_id)
-    yield TaskAgent(task_id, k2, Ledger(store, k2), me, me.pubkey, tmp_path / "task")
+    yield TaskAgent(task_id, k2, Ledger(store, k2), me, await funded(k2), tmp_path / "task")
     store.close()
 
 

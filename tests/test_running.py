@@ -16,14 +16,14 @@ from k2node.node.process import TaskSpec
 from k2node.node.running import RunningTask
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
-from tests.conftest import create_task
+from tests.conftest import create_task, funded
 
 
 async def test_a_stop_before_the_task_runs_starts_nothing(tmp_path: Path, k2: LocalK2) -> None:
     store = Store.open(tmp_path / "node-db")
     task_id = await create_task(k2, Keypair.generate())
     me = Keypair.generate()
-    agent = TaskAgent(task_id, k2, Ledger(store, k2), me, me.pubkey, tmp_path / "task")
+    agent = TaskAgent(task_id, k2, Ledger(store, k2), me, await funded(k2), tmp_path / "task")
     context = TaskContext(agent, "t", "secret", 0, "http://127.0.0.1:1")
     args = TaskArgs("t", task_id, 0, TASK_MODE, me.pubkey, "secret", "u", "u", "0", 0)
     spec = TaskSpec(args, "k2node.examples.hello_task:HelloTask", tmp_path / "task.log")

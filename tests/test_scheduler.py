@@ -21,7 +21,7 @@ from k2node.node.ledger import Ledger
 from k2node.node.scheduler import Scheduler
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
-from tests.conftest import TASK_ARGS, FakeClock, create_task, send, stake
+from tests.conftest import TASK_ARGS, FakeClock, create_task, funded, send, stake
 
 ROUND, SUBMISSION, AUDIT = TASK_ARGS["round_time"], TASK_ARGS["submission_window"], 8
 
@@ -61,7 +61,7 @@ async def agent(tmp_path: Path, k2: LocalK2) -> AsyncIterator[TaskAgent]:
     store = Store.open(tmp_path / "node-db")
     task_id = await create_task(k2, Keypair.generate())
     me = Keypair.generate()
-    yield TaskAgent(task_id, k2, Ledger(store, k2), me, me.pubkey, tmp_path / "task")
+    yield TaskAgent(task_id, k2, Ledger(store, k2), me, await funded(k2), tmp_path / "task")
     store.close()
 
 
@@ -158,7 +158,9 @@ async def test_a_failed_payout_is_retried_in_the_next_rounds_windows(
             k2, voter, "AuditDistribution", task_id, candidate=a.pubkey, is_valid=False, round=0
         )
     clock.to_slot(k2, start + 2 * ROUND + SUBMISSION + AUDIT + 1)
-    assert (await send(k2, a, "Payout", task_id, round=0))["record"] == "PayoutFailed"
+    await send(k2, a, "Payout", task_id, round=0)
+    state = await agent.state({"is_distribution_required": True})
+    assert state["distributions_audit_record"] == {"0": "PayoutFailed"}
     # the timers learn it from K2 when round 3 opens, and retry in its windows
     recorder = Recorder(k2, stop_at_round=4)
     await _run(agent, clock, recorder)

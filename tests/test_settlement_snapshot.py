@@ -20,7 +20,7 @@ from k2node.settlement import local, program, snapshot
 from k2node.settlement.local import LocalK2
 from k2node.settlement.round_ix import KEEP_ROUNDS
 from k2node.settlement.world import TaskPrivate, World, new_task_state
-from k2node.store import Store
+from k2node.store import Store, StoreError
 from tests.conftest import TASK_ARGS, FakeClock, create_task, send, stake
 
 # The longest the event loop may go unserved while a snapshot is written: generous for a
@@ -213,24 +213,16 @@ async def test_a_cancelled_snapshot_keeps_the_world_still_until_its_thread_is_do
     k2.close()
 
 
-async def test_a_store_with_a_single_value_snapshot_still_opens(
-    tmp_path: Path, clock: FakeClock
-) -> None:
+def test_a_local_k2_of_an_older_k2node_is_refused_by_name(tmp_path: Path) -> None:
     path = tmp_path / "k2"
-    k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
-    payee = Keypair.generate().pubkey
-    await k2.airdrop(payee, 7)
-    world: dict[str, Any] = k2._world.to_json()
-    k2._store.put("snapshot", {"seq": 1, "world": world})  # the form before pieces
-    await k2.airdrop(payee, 3)
-    k2._store.close()
-    k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
-    assert await k2.get_balance(payee) == 10
-    k2.close()
-    k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
-    assert await k2.get_balance(payee) == 10
-    assert k2._store.keys("log/") == []
-    k2.close()
+    store = Store.open(path)
+    store.put("meta", {"genesis": 1.0, "slot_ms": 400.0})  # JSON transactions, before K2's wire
+    store.close()
+    with pytest.raises(StoreError, match="older k2node"):
+        LocalK2.open(path, slot_ms=400)
+    reopened = Store.open(path)  # left as it was, and closed
+    assert reopened.get("meta") == {"genesis": 1.0, "slot_ms": 400.0}
+    reopened.close()
 
 
 async def test_closing_at_shutdown_starts_no_snapshot_and_loses_nothing(

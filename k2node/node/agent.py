@@ -2,21 +2,29 @@
 
 Reads go straight to the settlement layer; every signed action goes through the ledger so
 it happens at most once per round, whoever asks for it (the task over the namespace RPC,
-or the node itself: its payouts, a developer's manual call).
+or the node itself: its payouts, a developer's manual call). Actions are K2 wire
+transactions: the main wallet pays their fees, the staking key signs for the task.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.pubkey import Pubkey
 
 from k2node.contract.rounds import Schedule
 from k2node.contract.task_state import DISTRIBUTION_SECTIONS, PAYOUT_FAILED, SUBMISSION_SECTIONS
 from k2node.contract.values import is_round, submission_problem
 from k2node.crypto import Keypair, decode_pubkey
 from k2node.node.ledger import Action, Ledger
-from k2node.settlement.base import Settlement, TransactionError, sign_tx
+from k2node.settlement import transactions, wire
+from k2node.settlement.base import Settlement
+from k2node.settlement.wire import Ix
 
 
 class ActionError(ValueError):
@@ -29,9 +37,9 @@ def _round(value: Any) -> int:
     return value
 
 
-def _pubkey(value: Any) -> str:
+def _pubkey(value: Any) -> Pubkey:
     try:
-        return decode_pubkey(value)
+        return Pubkey.from_string(decode_pubkey(value))
     except ValueError as exc:
         raise ActionError(str(exc)) from None
 
@@ -48,21 +56,37 @@ class TaskAgent:
     settlement: Settlement
     ledger: Ledger
     staking: Keypair
-    main_pubkey: str
+    main: Keypair
     base_path: Path
+    _stake_pot: Pubkey | None = field(default=None, init=False, repr=False)
 
     @property
     def db_path(self) -> Path:
         return self.base_path / "db"
 
-    def _signed(self, ix: str, args: dict[str, Any]) -> dict[str, Any]:
-        return sign_tx(self.staking, ix, self.task_id, args, self.settlement.current_slot())
+    @property
+    def _task(self) -> Pubkey:
+        return Pubkey.from_string(self.task_id)
+
+    @property
+    def _me(self) -> Pubkey:
+        return Pubkey.from_string(self.staking.pubkey)
+
+    async def _signed(self, instructions: list[Instruction]) -> wire.Signed:
+        blockhash, _ = await self.settlement.latest_blockhash()
+        signers = [wire.signer(self.staking)]
+        return wire.sign(instructions, wire.signer(self.main), signers, Hash.from_string(blockhash))
 
     async def _send(
-        self, action: Action, round_: int, detail: str, ix: str, args: dict[str, Any]
+        self, action: Action, round_: int, detail: str, instructions: list[Instruction]
     ) -> dict[str, Any]:
         key = Ledger.key(self.task_id, action, round_, detail)
-        return await self.ledger.send_once(key, lambda: self._signed(ix, args))
+        return await self.ledger.send_once(key, lambda: self._signed(instructions))
+
+    async def stake_pot(self) -> Pubkey:
+        if self._stake_pot is None:
+            self._stake_pot = Pubkey.from_string((await self.state())["stake_pot_account"])
+        return self._stake_pot
 
     # -- reads ---------------------------------------------------------------------------
     async def state(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -89,7 +113,7 @@ class TaskAgent:
 
     async def distribution_list(self, submitter: Any, round_: Any) -> dict[str, int] | None:
         return await self.settlement.get_distribution_list(
-            self.task_id, _pubkey(submitter), _round(round_)
+            self.task_id, str(_pubkey(submitter)), _round(round_)
         )
 
     async def _attempt(self, round_: int) -> int:
@@ -102,69 +126,84 @@ class TaskAgent:
         problem = submission_problem(value)
         if problem is not None:
             raise ActionError(problem)
-        return await self._send(
-            Action.SUBMIT, round_, "", "SubmitTask", {"submission": value, "round": round_}
+        ix = transactions.round_action(
+            Ix.SUBMIT_TASK, self._task, self._me, submission=value, round=round_
         )
+        return await self._send(Action.SUBMIT, round_, "", [ix])
 
     async def _vote(
-        self, action: Action, ix: str, candidate: Any, is_valid: Any, round_: Any
+        self, action: Action, ix: Ix, candidate: Any, is_valid: Any, round_: Any
     ) -> dict[str, Any]:
         round_, key = _round(round_), _pubkey(candidate)
-        args = {"candidate": key, "is_valid": _flag(is_valid, "isValid"), "round": round_}
-        return await self._send(action, round_, key, ix, args)
+        vote = transactions.vote(ix, self._task, self._me, key, _flag(is_valid, "isValid"), round_)
+        return await self._send(action, round_, str(key), [vote])
 
     async def audit(self, candidate: Any, is_valid: Any, round_: Any) -> dict[str, Any]:
-        return await self._vote(Action.AUDIT, "AuditSubmissions", candidate, is_valid, round_)
+        return await self._vote(Action.AUDIT, Ix.AUDIT_SUBMISSIONS, candidate, is_valid, round_)
 
     async def audit_distribution(
         self, candidate: Any, is_valid: Any, round_: Any
     ) -> dict[str, Any]:
         return await self._vote(
-            Action.DISTRIBUTION_AUDIT, "AuditDistribution", candidate, is_valid, round_
+            Action.DISTRIBUTION_AUDIT, Ix.AUDIT_DISTRIBUTION, candidate, is_valid, round_
         )
 
-    async def _send_attempt(
-        self, action: Action, round_: int, ix: str, args: dict[str, Any]
-    ) -> dict[str, Any]:
-        """A step of a round's distribution, keyed by its attempt: the retry after a
-        PayoutFailed is an action of its own, not a repeat of the first."""
-        attempt = await self._attempt(round_)
-        return await self._send(action, round_, str(attempt), ix, args)
-
     async def upload_distribution(self, distribution: Any, round_: Any) -> dict[str, Any]:
+        """The list's JSON in 508-byte chunks, a transaction each, each sent once."""
         round_ = _round(round_)
         if not isinstance(distribution, dict):
             raise ActionError("a distribution list must be an object {pubkey: ROE}")
-        args = {"list": distribution, "round": round_}
-        return await self._send_attempt(
-            Action.DISTRIBUTION_UPLOAD, round_, "UploadDistributionList", args
-        )
+        text = json.dumps(distribution, separators=(",", ":")).encode()
+        attempt = await self._attempt(round_)
+        pieces = transactions.upload_list(self._task, self._me, text, round_)
+        for index, piece in enumerate(pieces):
+            await self._send(Action.DISTRIBUTION_UPLOAD, round_, f"{attempt}/{index}", [piece])
+        return {"chunks": len(pieces)}
 
     async def submit_distribution(self, round_: Any) -> dict[str, Any]:
         round_ = _round(round_)
-        args = {"round": round_}
-        return await self._send_attempt(
-            Action.DISTRIBUTION_SUBMIT, round_, "SubmitDistributionList", args
+        attempt = await self._attempt(round_)
+        ix = transactions.round_action(
+            Ix.SUBMIT_DISTRIBUTION_LIST, self._task, self._me, round=round_
         )
+        return await self._send(Action.DISTRIBUTION_SUBMIT, round_, str(attempt), [ix])
 
     async def payout(self, round_: Any) -> dict[str, Any]:
+        """Keyed by its attempt: the retry after a PayoutFailed is an action of its own."""
         round_ = _round(round_)
-        return await self._send_attempt(Action.PAYOUT, round_, "Payout", {"round": round_})
+        attempt = await self._attempt(round_)
+        ix = transactions.with_stake_pot(
+            Ix.PAYOUT, self._task, self._me, await self.stake_pot(), round=round_
+        )
+        return await self._send(Action.PAYOUT, round_, str(attempt), [ix])
 
+    # -- the node's own, not per round ------------------------------------------------------
     async def stake(self, amount: int, ip_address: str) -> dict[str, Any]:
         state = await self.state({"is_stake_list_required": True})
         have = int(state["stake_list"].get(self.staking.pubkey, 0))
         if have >= max(amount, int(state["minimum_stake_amount"]), 1):
             return {"stake": have, "already": True}
         need = max(amount, int(state["minimum_stake_amount"])) - have
-        return await self.settlement.send(
-            self._signed("Stake", {"amount": need, "ip_address": ip_address[:64]})
+        account = await self.settlement.get_account(self.staking.pubkey)
+        exists = account is not None and account.owner == str(wire.PROGRAM_ID)
+        instructions = transactions.stake(
+            wire.signer(self.main).pubkey(),
+            self._me,
+            self._task,
+            await self.stake_pot(),
+            need,
+            ip_address[:64],
+            exists,
         )
+        signature = await self.settlement.send((await self._signed(instructions)).wire)
+        return {"stake": have + need, "signature": signature}
 
     async def claim(self) -> dict[str, Any]:
-        try:
-            return await self.settlement.send(self._signed("ClaimReward", {"to": self.main_pubkey}))
-        except TransactionError as exc:
-            if "nothing to claim" in str(exc):
-                return {"claimed": 0}
-            raise
+        state = await self.state({"is_available_balances_required": True})
+        available = int(state["available_balances"].get(self.staking.pubkey, 0))
+        if available <= 0:
+            return {"claimed": 0}
+        main = Pubkey.from_string(self.main.pubkey)
+        ix = transactions.claim(self._task, self._me, await self.stake_pot(), main)
+        signature = await self.settlement.send((await self._signed([ix])).wire)
+        return {"claimed": available, "signature": signature}

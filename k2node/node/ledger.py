@@ -1,19 +1,22 @@
 """The node's own record of what it owes K2, so each action happens once per round.
 
-An action is written `pending` with its signed transaction before it is sent and
-`confirmed` after K2 accepts it. On restart a pending action is checked against K2: applied
-means confirmed; not applied means it is still owed and is sent again when asked.
+An action is written `pending` with its signed transaction (its signature and wire bytes)
+before it is sent and `confirmed` after K2 accepts it. On restart a pending action is checked
+against K2 by its signature: applied means confirmed; not applied means it is still owed and
+is signed afresh (a new blockhash) and sent when asked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
 import structlog
 
 from k2node.settlement.base import DuplicateTransaction, Settlement, TransactionError
+from k2node.settlement.wire import Signed
 from k2node.store import Store
 
 log = structlog.get_logger("k2node.ledger")
@@ -46,29 +49,30 @@ class Ledger:
         entry = self.store.get(key)
         return entry if isinstance(entry, dict) else None
 
-    async def send_once(self, key: str, make_tx: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    async def send_once(self, key: str, make_tx: Callable[[], Awaitable[Signed]]) -> dict[str, Any]:
         """Send the transaction `make_tx` builds unless this action is already done."""
         entry = self.get(key)
         if entry and entry["status"] == CONFIRMED:
-            return {**entry.get("result", {}), "already": True}
+            return {"signature": entry.get("signature"), "already": True}
         if (
             entry
             and entry["status"] == PENDING
-            and await self._settlement.transaction_applied(entry["tx"]["signature"])
+            and await self._settlement.transaction_applied(entry["signature"])
         ):
-            self.store.put(key, {"status": CONFIRMED, "result": {}})
-            return {"already": True}
-        tx = make_tx()
-        self.store.put(key, {"status": PENDING, "tx": tx})
+            self.store.put(key, {"status": CONFIRMED, "signature": entry["signature"]})
+            return {"signature": entry["signature"], "already": True}
+        tx = await make_tx()
+        wire_b64 = base64.b64encode(tx.wire).decode()
+        self.store.put(key, {"status": PENDING, "signature": tx.signature, "wire": wire_b64})
         try:
-            result = await self._settlement.send(tx)
+            await self._settlement.send(tx.wire)
         except DuplicateTransaction:
-            result = {}
+            pass  # applied before this answer: the action is done
         except TransactionError as exc:
             self.store.put(key, {"status": FAILED, "error": str(exc)})
             raise
-        self.store.put(key, {"status": CONFIRMED, "result": result})
-        return result
+        self.store.put(key, {"status": CONFIRMED, "signature": tx.signature})
+        return {"signature": tx.signature}
 
     async def reconcile(self, task_id: str) -> tuple[int, int]:
         """Settle pending entries left by a stop: (confirmed now, still owed)."""
@@ -76,8 +80,8 @@ class Ledger:
         for key, entry in list(self.store.items(f"ledger/{task_id}/")):
             if entry.get("status") != PENDING:
                 continue
-            if await self._settlement.transaction_applied(entry["tx"]["signature"]):
-                self.store.put(key, {"status": CONFIRMED, "result": {}})
+            if await self._settlement.transaction_applied(entry["signature"]):
+                self.store.put(key, {"status": CONFIRMED, "signature": entry["signature"]})
                 confirmed += 1
             else:
                 owed += 1

@@ -43,11 +43,10 @@ class Payouts:
             return
         if not submitters or list(submitters)[-1] != self._agent.staking.pubkey:
             return
-        result = await self._trigger(round_)
-        if result is not None:
-            self._events.emit(
-                "payout_triggered", task_id=self.task_id, round=round_, record=result.get("record")
-            )
+        if await self._trigger(round_) is not None:
+            after = await self._agent.distribution_info(round_)
+            record = after["distributions_audit_record"].get(str(round_))
+            self._events.emit("payout_triggered", task_id=self.task_id, round=round_, record=record)
 
     async def _trigger(self, round_: int) -> dict[str, Any] | None:
         try:

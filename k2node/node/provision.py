@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from solders.hash import Hash
+from solders.keypair import Keypair as SoldersKeypair
 
 from k2node.config import ConfigError, Settings, load_task_config
 from k2node.contract.launch import TASK_MODE, TaskArgs
@@ -19,12 +21,17 @@ from k2node.node.agent import TaskAgent
 from k2node.node.context import TaskContext
 from k2node.node.ledger import Ledger
 from k2node.node.process import TaskSpec
-from k2node.settlement.base import Settlement, TransactionError, sign_tx
+from k2node.settlement import transactions, wire
+from k2node.settlement.base import Settlement, TransactionError
+from k2node.settlement.system_ix import minimum_balance
+from k2node.settlement.transactions import STAKE_POT_SEED_LAMPORTS
 from k2node.store import Store
 
 log = structlog.get_logger("k2node.node")
 
 _SECRET_ALPHABET = string.ascii_letters + string.digits
+# What a wallet keeps beyond a stake or bounty for fees: 0.1 KOII, 10,000 two-signature actions.
+FEES_RESERVE = 100_000_000
 _EXAMPLE_KEY = "deployed-example"
 
 
@@ -59,12 +66,20 @@ async def ensure_balance(settlement: Settlement, key: str, amount: int) -> None:
 
 
 async def deploy_task(settlement: Settlement, manager: Keypair, task_config: Path) -> str:
-    """Create a task on the local K2 from a config-task.yml, funding its bounty by airdrop."""
+    """Create a task from a config-task.yml as the create-task CLI does (a new task account
+    and stake pot beside it), funding the manager's wallet from the faucet."""
     args = load_task_config(task_config)
-    await ensure_balance(settlement, manager.pubkey, args["total_bounty_amount"])
-    tx = sign_tx(manager, "CreateTask", "", args, settlement.current_slot())
-    result = await settlement.send(tx)
-    task_id = str(result["task_id"])
+    space = args.pop("space")
+    task, stake_pot = SoldersKeypair(), SoldersKeypair().pubkey()
+    fields = {**args, "local_vars": ""}
+    payer = wire.signer(manager)
+    needs = args["total_bounty_amount"] + minimum_balance(space) + STAKE_POT_SEED_LAMPORTS
+    await ensure_balance(settlement, manager.pubkey, needs + FEES_RESERVE)
+    instructions = transactions.create_task(payer.pubkey(), task.pubkey(), stake_pot, fields, space)
+    blockhash, _ = await settlement.latest_blockhash()
+    signed = wire.sign(instructions, payer, [task], Hash.from_string(blockhash))
+    await settlement.send(signed.wire)
+    task_id = str(task.pubkey())
     log.info("task_deployed", task_id=task_id, name=args["task_name"])
     return task_id
 
@@ -110,10 +125,12 @@ async def provision_task(
     public_url = settings.public_url(node_port)
     base = settings.data_dir / "namespace" / task_id
     base.mkdir(parents=True, exist_ok=True)
-    agent = TaskAgent(task_id, settlement, ledger, wallets.staking, wallets.main.pubkey, base)
+    agent = TaskAgent(task_id, settlement, ledger, wallets.staking, wallets.main, base)
     stake = max(stake, int(state["minimum_stake_amount"]), 1)
+    # the main wallet pays the stake into the staking account, and every action's fees
+    needs = stake + transactions.STAKING_EXTRA + FEES_RESERVE
     await ensure_balance(
-        settlement, wallets.staking.pubkey, max(stake, settings.initial_staking_wallet_balance)
+        settlement, wallets.main.pubkey, max(needs, settings.initial_staking_wallet_balance)
     )
     result = await agent.stake(stake, public_url)
     log.info("staked", task_id=task_id, stake=result.get("stake"))

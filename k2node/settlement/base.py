@@ -1,21 +1,20 @@
-"""What the node needs from a K2 settlement layer, and signed transactions."""
+"""What the node needs from a K2 settlement layer: its slot clock, reads, wire transactions."""
 
 from __future__ import annotations
 
-import json
-import secrets
+import base64
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-import base58
-
 from k2node.contract.units import SlotClock
-from k2node.crypto import Keypair, verify_detached
 
-_TX_FIELDS = ("ix", "task_id", "args", "signer", "slot", "nonce")
 # JSON-RPC error codes of a refused transaction, between `k2node k2` and its clients.
-TRANSACTION_REFUSED, DUPLICATE_TRANSACTION = -32000, -32001
+# Solana's code for a transaction refused before it lands (preflight), and the `err` of one
+# applied before.
+TRANSACTION_REFUSED = -32002
+ALREADY_PROCESSED = "AlreadyProcessed"
 
 
 class TransactionError(Exception):
@@ -26,38 +25,25 @@ class DuplicateTransaction(TransactionError):
     """This exact signed transaction was applied before."""
 
 
-def _tx_message(tx: dict[str, Any]) -> bytes:
-    body = {k: tx.get(k) for k in _TX_FIELDS}
-    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+@dataclass(frozen=True)
+class Account:
+    """An account as K2 shows it."""
 
+    lamports: int
+    owner: str
+    data: bytes
+    executable: bool = False
 
-def sign_tx(
-    keypair: Keypair, ix: str, task_id: str, args: dict[str, Any], slot: int
-) -> dict[str, Any]:
-    """A transaction `ix(args)` on task `task_id`, signed by `keypair` at `slot`."""
-    tx: dict[str, Any] = {
-        "ix": ix,
-        "task_id": task_id,
-        "args": args,
-        "signer": keypair.pubkey,
-        "slot": slot,
-        "nonce": secrets.token_hex(8),
-    }
-    tx["signature"] = base58.b58encode(keypair.sign(_tx_message(tx))).decode()
-    return tx
-
-
-def check_tx_signature(tx: Any) -> None:
-    if not isinstance(tx, dict) or not all(k in tx for k in (*_TX_FIELDS, "signature")):
-        raise TransactionError("malformed transaction")
-    if not isinstance(tx["signer"], str) or not isinstance(tx["signature"], str):
-        raise TransactionError("malformed transaction")
-    try:
-        signature = base58.b58decode(tx["signature"])
-    except ValueError:
-        raise TransactionError("malformed signature") from None
-    if not verify_detached(tx["signer"], _tx_message(tx), signature):
-        raise TransactionError("invalid signature")
+    def to_rpc(self) -> dict[str, Any]:
+        """As Solana's JSON-RPC answers it, data in base64."""
+        return {
+            "lamports": self.lamports,
+            "owner": self.owner,
+            "data": [base64.b64encode(self.data).decode(), "base64"],
+            "executable": self.executable,
+            "rentEpoch": 0,
+            "space": len(self.data),
+        }
 
 
 class SlotClocked:
@@ -107,9 +93,17 @@ class Settlement(Protocol):
         self, task_id: str, submitter: str, round_: int
     ) -> dict[str, int] | None: ...
 
-    async def send(self, tx: dict[str, Any]) -> dict[str, Any]: ...
+    async def latest_blockhash(self) -> tuple[str, int]:
+        """A recent blockhash, and the last slot a transaction signed with it is taken."""
+        ...
+
+    async def send(self, raw: bytes) -> str:
+        """Send a signed wire transaction; its signature once K2 has applied it."""
+        ...
 
     async def transaction_applied(self, signature: str) -> bool: ...
+
+    async def get_account(self, pubkey: str) -> Account | None: ...
 
     async def get_balance(self, pubkey: str) -> int: ...
 

@@ -7,9 +7,11 @@ from typing import Any
 
 from k2node.contract.rounds import Window
 from k2node.contract.values import is_int
-from k2node.crypto import decode_pubkey
 from k2node.settlement.base import TransactionError
+from k2node.settlement.wire import PROGRAM_ID
 from k2node.settlement.world import World
+
+PROGRAM_OWNER = str(PROGRAM_ID)
 
 
 def int_arg(args: dict[str, Any], name: str, minimum: int = 0) -> int:
@@ -26,11 +28,12 @@ def str_arg(args: dict[str, Any], name: str, max_len: int, default: str | None =
     return value
 
 
-def pubkey_arg(args: dict[str, Any], name: str) -> str:
-    try:
-        return decode_pubkey(args.get(name))
-    except ValueError as exc:
-        raise TransactionError(f"{name}: {exc}") from None
+def flag_arg(args: dict[str, Any], name: str) -> bool:
+    """A boolean as the wire carries it: an integer, 1 or 0."""
+    value = args.get(name)
+    if value not in (0, 1) or not is_int(value):
+        raise TransactionError(f"{name} must be 1 or 0, got {value!r}")
+    return bool(value)
 
 
 def round_arg(args: dict[str, Any]) -> tuple[int, str]:
@@ -51,11 +54,21 @@ def debit(world: World, key: str, amount: int) -> None:
     have = world.balances.get(key, 0)
     if have < amount:
         raise TransactionError(f"insufficient balance: {have} ROE, needs {amount}")
-    world.balances[key] = have - amount
+    world.set_balance(key, have - amount)
 
 
 def credit(world: World, key: str, amount: int) -> None:
-    world.balances[key] = world.balances.get(key, 0) + amount
+    world.set_balance(key, world.balances.get(key, 0) + amount)
+
+
+def require_stake_pot(state: dict[str, Any], tx: dict[str, Any]) -> None:
+    if tx.get("stake_pot", state["stake_pot_account"]) != state["stake_pot_account"]:
+        raise TransactionError(f"the task's stake pot is {state['stake_pot_account']}")
+
+
+def require_program_owned(world: World, key: str, what: str) -> None:
+    if world.accounts.get(key, {}).get("owner") != PROGRAM_OWNER:
+        raise TransactionError(f"the {what} account {key} is not owned by the task program")
 
 
 def require_stake(state: dict[str, Any], key: str) -> None:

@@ -1,17 +1,20 @@
-"""LocalK2: the embedded settlement layer.
+"""LocalK2: the embedded settlement layer, a K2 look-alike.
 
 A slot clock and the task program's rules (program.py) over a world of task states in the
-contract's JSON shape (world.py). Transactions are ed25519-signed by the acting key and
-applied one at a time; every applied transaction is appended to a LevelDB log with the slot
-it was applied at, and the world is snapshotted now and then (snapshot.py), so a restart
-replays to exactly the state it had.
+contract's JSON shape (world.py). It takes K2's own transactions, Solana's wire format:
+every signature is verified, the blockhash must be one of the last 150 slots', a signature
+is applied once, and the payer is charged the fee. Applied transactions are appended to a
+LevelDB log (their wire bytes and slot) and the world is snapshotted now and then
+(snapshot.py), so a restart replays to exactly the state it had.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import functools
+import hashlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,28 +22,28 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from solders.hash import Hash
+from solders.transaction import Transaction
 
 from k2node.contract.rounds import Schedule
 from k2node.contract.task_state import HEAVY_SECTIONS, OPTION_SECTIONS
 from k2node.contract.units import DEFAULT_SLOT_MS, SlotClock
-from k2node.contract.values import is_int
-from k2node.settlement.base import (
-    DuplicateTransaction,
-    SlotClocked,
-    TransactionError,
-    check_tx_signature,
-)
-from k2node.settlement.program import apply
+from k2node.settlement import accounts
+from k2node.settlement.base import Account, DuplicateTransaction, SlotClocked, TransactionError
+from k2node.settlement.program import apply, instruction_names
 from k2node.settlement.snapshot import LOG_PREFIX, Snapshots, log_key
+from k2node.settlement.task_ix import airdrop
 from k2node.settlement.world import World
-from k2node.store import Store
+from k2node.store import Store, StoreError
 
 log = structlog.get_logger("k2node.k2")
 
-# A transaction signed more than this many slots ago (or ahead) is refused, as a stale blockhash.
-TX_MAX_AGE_SLOTS = 150
-TX_MAX_AHEAD_SLOTS = 5
+# A blockhash is good for this many slots, as on K2.
+BLOCKHASH_SLOTS = 150
+# The largest transaction a K2 validator takes (Solana's packet size).
+MAX_TRANSACTION_BYTES = 1232
 SNAPSHOT_EVERY = 2_000
+STORE_FORMAT = "wire-1"
 
 
 class LocalK2(SlotClocked):
@@ -62,6 +65,7 @@ class LocalK2(SlotClocked):
         self._lock = asyncio.Lock()
         self._snapshot_thread = ThreadPoolExecutor(1, thread_name_prefix="k2-snapshot")
         self._snapshot_task: asyncio.Task[None] | None = None
+        self._hashes: dict[Hash, int] = {}  # recent blockhash -> its slot
         self.tx_count: dict[str, int] = {}  # received transactions by instruction (tests, metrics)
 
     @classmethod
@@ -77,8 +81,14 @@ class LocalK2(SlotClocked):
         store = Store.open(path)
         meta = store.get("meta")
         if meta is None:
-            meta = {"genesis": clock(), "slot_ms": slot_ms}
+            meta = {"genesis": clock(), "slot_ms": slot_ms, "format": STORE_FORMAT}
             store.put("meta", meta)
+        elif meta.get("format") != STORE_FORMAT:
+            store.close()
+            raise StoreError(
+                f"{path} holds a local K2 written by an older k2node (JSON transactions, not "
+                "K2's wire format): move it away to start a new one"
+            )
         elif meta["slot_ms"] != slot_ms:
             log.warning("k2_slot_time_kept", stored=meta["slot_ms"], asked=slot_ms)
         snapshots, world = Snapshots.load(store)
@@ -89,7 +99,13 @@ class LocalK2(SlotClocked):
             snapshots.saw_log_entry(entry["seq"])
             if entry["seq"] <= snapshots.seq:
                 continue
-            apply(world, entry["tx"], entry["slot"])
+            if "airdrop" in entry:
+                to, amount, signature = entry["airdrop"]
+                airdrop(world, to, amount)
+                if signature is not None:
+                    world.signatures[signature] = entry["slot"]
+            else:
+                apply(world, Transaction.from_bytes(base64.b64decode(entry["tx"])), entry["slot"])
             k2._seq = entry["seq"]
             replayed += 1
         log.info(
@@ -164,44 +180,85 @@ class LocalK2(SlotClocked):
     async def get_balance(self, pubkey: str) -> int:
         return self._world.balances.get(pubkey, 0)
 
+    async def get_account(self, pubkey: str) -> Account | None:
+        return accounts.account(self._world, pubkey)
+
+    async def get_program_accounts(
+        self, program: str, filters: list[accounts.Filter]
+    ) -> list[tuple[str, Account]]:
+        return accounts.program_accounts(self._world, program, filters)
+
+    async def signature_slot(self, signature: str) -> int | None:
+        """The slot a transaction was applied at, or None if it was not (or is forgotten)."""
+        return self._world.signatures.get(signature)
+
     async def transaction_applied(self, signature: str) -> bool:
         return signature in self._world.signatures
 
-    # -- writes ------------------------------------------------------------------------
-    async def airdrop(self, pubkey: str, amount: int) -> None:
-        """The embedded faucet; only the node itself reaches it, never a task or a peer."""
-        async with self._lock:
-            self._commit({"ix": "Airdrop", "args": {"to": pubkey, "amount": amount}})
+    def blockhash_of(self, slot: int) -> Hash:
+        genesis = repr(self.wall_time_of_slot(0)).encode()
+        return Hash(hashlib.sha256(b"k2node-slot:" + genesis + slot.to_bytes(8, "little")).digest())
 
-    async def send(self, tx: dict[str, Any]) -> dict[str, Any]:
-        check_tx_signature(tx)
-        ix = tx["ix"]
-        if ix == "Airdrop":
-            raise TransactionError("Airdrop is not a signed instruction")
-        self.tx_count[ix] = self.tx_count.get(ix, 0) + 1
-        async with self._lock:  # free unless a snapshot is being written
-            if tx["signature"] in self._world.signatures:
-                raise DuplicateTransaction("transaction already applied")
-            slot = self.current_slot()
-            signed_at = tx["slot"]
-            if not is_int(signed_at) or not (
-                slot - TX_MAX_AGE_SLOTS <= signed_at <= slot + TX_MAX_AHEAD_SLOTS
-            ):
-                raise TransactionError(
-                    f"transaction expired (signed at slot {signed_at}, now {slot})"
-                )
-            return self._commit(tx)
-
-    def _commit(self, tx: dict[str, Any]) -> dict[str, Any]:
-        """Apply `tx` now and log it; the caller holds the lock."""
+    async def latest_blockhash(self) -> tuple[str, int]:
+        """The current slot's blockhash, and the last slot it is good for."""
         slot = self.current_slot()
-        result = apply(self._world, tx, slot)  # raises before changing anything when refused
+        return str(self.blockhash_of(slot)), slot + BLOCKHASH_SLOTS
+
+    def _recent(self, blockhash: Hash, slot: int) -> bool:
+        if self._hashes.get(blockhash, -1) >= slot - BLOCKHASH_SLOTS:
+            return True
+        # refresh the window of good blockhashes (cheap: 151 hashes, at most once a slot)
+        self._hashes = {
+            self.blockhash_of(s): s for s in range(max(0, slot - BLOCKHASH_SLOTS), slot + 1)
+        }
+        return blockhash in self._hashes
+
+    # -- writes ------------------------------------------------------------------------
+    async def airdrop(self, pubkey: str, amount: int, signature: str | None = None) -> None:
+        """The development faucet (requestAirdrop): the node or a devnet's wallets. A
+        `signature` is remembered as a transaction's, for clients that confirm it."""
+        async with self._lock:
+            slot = self.current_slot()
+            airdrop(self._world, pubkey, amount)
+            if signature is not None:
+                self._world.signatures[signature] = slot
+            self._log({"airdrop": [pubkey, amount, signature], "slot": slot})
+
+    async def send(self, raw: bytes) -> str:
+        """Check and apply a wire transaction; its signature, or TransactionError saying why."""
+        if len(raw) > MAX_TRANSACTION_BYTES:
+            raise TransactionError(
+                f"transaction is {len(raw)} bytes, at most {MAX_TRANSACTION_BYTES} fit"
+            )
+        try:
+            tx = Transaction.from_bytes(raw)
+            tx.sanitize()
+        except Exception as exc:  # solders raises its own kinds for every malformation
+            raise TransactionError(f"malformed transaction: {exc}") from None
+        try:
+            tx.verify()
+        except Exception:
+            raise TransactionError("signature verification failed") from None
+        for name in instruction_names(tx):
+            self.tx_count[name] = self.tx_count.get(name, 0) + 1
+        signature = str(tx.signatures[0])
+        async with self._lock:  # free unless a snapshot is being written
+            if signature in self._world.signatures:
+                raise DuplicateTransaction("This transaction has already been processed")
+            slot = self.current_slot()
+            if not self._recent(tx.message.recent_blockhash, slot):
+                raise TransactionError("Blockhash not found (older than 150 slots, or unknown)")
+            apply(self._world, tx, slot)  # raises, the world unchanged, when refused
+            self._log({"tx": base64.b64encode(raw).decode(), "slot": slot})
+        return signature
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        """Append an applied change to the log; the caller holds the lock."""
         self._seq += 1
-        self._store.put(log_key(self._seq), {"seq": self._seq, "tx": tx, "slot": slot})
+        self._store.put(log_key(self._seq), {"seq": self._seq, **entry})
         self._since_snapshot += 1
         if self._since_snapshot >= SNAPSHOT_EVERY:
             self._start_snapshot()
-        return result
 
     # -- snapshots ---------------------------------------------------------------------
     async def snapshot(self) -> None:

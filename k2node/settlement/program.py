@@ -1,7 +1,9 @@
-"""The task program: applying one transaction to the world at a slot.
+"""The local K2's programs: applying one wire transaction to the world at a slot.
 
-A refused transaction raises TransactionError before it changes anything, so the world only
-ever holds whole transactions; the handlers live in task_ix.py and round_ix.py.
+A transaction's fee is charged to its payer (its first account), then its instructions run
+in order: the System program's create-account and transfer, and the task program's
+instructions (task_ix.py, round_ix.py). If any is refused, the world's journal undoes the
+whole transaction, fee included, and the error names the instruction and the reason.
 """
 
 from __future__ import annotations
@@ -9,45 +11,121 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from k2node.settlement import round_ix, task_ix
+from solders.instruction import CompiledInstruction
+from solders.message import Message
+from solders.system_program import ID as SYSTEM_PROGRAM
+from solders.transaction import Transaction
+
+from k2node.settlement import round_ix, system_ix, task_ix, wire
 from k2node.settlement.base import TransactionError
-from k2node.settlement.world import World
+from k2node.settlement.checks import debit
+from k2node.settlement.world import Journal, World
 
 # Applied signatures are remembered this long, so a resent transaction is recognised.
 SIGNATURE_MEMORY_SLOTS = 5_000
+# What a K2 validator charges per signature (Solana's default, which K2 keeps).
+LAMPORTS_PER_SIGNATURE = 5_000
 
-Handler = Callable[[World, dict[str, Any], dict[str, Any], int], dict[str, Any]]
-INSTRUCTIONS: dict[str, Handler] = {
-    "Airdrop": task_ix.airdrop,
-    "CreateTask": task_ix.create_task,
-    "FundTask": task_ix.fund_task,
-    "Stake": task_ix.stake,
-    "Withdraw": task_ix.withdraw,
-    "SubmitTask": round_ix.submit_task,
-    "AuditSubmissions": round_ix.audit_submissions,
-    "AuditDistribution": round_ix.audit_distribution,
-    "UploadDistributionList": round_ix.upload_distribution_list,
-    "SubmitDistributionList": round_ix.submit_distribution_list,
-    "Payout": round_ix.payout,
-    "ClaimReward": task_ix.claim_reward,
-    "SetActive": task_ix.set_active,
+Handler = Callable[[World, dict[str, Any], dict[str, Any], int], Any]
+_TASK_PROGRAM: dict[wire.Ix, tuple[str, Handler]] = {
+    wire.Ix.CREATE_TASK: ("CreateTask", task_ix.create_task),
+    wire.Ix.FUND_TASK: ("FundTask", task_ix.fund_task),
+    wire.Ix.STAKE: ("Stake", task_ix.stake),
+    wire.Ix.WITHDRAW: ("Withdraw", task_ix.withdraw),
+    wire.Ix.CLAIM_REWARD: ("ClaimReward", task_ix.claim_reward),
+    wire.Ix.SET_ACTIVE: ("SetActive", task_ix.set_active),
+    wire.Ix.SUBMIT_TASK: ("SubmitTask", round_ix.submit_task),
+    wire.Ix.AUDIT_SUBMISSIONS: ("AuditSubmissions", round_ix.audit_submissions),
+    wire.Ix.AUDIT_DISTRIBUTION: ("AuditDistribution", round_ix.audit_distribution),
+    wire.Ix.UPLOAD_DISTRIBUTION_LIST: ("UploadDistributionList", round_ix.upload_distribution_list),
+    wire.Ix.SUBMIT_DISTRIBUTION_LIST: ("SubmitDistributionList", round_ix.submit_distribution_list),
+    wire.Ix.PAYOUT: ("Payout", round_ix.payout),
 }
 
 
-def apply(world: World, tx: dict[str, Any], slot: int) -> dict[str, Any]:
-    """Apply `tx` at `slot`; its signature, if any, has been checked by the caller."""
-    ix = tx["ix"]
-    handler = INSTRUCTIONS.get(ix)
-    if handler is None:
-        raise TransactionError(f"unknown instruction {ix!r}")
-    args = tx.get("args")
-    if not isinstance(args, dict):
-        raise TransactionError("args must be an object")
-    result = handler(world, tx, args, slot)
-    if "signature" in tx:
-        world.signatures[tx["signature"]] = slot
-        _forget_old_signatures(world, slot)
-    return result
+PROGRAM_NAMES = {int(ix): name for ix, (name, _) in _TASK_PROGRAM.items()}
+
+
+def instruction_names(tx: Transaction) -> list[str]:
+    """What a transaction asks for, by name (for logs and counts); unknown ones as such."""
+    message = tx.message
+    keys = message.account_keys
+    names = []
+    for compiled in message.instructions:
+        program = keys[compiled.program_id_index]
+        if program == wire.PROGRAM_ID:
+            names.append(PROGRAM_NAMES.get(compiled.data[0] if compiled.data else -1, "Unknown"))
+        else:
+            names.append("System" if program == SYSTEM_PROGRAM else "Unknown")
+    return names
+
+
+def apply(world: World, tx: Transaction, slot: int) -> None:
+    """Apply a transaction whose signatures and blockhash the caller has checked."""
+    message = tx.message
+    signature = str(tx.signatures[0])
+    journal = world.journal = Journal()
+    try:
+        fee = LAMPORTS_PER_SIGNATURE * len(tx.signatures)
+        payer = str(message.account_keys[0])
+        if payer in world.accounts:
+            raise TransactionError(f"the fee payer {payer} is not a System account")
+        try:
+            debit(world, payer, fee)
+        except TransactionError:
+            raise TransactionError(f"the fee payer cannot pay the fee of {fee} lamports") from None
+        several = len(message.instructions) > 1
+        for index, compiled in enumerate(message.instructions):
+            try:
+                _instruction(world, message, compiled, signature, slot, several)
+            except (TransactionError, wire.WireError) as exc:
+                raise TransactionError(f"instruction {index}: {exc}") from None
+    except BaseException:
+        world.undo(journal)
+        raise
+    finally:
+        world.journal = None
+    world.signatures[signature] = slot
+    _forget_old_signatures(world, slot)
+
+
+def _instruction(
+    world: World,
+    message: Message,
+    compiled: CompiledInstruction,
+    signature: str,
+    slot: int,
+    several: bool,
+) -> None:
+    keys = message.account_keys
+    program = keys[compiled.program_id_index]
+    accounts = [keys[i] for i in compiled.accounts]
+    signers = {keys[i] for i in compiled.accounts if message.is_signer(i)}
+    if program == SYSTEM_PROGRAM:
+        system_ix.apply(world, compiled.data, accounts, signers)
+        return
+    if program != wire.PROGRAM_ID:
+        raise TransactionError(f"program {program} does not exist on this K2")
+    ix, fields = wire.decode(compiled.data)
+    name, handler = _TASK_PROGRAM[ix]
+    roles = wire.roles(ix, accounts)
+    acting = roles.get("signer") or roles["payer"]
+    for role in ("signer", "payer", "task"):
+        if role in roles and wire.signs(ix, role) and roles[role] not in signers:
+            raise TransactionError(f"{name}: {role} {roles[role]} did not sign")
+    tx = {
+        "ix": name,
+        "task_id": str(roles["task"]),
+        "signer": str(acting),
+        "signature": signature,
+        **{role: str(key) for role, key in roles.items() if role not in ("task", "signer")},
+    }
+    if several:  # a later instruction may yet be refused: keep the task to undo it
+        world.keep_task(tx["task_id"])
+    try:
+        handler(world, tx, fields, slot)
+    except TransactionError as exc:
+        raise TransactionError(f"{name}: {exc}") from None
 
 
 def _forget_old_signatures(world: World, slot: int) -> None:

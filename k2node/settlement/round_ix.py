@@ -3,6 +3,7 @@ lists, and the payout; plus the pruning of rounds that have aged out."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -14,14 +15,17 @@ from k2node.crypto import decode_pubkey
 from k2node.settlement.base import TransactionError
 from k2node.settlement.checks import (
     check_window,
-    pubkey_arg,
+    flag_arg,
     require_participant,
     require_stake,
+    require_stake_pot,
     round_arg,
 )
+from k2node.settlement.wire import CHUNK_BYTES, WireError, unchunk
 from k2node.settlement.world import World
 
 MAX_DISTRIBUTION_ENTRIES = 200_000
+MAX_LIST_CHUNKS = 16 * 1024 * 1024 // CHUNK_BYTES
 # Rounds older than this are pruned from task states, so state stays bounded.
 KEEP_ROUNDS = 12
 
@@ -65,10 +69,8 @@ def _vote(
     voter = tx["signer"]
     require_stake(state, voter)
     round_, rkey = round_arg(args)
-    candidate = pubkey_arg(args, "candidate")
-    is_valid = args.get("is_valid")
-    if not isinstance(is_valid, bool):
-        raise TransactionError("is_valid must be a boolean")
+    candidate = tx["candidate"]
+    is_valid = flag_arg(args, "is_valid")
     check_window(window(round_), slot, "audit", round_)
     if candidate not in state[entries_section].get(rkey, {}):
         raise TransactionError(f"{candidate} has no entry to audit in round {round_}")
@@ -138,8 +140,37 @@ def _distribution_step(
 def upload_distribution_list(
     world: World, tx: dict[str, Any], args: dict[str, Any], slot: int
 ) -> dict[str, Any]:
-    state, key, round_, rkey, _ = _distribution_step(world, tx, args, slot, "distribution list")
-    dist = args.get("list")
+    """One chunk of the list's JSON; chunk 0 starts the upload over."""
+    state, key, round_, rkey, attempt = _distribution_step(
+        world, tx, args, slot, "distribution list"
+    )
+    if key in state["distribution_rewards_submission"].get(rkey, {}):
+        raise TransactionError(f"already submitted a distribution list for round {round_}")
+    try:
+        index, payload = unchunk(args["chunk"])
+    except WireError as exc:
+        raise TransactionError(str(exc)) from None
+    if index >= MAX_LIST_CHUNKS:
+        raise TransactionError(f"a distribution list has at most {MAX_LIST_CHUNKS} chunks")
+    uploads = world.private[tx["task_id"]].uploads.setdefault(rkey, {})
+    upload = {} if index == 0 else uploads.get(f"{key}/{attempt}", {})
+    upload[str(index)] = payload.hex()
+    uploads[f"{key}/{attempt}"] = upload
+    return {"chunk": index}
+
+
+def _uploaded_list(chunks: dict[str, str] | None, round_: int) -> dict[str, int]:
+    """The list the chunks of one upload spell, checked entry by entry."""
+    if not chunks:
+        raise TransactionError(f"no distribution list uploaded for round {round_}")
+    missing = [i for i in range(len(chunks)) if str(i) not in chunks]
+    if missing:
+        raise TransactionError(f"the uploaded list lacks chunk {missing[0]}")
+    text = b"".join(bytes.fromhex(chunks[str(i)]) for i in range(len(chunks)))
+    try:
+        dist = json.loads(text)
+    except ValueError:
+        raise TransactionError("the uploaded list is not JSON") from None
     if not isinstance(dist, dict) or len(dist) > MAX_DISTRIBUTION_ENTRIES:
         raise TransactionError(
             f"list must be an object of at most {MAX_DISTRIBUTION_ENTRIES} entries"
@@ -151,10 +182,7 @@ def upload_distribution_list(
             decode_pubkey(node)
         except ValueError as exc:
             raise TransactionError(f"list key: {exc}") from None
-    if key in state["distribution_rewards_submission"].get(rkey, {}):
-        raise TransactionError(f"already submitted a distribution list for round {round_}")
-    world.private[tx["task_id"]].lists.setdefault(rkey, {})[key] = dict(dist)
-    return {"entries": len(dist)}
+    return dist
 
 
 def submit_distribution_list(
@@ -164,11 +192,15 @@ def submit_distribution_list(
         world, tx, args, slot, "distribution submission"
     )
     private = world.private[tx["task_id"]]
-    if key not in private.lists.get(rkey, {}):
-        raise TransactionError(f"no distribution list uploaded for round {round_}")
+    if key in state["distribution_rewards_submission"].get(rkey, {}):
+        raise TransactionError(f"already submitted a distribution list for round {round_}")
     submitters = private.attempt_submitters.setdefault(rkey, {})
     if str(attempt) in submitters:
         raise TransactionError(f"round {round_} already has a distribution list")
+    uploads = private.uploads.get(rkey, {})
+    dist = _uploaded_list(uploads.get(f"{key}/{attempt}"), round_)
+    del uploads[f"{key}/{attempt}"]
+    private.lists.setdefault(rkey, {})[key] = dist
     submitters[str(attempt)] = key
     state["distribution_rewards_submission"].setdefault(rkey, {})[key] = {
         "submission_value": key,
@@ -184,6 +216,7 @@ def payout(world: World, tx: dict[str, Any], args: dict[str, Any], slot: int) ->
     private = world.private[task_id]
     round_, rkey = round_arg(args)
     require_participant(state, tx["signer"], rkey)
+    require_stake_pot(state, tx)
     records = state["distributions_audit_record"]
     attempt = private.attempts.get(rkey, 0)
     submitter = private.attempt_submitters.get(rkey, {}).get(str(attempt))
@@ -220,6 +253,6 @@ def _prune(world: World, state: dict[str, Any], current_round: int) -> None:
     for section in ROUND_SECTIONS:
         for rkey in [k for k in state[section] if int(k) < oldest]:
             del state[section][rkey]
-    for table in (private.lists, private.attempts, private.attempt_submitters):
+    for table in (private.lists, private.attempts, private.attempt_submitters, private.uploads):
         for rkey in [k for k in table if int(k) < oldest]:
             del table[rkey]

@@ -1,53 +1,98 @@
-"""RpcSettlement: the Settlement interface over a k2node K2 service (`k2node k2`).
+"""RpcSettlement: the Settlement interface over K2's JSON-RPC, of any K2 (the Koii network,
+or `k2node k2`).
 
-The slot clock is computed locally from the service's genesis and slot time, read once at
-start, so the timers never wait on the network to know the slot.
+Standard Solana methods for slots, balances, blockhashes, transactions and accounts, and
+K2's own `getTaskAccountInfo`, `getTaskSubmissionInfo` and `getTaskDistributionInfo`. The
+slot clock is computed locally (from `k2node k2`'s `getClock`, or from a K2's slot and
+recent performance samples), so the timers never wait on the network to know the slot.
+Calls are retried with exponential backoff and jitter on 429, 5xx and timeouts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import itertools
+import json
+import random
 import time
 from typing import Any
 
 import aiohttp
 
-from k2node.contract.units import SlotClock
+from k2node.contract.task_state import ACCOUNT_OPTIONS, DISTRIBUTION_SECTIONS
+from k2node.contract.units import DEFAULT_SLOT_MS, SlotClock
 from k2node.settlement.base import (
-    DUPLICATE_TRANSACTION,
+    ALREADY_PROCESSED,
+    Account,
     DuplicateTransaction,
     SlotClocked,
     TransactionError,
 )
 
 REQUEST_TIMEOUT_S = 15.0
+ATTEMPTS = 4
+BACKOFF_S = 0.25
+METHOD_NOT_FOUND = -32601
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class K2Unreachable(ConnectionError):
     """The K2 service did not answer; the message says where and why."""
 
 
+class _Retry(Exception):
+    pass
+
+
 _ids = itertools.count(1)
 
 
 async def _call(session: aiohttp.ClientSession, url: str, method: str, *params: Any) -> Any:
-    body = {"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params}
+    body = {"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": list(params)}
+    for attempt in range(ATTEMPTS):
+        try:
+            return await _call_once(session, url, body)
+        except _Retry as exc:
+            if attempt == ATTEMPTS - 1:
+                raise K2Unreachable(f"K2 at {url}: {method}: {exc}") from None
+            await asyncio.sleep(BACKOFF_S * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+async def _call_once(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
     try:
         async with session.post(
             url, json=body, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
         ) as resp:
+            if resp.status in _RETRY_STATUSES:
+                raise _Retry(f"HTTP {resp.status}")
             answer = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise K2Unreachable(f"K2 at {url}: {type(exc).__name__}: {exc}") from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _Retry(f"{type(exc).__name__}: {exc}") from None
+    except ValueError:
+        raise K2Unreachable(f"K2 at {url}: {body['method']}: the answer is not JSON") from None
     if not isinstance(answer, dict):
-        raise K2Unreachable(f"K2 at {url} answered something other than JSON-RPC")
+        raise K2Unreachable("K2 answered something other than JSON-RPC")
     error = answer.get("error")
     if isinstance(error, dict):
         message = str(error.get("message", "refused"))
-        if error.get("code") == DUPLICATE_TRANSACTION:
+        data = error.get("data")
+        err = data.get("err") if isinstance(data, dict) else None
+        if err == ALREADY_PROCESSED or "already been processed" in message:
             raise DuplicateTransaction(message)
-        raise TransactionError(message)
+        raise TransactionError(message, error.get("code"))
     return answer.get("result")
+
+
+def _data(value: Any) -> Any:
+    """The JSON an RPC `value: {data: [base64, "base64"]}` holds, or None."""
+    if not isinstance(value, dict):
+        return None
+    data = value.get("data")
+    if not (isinstance(data, list) and data and isinstance(data[0], str)):
+        return None
+    return json.loads(base64.b64decode(data[0]))
 
 
 class RpcSettlement(SlotClocked):
@@ -58,8 +103,14 @@ class RpcSettlement(SlotClocked):
 
     @classmethod
     async def connect(cls, url: str, session: aiohttp.ClientSession) -> RpcSettlement:
-        clock = await _call(session, url, "getClock")
-        return cls(url, session, SlotClock(float(clock["genesis"]), float(clock["slot_ms"])))
+        try:
+            clock = await _call(session, url, "getClock")
+            slots = SlotClock(float(clock["genesis"]), float(clock["slot_ms"]))
+        except TransactionError as exc:  # a K2 that is not k2node's: measure its clock
+            if exc.args[1:] != (METHOD_NOT_FOUND,):
+                raise
+            slots = await _measured_clock(session, url)
+        return cls(url, session, slots)
 
     async def _call(self, method: str, *params: Any) -> Any:
         return await _call(self._session, self._url, method, *params)
@@ -67,16 +118,27 @@ class RpcSettlement(SlotClocked):
     async def get_task_state(
         self, task_id: str, options: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        state: dict[str, Any] = await self._call("getTaskAccountInfo", task_id, options or {})
+        wanted = options or {}
+        flags = {name: bool(wanted.get(flag)) for name, flag in ACCOUNT_OPTIONS.items()}
+        answer = await self._call("getTaskAccountInfo", task_id, {"encoding": "base64", **flags})
+        state = _data(answer.get("value") if isinstance(answer, dict) else None)
+        if not isinstance(state, dict):
+            raise TransactionError(f"task {task_id!r} does not exist")
         return state
 
     async def get_round_sections(
         self, task_id: str, round_: int, sections: tuple[str, ...]
     ) -> dict[str, Any]:
-        found: dict[str, Any] = await self._call(
-            "getRoundSections", task_id, round_, list(sections)
+        method = (
+            "getTaskDistributionInfo"
+            if set(sections) <= {*DISTRIBUTION_SECTIONS, "distributions_audit_record"}
+            else "getTaskSubmissionInfo"
         )
-        return found
+        answer = await self._call(method, task_id, {"encoding": "base64", "round": round_})
+        found = _data(answer.get("value") if isinstance(answer, dict) else None)
+        if not isinstance(found, dict):
+            raise TransactionError(f"task {task_id!r} does not exist")
+        return {s: found.get(s, {str(round_): {}}) for s in sections}
 
     async def get_distribution_list(
         self, task_id: str, submitter: str, round_: int
@@ -86,15 +148,43 @@ class RpcSettlement(SlotClocked):
         )
         return found
 
-    async def send(self, tx: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("sendTransaction", tx)
-        return result
+    async def latest_blockhash(self) -> tuple[str, int]:
+        answer = await self._call("getLatestBlockhash", {"commitment": "finalized"})
+        value = answer["value"]
+        return str(value["blockhash"]), int(value["lastValidBlockHeight"])
+
+    async def send(self, raw: bytes) -> str:
+        encoded = base64.b64encode(raw).decode()
+        return str(await self._call("sendTransaction", encoded, {"encoding": "base64"}))
 
     async def transaction_applied(self, signature: str) -> bool:
-        return bool(await self._call("getSignatureStatus", signature))
+        answer = await self._call(
+            "getSignatureStatuses", [signature], {"searchTransactionHistory": True}
+        )
+        status = answer["value"][0]
+        return isinstance(status, dict) and status.get("err") is None
 
     async def get_balance(self, pubkey: str) -> int:
-        return int(await self._call("getBalance", pubkey))
+        return int((await self._call("getBalance", pubkey))["value"])
+
+    async def get_account(self, pubkey: str) -> Account | None:
+        value = (await self._call("getAccountInfo", pubkey, {"encoding": "base64"}))["value"]
+        if not isinstance(value, dict):
+            return None
+        data = base64.b64decode(value["data"][0])
+        return Account(int(value["lamports"]), str(value["owner"]), data, bool(value["executable"]))
 
     async def airdrop(self, pubkey: str, amount: int) -> None:
         await self._call("requestAirdrop", pubkey, amount)
+
+
+async def _measured_clock(session: aiohttp.ClientSession, url: str) -> SlotClock:
+    """A K2's slot clock from its current slot and its average slot time."""
+    samples = await _call(session, url, "getRecentPerformanceSamples", 4)
+    slot_ms = DEFAULT_SLOT_MS
+    slots = sum(int(s["numSlots"]) for s in samples if isinstance(s, dict))
+    seconds = sum(int(s["samplePeriodSecs"]) for s in samples if isinstance(s, dict))
+    if slots > 0 and seconds > 0:
+        slot_ms = seconds * 1000 / slots
+    slot = int(await _call(session, url, "getSlot"))
+    return SlotClock(time.time() - slot * slot_ms / 1000, slot_ms)

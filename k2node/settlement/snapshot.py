@@ -64,12 +64,14 @@ _TASK_PRIVATE: Layout = {
     "attempts": _Map(),
     "attempt_submitters": _Map(_Map()),
     "last_submission": _Map(),
+    "uploads": _Map(_Map(_Map())),  # round -> uploader/attempt -> chunk index -> hex
 }
 WORLD_LAYOUT: Layout = {
     "balances": _Map(),
     "tasks": _Map(_TASK_STATE),
     "private": _Map(_TASK_PRIVATE),
     "signatures": _Map(),
+    "accounts": _Map(),
 }
 
 # A piece: the path of keys to a dict, and entries to add to it, in order. A dict that is
@@ -130,8 +132,6 @@ class Snapshots:
         if header is None:
             return cls(store, 0, 0, 1), World()
         seq = int(header["seq"])
-        if "world" in header:  # the single-value form written before snapshots had pieces
-            return cls(store, seq, 0, seq + 1), World.from_json(header["world"])
         count = int(header["pieces"])
         world = World.from_json(assemble(_stored_pieces(store, count)))
         return cls(store, seq, count, seq + 1), world

@@ -1,29 +1,38 @@
-"""The task program's wallet and task lifecycle instructions: the faucet, creating and funding
-a task, staking and withdrawing, claiming rewards, switching a task on and off."""
+"""The task program's wallet and task lifecycle instructions: creating and funding a task,
+staking and withdrawing, claiming rewards, switching a task on and off; and the faucet.
+
+Funds move as on K2: a task's bounty comes from its creator or a funder account, a stake
+from the node's staking account (an account the task program owns), rewards go to a
+beneficiary named by the claimer.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
-
-import base58
 
 from k2node.contract.rounds import Schedule
 from k2node.settlement.base import TransactionError
-from k2node.settlement.checks import credit, debit, int_arg, pubkey_arg, str_arg
+from k2node.settlement.checks import (
+    credit,
+    debit,
+    flag_arg,
+    int_arg,
+    require_program_owned,
+    require_stake_pot,
+    str_arg,
+)
 from k2node.settlement.world import TaskPrivate, World, new_task_state
 
 MAX_TASK_NAME = 24
-MAX_TASK_VARS_BYTES = 4096
 WITHDRAW_COOLDOWN_ROUNDS = 3
 NETWORKS = ("IPFS", "ARWEAVE", "DEVELOPMENT")
 
 
-def airdrop(world: World, tx: dict[str, Any], args: dict[str, Any], slot: int) -> dict[str, Any]:
-    to = pubkey_arg(args, "to")
-    credit(world, to, int_arg(args, "amount", 1))
-    return {"balance": world.balances[to]}
+def airdrop(world: World, to: str, amount: int) -> None:
+    """The faucet of a development K2 (requestAirdrop); no transaction, no fee."""
+    if amount <= 0:
+        raise TransactionError("an airdrop must be of at least 1 lamport")
+    credit(world, to, amount)
 
 
 def _create_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -56,48 +65,52 @@ def _create_args(args: dict[str, Any]) -> dict[str, Any]:
         "task_metadata": str_arg(args, "task_metadata", 64, ""),
         "minimum_stake_amount": int_arg(args, "minimum_stake_amount", 0),
         "allowed_failed_distributions": int_arg(args, "allowed_failed_distributions", 0),
+        "task_vars": str_arg(args, "local_vars", 64, ""),
     }
-    task_vars = args.get("task_vars", {})
-    if not isinstance(task_vars, dict) or len(json.dumps(task_vars)) > MAX_TASK_VARS_BYTES:
-        raise TransactionError(
-            f"task_vars must be an object of at most {MAX_TASK_VARS_BYTES} bytes"
-        )
-    checked["task_vars"] = task_vars
     return checked
 
 
 def create_task(
     world: World, tx: dict[str, Any], args: dict[str, Any], slot: int
 ) -> dict[str, Any]:
+    """The task's account, created just before in the same transaction, gets its state."""
     checked = _create_args(args)
+    task_id = tx["task_id"]
+    require_program_owned(world, task_id, "task")
+    if task_id in world.tasks:
+        raise TransactionError(f"task {task_id} already exists")
     debit(world, tx["signer"], checked["total_bounty_amount"])
-    # the program derives a task's accounts from its creating transaction
-    task_id = base58.b58encode(hashlib.sha256(tx["signature"].encode()).digest()).decode()
-    pot = base58.b58encode(hashlib.sha256(b"stake_pot:" + task_id.encode()).digest()).decode()
-    world.tasks[task_id] = new_task_state(task_id, tx["signer"], pot, slot, checked)
+    credit(world, tx["stake_pot"], checked["total_bounty_amount"])
+    world.tasks[task_id] = new_task_state(task_id, tx["signer"], tx["stake_pot"], slot, checked)
     world.private[task_id] = TaskPrivate()
     return {"task_id": task_id}
 
 
 def fund_task(world: World, tx: dict[str, Any], args: dict[str, Any], slot: int) -> dict[str, Any]:
     state = world.task(tx["task_id"])
+    require_stake_pot(state, tx)
+    require_program_owned(world, tx["signer"], "funder")
     amount = int_arg(args, "amount", 1)
     debit(world, tx["signer"], amount)
+    credit(world, state["stake_pot_account"], amount)
     state["total_bounty_amount"] += amount
     return {"total_bounty_amount": state["total_bounty_amount"]}
 
 
 def stake(world: World, tx: dict[str, Any], args: dict[str, Any], slot: int) -> dict[str, Any]:
     state = world.task(tx["task_id"])
+    require_stake_pot(state, tx)
     amount = int_arg(args, "amount", 1)
     ip_address = str_arg(args, "ip_address", 64, "")
     key = tx["signer"]
+    require_program_owned(world, key, "staking")
     total = state["stake_list"].get(key, 0) + amount
     if total < state["minimum_stake_amount"]:
         raise TransactionError(
             f"stake {total} ROE is below the minimum {state['minimum_stake_amount']}"
         )
     debit(world, key, amount)
+    credit(world, state["stake_pot_account"], amount)
     state["stake_list"][key] = total
     state["total_stake_amount"] += amount
     if ip_address:
@@ -118,10 +131,11 @@ def withdraw(world: World, tx: dict[str, Any], args: dict[str, Any], slot: int) 
             f"withdraw refused: submitted for round {last}, within "
             f"{WITHDRAW_COOLDOWN_ROUNDS} rounds of round {current}"
         )
+    debit(world, state["stake_pot_account"], staked)
+    credit(world, key, staked)
     del state["stake_list"][key]
     state["ip_address_list"].pop(key, None)
     state["total_stake_amount"] -= staked
-    credit(world, key, staked)
     return {"withdrawn": staked}
 
 
@@ -129,10 +143,12 @@ def claim_reward(
     world: World, tx: dict[str, Any], args: dict[str, Any], slot: int
 ) -> dict[str, Any]:
     state = world.task(tx["task_id"])
-    to = pubkey_arg(args, "to")
+    require_stake_pot(state, tx)
+    to = tx["beneficiary"]
     amount = state["available_balances"].get(tx["signer"], 0)
     if amount <= 0:
         raise TransactionError("nothing to claim")
+    debit(world, state["stake_pot_account"], amount)
     state["available_balances"][tx["signer"]] = 0
     credit(world, to, amount)
     return {"claimed": amount}
@@ -142,8 +158,6 @@ def set_active(world: World, tx: dict[str, Any], args: dict[str, Any], slot: int
     state = world.task(tx["task_id"])
     if tx["signer"] != state["task_manager"]:
         raise TransactionError("only the task manager can change is_active")
-    active = args.get("is_active")
-    if not isinstance(active, bool):
-        raise TransactionError("is_active must be a boolean")
+    active = flag_arg(args, "is_active")
     state["is_active"] = active
     return {"is_active": active}

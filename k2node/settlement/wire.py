@@ -24,6 +24,8 @@ from solders.pubkey import Pubkey
 from solders.system_program import ID as SYSTEM_PROGRAM
 from solders.transaction import Transaction
 
+from k2node.crypto import Keypair as WalletKeypair
+
 PROGRAM_ID = Pubkey.from_string("Koiitask22222222222222222222222222222222222")
 CLOCK = Pubkey.from_string("SysvarC1ock11111111111111111111111111111111")
 # An upload chunk: u16 chunk index, u16 chunk size (always 508), 508 bytes of the list's JSON.
@@ -207,6 +209,15 @@ def roles(ix: Ix, keys: list[Pubkey]) -> dict[str, Pubkey]:
     return found
 
 
+_SIGNING_ROLES = {
+    ix: {r for r, signer, _ in accounts if signer} for ix, accounts in _ACCOUNTS.items()
+}
+
+
+def signs(ix: Ix, role: str) -> bool:
+    return role in _SIGNING_ROLES[ix]
+
+
 def instruction(ix: Ix, fields: dict[str, Any], accounts: dict[str, Pubkey]) -> Instruction:
     metas = [
         AccountMeta(_FIXED.get(role) or accounts[role], signer, writable)
@@ -254,6 +265,11 @@ class Signed:
     @property
     def wire(self) -> bytes:
         return bytes(self.transaction)
+
+
+def signer(keypair: WalletKeypair) -> Keypair:
+    """A wallet's key as solders signs with it."""
+    return Keypair.from_bytes(keypair.secret_bytes)
 
 
 def sign(

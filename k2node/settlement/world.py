@@ -1,8 +1,13 @@
-"""The local K2's world: wallet balances, task states in the contract's JSON shape, what the
-task program keeps beside them, and the signatures it has applied."""
+"""The local K2's world: balances, accounts that programs own, task states in the contract's
+JSON shape, what the task program keeps beside them, and the signatures it has applied.
+
+A transaction changes the world under a journal: balances, accounts and the task states it
+touches are remembered as they were, so a refused instruction undoes the whole transaction.
+"""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +22,8 @@ class TaskPrivate:
     attempts: dict[str, int] = field(default_factory=dict)
     attempt_submitters: dict[str, dict[str, str]] = field(default_factory=dict)
     last_submission: dict[str, int] = field(default_factory=dict)
+    # round -> "<uploader>/<attempt>" -> chunk index -> hex of the chunk's bytes
+    uploads: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -24,11 +31,21 @@ class TaskPrivate:
             "attempts": self.attempts,
             "attempt_submitters": self.attempt_submitters,
             "last_submission": self.last_submission,
+            "uploads": self.uploads,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> TaskPrivate:
         return cls(**raw)
+
+
+@dataclass
+class Journal:
+    """What a transaction changed, as it was before (None: it did not exist)."""
+
+    balances: dict[str, int | None] = field(default_factory=dict)
+    accounts: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    tasks: dict[str, tuple[dict[str, Any] | None, TaskPrivate | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -38,6 +55,34 @@ class World:
     private: dict[str, TaskPrivate] = field(default_factory=dict)
     # signature -> slot applied at, oldest first
     signatures: dict[str, int] = field(default_factory=dict)
+    # accounts owned by a program (the rest are the System program's): owner, space
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    journal: Journal | None = None
+
+    def set_balance(self, key: str, lamports: int) -> None:
+        if self.journal is not None and key not in self.journal.balances:
+            self.journal.balances[key] = self.balances.get(key)
+        self.balances[key] = lamports
+
+    def set_account(self, key: str, account: dict[str, Any]) -> None:
+        if self.journal is not None and key not in self.journal.accounts:
+            self.journal.accounts[key] = self.accounts.get(key)
+        self.accounts[key] = account
+
+    def keep_task(self, task_id: str) -> None:
+        """Remember a task as it is, for a transaction that may yet be refused after it."""
+        if self.journal is not None and task_id not in self.journal.tasks:
+            state, private = self.tasks.get(task_id), self.private.get(task_id)
+            self.journal.tasks[task_id] = (copy.deepcopy(state), copy.deepcopy(private))
+
+    def undo(self, journal: Journal) -> None:
+        for key, lamports in journal.balances.items():
+            _restore(self.balances, key, lamports)
+        for key, account in journal.accounts.items():
+            _restore(self.accounts, key, account)
+        for task_id, (state, private) in journal.tasks.items():
+            _restore(self.tasks, task_id, state)
+            _restore(self.private, task_id, private)
 
     def task(self, task_id: str) -> dict[str, Any]:
         state = self.tasks.get(task_id) if isinstance(task_id, str) else None
@@ -52,6 +97,7 @@ class World:
             "tasks": self.tasks,
             "private": {k: v.to_json() for k, v in self.private.items()},
             "signatures": self.signatures,
+            "accounts": self.accounts,
         }
 
     @classmethod
@@ -61,7 +107,15 @@ class World:
             raw["tasks"],
             {k: TaskPrivate.from_json(v) for k, v in raw["private"].items()},
             raw["signatures"],
+            raw["accounts"],
         )
+
+
+def _restore(table: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
 
 
 def new_task_state(

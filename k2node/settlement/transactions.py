@@ -1,0 +1,114 @@
+"""The transactions a node sends, as Koii's own clients compose them: the task program's
+instruction, with the System program's create-account or transfer where the flow needs one
+(a staking account the task program owns, a funder account, a task's account)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from solders.instruction import Instruction
+from solders.pubkey import Pubkey
+from solders.system_program import (
+    CreateAccountParams,
+    TransferParams,
+    create_account,
+    transfer,
+)
+
+from k2node.settlement.system_ix import minimum_balance
+from k2node.settlement.wire import PROGRAM_ID, Ix, chunks, instruction
+
+# A staking account: space 100, funded with the stake plus rent for 1,000 bytes and 10,000
+# lamports, as the Desktop node creates it.
+STAKING_SPACE, STAKING_EXTRA = 100, minimum_balance(1000) + 10_000
+# A funder account for FundTask: space 100, the amount plus rent plus 1,000 lamports.
+FUNDER_SPACE = 100
+# What CreateTask's transaction moves to the new stake pot beside it (0.001 KOII).
+STAKE_POT_SEED_LAMPORTS = 1_000_000
+
+
+def _program_account(payer: Pubkey, new: Pubkey, lamports: int, space: int) -> Instruction:
+    return create_account(
+        CreateAccountParams(
+            from_pubkey=payer, to_pubkey=new, lamports=lamports, space=space, owner=PROGRAM_ID
+        )
+    )
+
+
+def create_task(
+    payer: Pubkey, task: Pubkey, stake_pot: Pubkey, fields: dict[str, Any], space: int
+) -> list[Instruction]:
+    accounts = {"payer": payer, "task": task, "stake_pot": stake_pot}
+    return [
+        _program_account(payer, task, minimum_balance(space) + 1000, space),
+        instruction(Ix.CREATE_TASK, fields, accounts),
+        transfer(
+            TransferParams(from_pubkey=payer, to_pubkey=stake_pot, lamports=STAKE_POT_SEED_LAMPORTS)
+        ),
+    ]
+
+
+def fund_task(
+    payer: Pubkey, funder: Pubkey, task: Pubkey, stake_pot: Pubkey, amount: int
+) -> list[Instruction]:
+    lamports = amount + minimum_balance(FUNDER_SPACE) + 1000
+    accounts = {"task": task, "signer": funder, "stake_pot": stake_pot}
+    return [
+        _program_account(payer, funder, lamports, FUNDER_SPACE),
+        instruction(Ix.FUND_TASK, {"amount": amount}, accounts),
+    ]
+
+
+def stake(
+    payer: Pubkey,
+    staking: Pubkey,
+    task: Pubkey,
+    stake_pot: Pubkey,
+    amount: int,
+    ip_address: str,
+    staking_exists: bool,
+) -> list[Instruction]:
+    """Fund the staking account from the main wallet (creating it, owned by the task
+    program, the first time), then stake from it."""
+    if staking_exists:
+        fund = transfer(TransferParams(from_pubkey=payer, to_pubkey=staking, lamports=amount))
+    else:
+        fund = _program_account(payer, staking, amount + STAKING_EXTRA, STAKING_SPACE)
+    accounts = {"task": task, "signer": staking, "stake_pot": stake_pot}
+    return [fund, instruction(Ix.STAKE, {"amount": amount, "ip_address": ip_address}, accounts)]
+
+
+def round_action(ix: Ix, task: Pubkey, signer: Pubkey, **fields: Any) -> Instruction:
+    """SubmitTask, SubmitDistributionList and the like: the task, the signer, the round."""
+    return instruction(ix, fields, {"task": task, "signer": signer})
+
+
+def vote(
+    ix: Ix, task: Pubkey, voter: Pubkey, candidate: Pubkey, is_valid: bool, round_: int
+) -> Instruction:
+    fields = {"is_valid": int(is_valid), "round": round_}
+    return instruction(ix, fields, {"task": task, "signer": voter, "candidate": candidate})
+
+
+def upload_list(task: Pubkey, signer: Pubkey, list_json: bytes, round_: int) -> list[Instruction]:
+    """One instruction per chunk, each sent in a transaction of its own."""
+    return [
+        instruction(
+            Ix.UPLOAD_DISTRIBUTION_LIST,
+            {"chunk": chunk, "round": round_},
+            {"task": task, "signer": signer},
+        )
+        for chunk in chunks(list_json)
+    ]
+
+
+def with_stake_pot(
+    ix: Ix, task: Pubkey, signer: Pubkey, stake_pot: Pubkey, **fields: Any
+) -> Instruction:
+    """Payout: the task, the signer, its stake pot."""
+    return instruction(ix, fields, {"task": task, "signer": signer, "stake_pot": stake_pot})
+
+
+def claim(task: Pubkey, claimer: Pubkey, stake_pot: Pubkey, beneficiary: Pubkey) -> Instruction:
+    accounts = {"task": task, "signer": claimer, "stake_pot": stake_pot, "beneficiary": beneficiary}
+    return instruction(Ix.CLAIM_REWARD, {}, accounts)
