@@ -40,6 +40,7 @@ class Settings:
     task_config: Path = Path("config/task.yml")
     task_entry: str = DEFAULT_TASK_ENTRY
     admin_token: str = ""
+    task_transfers: tuple[str, ...] = ()  # tasks that may move the main wallet's money
     ipfs_api: str = ""  # empty: the embedded store; else a kubo RPC API URL
     log_format: str = "auto"
     log_level: str = "info"
@@ -146,6 +147,7 @@ def load_settings(
         task_config=Path(get("K2NODE_TASK_CONFIG", "config/task.yml")),
         task_entry=get("K2NODE_TASK_ENTRY", DEFAULT_TASK_ENTRY),
         admin_token=get("K2NODE_ADMIN_TOKEN"),
+        task_transfers=_list(get("K2NODE_TASK_TRANSFERS")),
         ipfs_api=ipfs_api,
         log_format=log_format,
         log_level=get("K2NODE_LOG_LEVEL", "info"),

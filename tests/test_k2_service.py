@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 
+from k2node.config import Settings
 from k2node.contract.task_state import DISTRIBUTION_SECTIONS
 from k2node.contract.units import ROE_PER_KOII
 from k2node.crypto import Keypair
@@ -200,3 +202,21 @@ def test_k2_command_serves_until_sigterm(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+async def test_the_embedded_k2_is_served_to_tasks_that_read_it_themselves(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, wallet_location=tmp_path / "id.json", server_port=0, slot_ms=50
+    )
+    async with Node.manage(settings) as node, aiohttp.ClientSession() as http:
+        ((task_id, task),) = node.tasks.items()
+        url = task.context.rpc_url  # what getRpcUrl answers, and the task's K2 URL argument
+        assert url == f"http://127.0.0.1:{node.port}/k2" and task.process.spec.args.k2_url == url
+        async with http.post(
+            url, json=_rpc("getTaskAccountInfo", task_id, {"stake": True})
+        ) as resp:
+            value = (await resp.json())["result"]["value"]
+        state = json.loads(base64.b64decode(value["data"][0]))  # as the wrapper parses it
+        assert state["task_id"] == task_id and node.staking.pubkey in state["stake_list"]
+        async with http.post(url, data=b"not json") as resp:
+            assert resp.status == 200 and (await resp.json())["error"]["code"] == -32700

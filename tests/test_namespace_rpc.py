@@ -6,13 +6,18 @@ import base64
 import io
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from solders.instruction import Instruction
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from solders.transaction import Transaction
 
 from k2node.contract.jsjson import stringify
 from k2node.crypto import Keypair, payload_signing, verify_signature
@@ -22,7 +27,9 @@ from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
 from k2node.node.http.api import NodeApi
 from k2node.node.ledger import Ledger
+from k2node.settlement import transactions
 from k2node.settlement.local import LocalK2
+from k2node.settlement.wire import Ix
 from k2node.store import Store
 from k2node.task.namespace import NamespaceError, NamespaceWrapper
 from tests.conftest import FakeClock, create_task, send, stake
@@ -36,6 +43,7 @@ class Env:
     clock: FakeClock
     store: Store
     peer: Keypair
+    served: _Stopped
 
     async def call(self, *args: Any, secret: str | None = None) -> tuple[int, Any]:
         body = {
@@ -58,10 +66,11 @@ async def env(tmp_path: Path, k2: LocalK2, clock: FakeClock) -> AsyncIterator[En
     agent.base_path.mkdir()
     ipfs = EmbeddedIpfs.open(tmp_path / "ipfs")
     ctx = TaskContext(agent, "test task", "s3cret-s3cret-s3cret", 10, "http://127.0.0.1:1", ipfs)
-    api = NodeApi({task_id: _Stopped(ctx)}, manager.pubkey, "", EventHub())
+    served = _Stopped(ctx)
+    api = NodeApi({task_id: served}, manager.pubkey, "", EventHub())
     client = TestClient(TestServer(api.app()))
     await client.start_server()
-    yield Env(client, ctx, k2, clock, store, peer)
+    yield Env(client, ctx, k2, clock, store, peer, served)
     await client.close()
     store.close()
     ipfs.close()
@@ -315,3 +324,67 @@ async def test_node_registration(env: Env) -> None:
         (env.peer.pubkey, now + 1)
     ]
     assert (await env.client.get("/nodes/unknown")).status == 404
+
+
+async def test_the_newest_wrappers_chain_reads(env: Env) -> None:
+    task_id = env.ctx.task_id
+    status, body = await env.call("getProgramAccounts")
+    assert status == 200 and [a["pubkey"] for a in body["response"]] == [task_id]
+    status, body = await env.call(
+        "getTaskStateById", task_id, {"is_stake_list_required": True}, "KOII"
+    )
+    assert status == 200 and len(body["response"]["stake_list"]) == 2
+    for bad in ((task_id, {}, "KPL"), (str(Pubkey.new_unique()), {}, "KOII"), (5, {}, "KOII")):
+        assert (await env.call("getTaskStateById", *bad))[0] == 422
+    assert (await env.call("getSubmitterAccount", "KOII"))[0] == 200
+    assert (await env.call("getSubmitterAccount", "KPL"))[0] == 422
+
+
+def _task_built(env: Env, instructions: list[Instruction], fee_payer: Pubkey) -> dict[str, Any]:
+    """A transaction as the wrapper serializes it: unsigned, a Node.js Buffer's JSON."""
+    blockhash = env.k2.blockhash_of(env.k2.current_slot())
+    message = Message.new_with_blockhash(instructions, fee_payer, blockhash)
+    return {"type": "Buffer", "data": list(bytes(Transaction.new_unsigned(message)))}
+
+
+async def test_a_task_built_transaction_is_signed_only_for_this_task_and_node(env: Env) -> None:
+    env.clock.to_slot(env.k2, 20)
+    main = Pubkey.from_string(env.ctx.agent.main.pubkey)
+    me = Pubkey.from_string(env.ctx.agent.staking.pubkey)
+    task = Pubkey.from_string(env.ctx.task_id)
+    submit = transactions.round_action(Ix.SUBMIT_TASK, task, me, submission="built", round=0)
+    status, body = await env.call(
+        "sendAndConfirmTransactionWrapper", _task_built(env, [submit], main), []
+    )
+    assert status == 200 and await env.k2.transaction_applied(body["response"])
+    other_task = transactions.round_action(
+        Ix.SUBMIT_TASK, Pubkey.new_unique(), me, submission="x", round=0
+    )
+    as_peer = transactions.round_action(
+        Ix.SUBMIT_TASK, task, Pubkey.from_string(env.peer.pubkey), submission="x", round=0
+    )
+    drain = transfer(
+        TransferParams(from_pubkey=main, to_pubkey=Pubkey.new_unique(), lamports=10**9)
+    )
+    refusals = {
+        "only call the task program": _task_built(env, [drain], main),
+        "only act for this task": _task_built(env, [other_task], main),
+        "only act for this task and node": _task_built(env, [as_peer], main),
+        "must pay the fee": _task_built(env, [submit], me),
+        "Buffer": {"type": "Buffer", "data": [256]},
+        "serialized": 5,
+        "not a transaction": {"type": "Buffer", "data": [1, 2, 3]},
+    }
+    for message, serialized in refusals.items():
+        status, body = await env.call("sendAndConfirmTransactionWrapper", serialized, [])
+        assert status == 422 and message in body["message"], (message, body)
+
+
+async def test_transfers_from_the_main_wallet_need_the_operators_leave(env: Env) -> None:
+    to = Keypair.generate().pubkey
+    status, body = await env.call("sendTransaction", env.ctx.agent.main.pubkey, to, 5_000)
+    assert status == 422 and "K2NODE_TASK_TRANSFERS" in body["message"]
+    env.served.context = replace(env.ctx, transfers_allowed=True)
+    status, body = await env.call("sendTransaction", env.ctx.agent.main.pubkey, to, 5_000)
+    assert status == 200 and await env.k2.get_balance(to) == 5_000
+    assert (await env.call("sendTransaction", env.ctx.agent.main.pubkey, to, -1))[0] == 422

@@ -21,6 +21,8 @@ class Method(StrEnum):
     GET_TASK_DISTRIBUTION_INFO = "getTaskDistributionInfo"
     GET_DISTRIBUTION_LIST = "getDistributionList"
     GET_NODES = "getNodes"
+    GET_PROGRAM_ACCOUNTS = "getProgramAccounts"
+    GET_TASK_STATE_BY_ID = "getTaskStateById"
     # actions the node signs with its staking key
     CHECK_SUBMISSION_AND_UPDATE_ROUND = "checkSubmissionAndUpdateRound"
     AUDIT_SUBMISSION = "auditSubmission"
@@ -30,6 +32,8 @@ class Method(StrEnum):
     PAYLOAD_TRIGGER = "payloadTrigger"  # sic: the payout
     STAKE_ON_CHAIN = "stakeOnChain"
     CLAIM_REWARD = "claimReward"
+    SEND_AND_CONFIRM_TRANSACTION_WRAPPER = "sendAndConfirmTransactionWrapper"  # task-built
+    SEND_TRANSACTION = "sendTransaction"  # a transfer from the operator's main wallet
     # keys and signing
     GET_SUBMITTER_ACCOUNT = "getSubmitterAccount"
     SIGN_DATA = "signData"
@@ -60,6 +64,8 @@ CHAIN_ACTIONS = frozenset(
         Method.PAYLOAD_TRIGGER,
         Method.STAKE_ON_CHAIN,
         Method.CLAIM_REWARD,
+        Method.SEND_AND_CONFIRM_TRANSACTION_WRAPPER,
+        Method.SEND_TRANSACTION,
     }
 )
 # Methods that publish content on IPFS.

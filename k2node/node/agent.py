@@ -16,10 +16,12 @@ from typing import Any
 from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from solders.transaction import Transaction
 
 from k2node.contract.rounds import Schedule
 from k2node.contract.task_state import DISTRIBUTION_SECTIONS, PAYOUT_FAILED, SUBMISSION_SECTIONS
-from k2node.contract.values import is_round, submission_problem
+from k2node.contract.values import is_int, is_round, submission_problem
 from k2node.crypto import Keypair, decode_pubkey
 from k2node.node.ledger import Action, Ledger
 from k2node.settlement import transactions, wire
@@ -207,3 +209,48 @@ class TaskAgent:
         ix = transactions.claim(self._task, self._me, await self.stake_pot(), main)
         signature = await self.settlement.send((await self._signed([ix])).wire)
         return {"claimed": available, "signature": signature}
+
+    # -- transactions a task builds ----------------------------------------------------------
+    async def sign_task_transaction(self, raw: bytes) -> str:
+        """Sign and send a transaction the task built, if it only asks the task program about
+        this task, with no signer but this node's main wallet (its fee payer) and staking key."""
+        try:
+            tx = Transaction.from_bytes(raw)
+            tx.sanitize()
+        except Exception as exc:  # solders raises its own kinds for every malformation
+            raise ActionError(f"not a transaction: {exc}") from None
+        message = tx.message
+        keys = message.account_keys
+        main, me = Pubkey.from_string(self.main.pubkey), self._me
+        if keys[0] != main:
+            raise ActionError("the node's main wallet must pay the fee (feePayer)")
+        for compiled in message.instructions:
+            if keys[compiled.program_id_index] != wire.PROGRAM_ID:
+                raise ActionError("a task's transaction may only call the task program")
+            try:
+                ix, _ = wire.decode(compiled.data)
+                roles = wire.roles(ix, [keys[i] for i in compiled.accounts])
+            except wire.WireError as exc:
+                raise ActionError(str(exc)) from None
+            if roles["task"] != self._task or roles.get("signer", me) != me:
+                raise ActionError("a task's transaction may only act for this task and node")
+        required = set(keys[: message.header.num_required_signatures])
+        if not required <= {main, me}:
+            raise ActionError("the node signs only with its own keys")
+        keypairs = (wire.signer(self.main), wire.signer(self.staking))
+        signers = [k for k in keypairs if k.pubkey() in required]
+        signed = Transaction(signers, message, message.recent_blockhash)
+        return await self.settlement.send(bytes(signed))
+
+    async def transfer(self, to: Any, lamports: Any) -> str:
+        """Move lamports from the operator's main wallet (when the operator allows it)."""
+        if not is_int(lamports) or lamports <= 0:
+            raise ActionError(f"amount must be a positive number of ROE, got {lamports!r}")
+        main = wire.signer(self.main)
+        move = transfer(
+            TransferParams(from_pubkey=main.pubkey(), to_pubkey=_pubkey(to), lamports=lamports)
+        )
+        blockhash, _ = await self.settlement.latest_blockhash()
+        return await self.settlement.send(
+            wire.sign([move], main, [], Hash.from_string(blockhash)).wire
+        )

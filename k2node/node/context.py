@@ -16,6 +16,8 @@ class TaskContext:
     stake: int
     public_url: str  # where peers and the task reach this node
     ipfs: IpfsBackend | None = None
+    rpc_url: str = ""  # K2's JSON-RPC for the task: the K2's URL, or the node's own /k2
+    transfers_allowed: bool = False  # may the task move the operator's money (sendTransaction)
 
     @property
     def task_id(self) -> str:

@@ -30,6 +30,8 @@ from k2node.store import Store
 log = structlog.get_logger("k2node.node")
 
 _SECRET_ALPHABET = string.ascii_letters + string.digits
+# Where the node serves the embedded K2's JSON-RPC, for tasks that read K2 themselves.
+K2_RPC_PATH = "/k2"
 # What a wallet keeps beyond a stake or bounty for fees: 0.1 KOII, 10,000 two-signature actions.
 FEES_RESERVE = 100_000_000
 _EXAMPLE_KEY = "deployed-example"
@@ -136,7 +138,11 @@ async def provision_task(
     log.info("staked", task_id=task_id, stake=result.get("stake"))
     await ledger.reconcile(task_id)
     secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(20))
-    context = TaskContext(agent, state["task_name"], secret, stake, public_url, ipfs)
+    rpc_url = settings.k2_node_url or f"{public_url}{K2_RPC_PATH}"
+    transfers = task_id in settings.task_transfers
+    context = TaskContext(
+        agent, state["task_name"], secret, stake, public_url, ipfs, rpc_url, transfers
+    )
     port = free_port()
     args = TaskArgs(
         name=state["task_name"],
@@ -145,7 +151,7 @@ async def provision_task(
         mode=TASK_MODE,
         main_pubkey=wallets.main.pubkey,
         secret=secret,
-        k2_url=public_url,
+        k2_url=rpc_url,
         service_url=public_url,
         stake=str(stake),
         node_port=node_port,

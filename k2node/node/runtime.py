@@ -35,6 +35,7 @@ from k2node.node.running import RunningTask
 from k2node.settlement.base import Settlement, TransactionError
 from k2node.settlement.local import LocalK2
 from k2node.settlement.rpc import K2Unreachable, RpcSettlement
+from k2node.settlement.service import K2Service
 from k2node.store import Store
 
 log = structlog.get_logger("k2node.node")
@@ -123,7 +124,8 @@ class Node:
             peers = Peers(lambda: [t.context for t in tasks.values()])
             ipfs, embedded = await _open_ipfs(settings, session, peers, stack, plan)
             events = EventHub()
-            api = NodeApi(tasks, wallets.main.pubkey, settings.admin_token, events, embedded)
+            k2 = K2Service(settlement) if isinstance(settlement, LocalK2) else None
+            api = NodeApi(tasks, wallets.main.pubkey, settings.admin_token, events, embedded, k2)
             port = await _serve(api.app(), settings, stack, plan)
             task_ids = list(settings.tasks) or [
                 await example_task(store, settlement, wallets.main, settings.task_config)

@@ -27,23 +27,18 @@ SIGNATURE_MEMORY_SLOTS = 5_000
 LAMPORTS_PER_SIGNATURE = 5_000
 
 Handler = Callable[[World, dict[str, Any], dict[str, Any], int], Any]
-_TASK_PROGRAM: dict[wire.Ix, tuple[str, Handler]] = {
-    wire.Ix.CREATE_TASK: ("CreateTask", task_ix.create_task),
-    wire.Ix.FUND_TASK: ("FundTask", task_ix.fund_task),
-    wire.Ix.STAKE: ("Stake", task_ix.stake),
-    wire.Ix.WITHDRAW: ("Withdraw", task_ix.withdraw),
-    wire.Ix.CLAIM_REWARD: ("ClaimReward", task_ix.claim_reward),
-    wire.Ix.SET_ACTIVE: ("SetActive", task_ix.set_active),
-    wire.Ix.SUBMIT_TASK: ("SubmitTask", round_ix.submit_task),
-    wire.Ix.AUDIT_SUBMISSIONS: ("AuditSubmissions", round_ix.audit_submissions),
-    wire.Ix.AUDIT_DISTRIBUTION: ("AuditDistribution", round_ix.audit_distribution),
-    wire.Ix.UPLOAD_DISTRIBUTION_LIST: ("UploadDistributionList", round_ix.upload_distribution_list),
-    wire.Ix.SUBMIT_DISTRIBUTION_LIST: ("SubmitDistributionList", round_ix.submit_distribution_list),
-    wire.Ix.PAYOUT: ("Payout", round_ix.payout),
-}
 
 
-PROGRAM_NAMES = {int(ix): name for ix, (name, _) in _TASK_PROGRAM.items()}
+def _handler(ix: wire.Ix) -> Handler:
+    """An instruction's handler is its name in task_ix.py or round_ix.py (SUBMIT_TASK is
+    submit_task)."""
+    found: Handler = getattr(task_ix, ix.name.lower(), None) or getattr(round_ix, ix.name.lower())
+    return found
+
+
+_HANDLERS = {ix: _handler(ix) for ix in wire.Ix}
+# The instructions' names as Koii's layouts spell them (SUBMIT_TASK is SubmitTask).
+PROGRAM_NAMES = {int(ix): ix.name.title().replace("_", "") for ix in wire.Ix}
 
 
 def instruction_names(tx: Transaction) -> list[str]:
@@ -107,7 +102,7 @@ def _instruction(
     if program != wire.PROGRAM_ID:
         raise TransactionError(f"program {program} does not exist on this K2")
     ix, fields = wire.decode(compiled.data)
-    name, handler = _TASK_PROGRAM[ix]
+    name, handler = PROGRAM_NAMES[ix], _HANDLERS[ix]
     roles = wire.roles(ix, accounts)
     acting = roles.get("signer") or roles["payer"]
     for role in ("signer", "payer", "task"):

@@ -169,13 +169,22 @@ class RpcSettlement(SlotClocked):
 
     async def get_account(self, pubkey: str) -> Account | None:
         value = (await self._call("getAccountInfo", pubkey, {"encoding": "base64"}))["value"]
-        if not isinstance(value, dict):
-            return None
-        data = base64.b64decode(value["data"][0])
-        return Account(int(value["lamports"]), str(value["owner"]), data, bool(value["executable"]))
+        return _account(value) if isinstance(value, dict) else None
+
+    async def get_program_accounts(
+        self, program: str, filters: list[dict[str, Any]]
+    ) -> list[tuple[str, Account]]:
+        config = {"encoding": "base64", "filters": filters}
+        found = await self._call("getProgramAccounts", program, config)
+        return [(str(item["pubkey"]), _account(item["account"])) for item in found]
 
     async def airdrop(self, pubkey: str, amount: int) -> None:
         await self._call("requestAirdrop", pubkey, amount)
+
+
+def _account(value: dict[str, Any]) -> Account:
+    data = base64.b64decode(value["data"][0])
+    return Account(int(value["lamports"]), str(value["owner"]), data, bool(value["executable"]))
 
 
 async def _measured_clock(session: aiohttp.ClientSession, url: str) -> SlotClock:

@@ -84,59 +84,23 @@ _LAYOUTS: dict[Ix, tuple[tuple[str, int], ...]] = {
 
 # The accounts of each instruction in order: (role, signer, writable). `clock` and `system`
 # are the sysvar and the System program.
+_TASK = ("task", False, True)
+_SIGNER = ("signer", True, True)
+_POT = ("stake_pot", False, True)
+_CLOCK = ("clock", False, False)
 _ACCOUNTS: dict[Ix, tuple[tuple[str, bool, bool], ...]] = {
-    Ix.CREATE_TASK: (
-        ("payer", True, True),
-        ("task", True, True),
-        ("stake_pot", False, True),
-        ("clock", False, False),
-    ),
-    Ix.SUBMIT_TASK: (("task", False, True), ("signer", True, True), ("clock", False, False)),
-    Ix.AUDIT_SUBMISSIONS: (
-        ("task", False, True),
-        ("signer", True, True),
-        ("candidate", False, False),
-        ("clock", False, False),
-    ),
-    Ix.AUDIT_DISTRIBUTION: (
-        ("task", False, True),
-        ("signer", True, True),
-        ("candidate", False, True),
-        ("clock", False, False),
-    ),
-    Ix.PAYOUT: (
-        ("task", False, True),
-        ("signer", True, True),
-        ("stake_pot", False, True),
-        ("clock", False, False),
-    ),
-    Ix.SET_ACTIVE: (("task", False, True), ("signer", True, False)),
-    Ix.CLAIM_REWARD: (
-        ("task", False, True),
-        ("signer", True, True),
-        ("stake_pot", False, True),
-        ("beneficiary", False, True),
-    ),
-    Ix.FUND_TASK: (
-        ("task", False, True),
-        ("signer", True, True),
-        ("stake_pot", False, True),
-        ("system", False, False),
-        ("clock", False, False),
-    ),
-    Ix.STAKE: (
-        ("task", False, True),
-        ("signer", True, True),
-        ("stake_pot", False, True),
-        ("clock", False, False),
-    ),
-    Ix.WITHDRAW: (("task", False, True), ("signer", True, True), ("clock", False, False)),
-    Ix.UPLOAD_DISTRIBUTION_LIST: (("task", False, False), ("signer", True, True)),
-    Ix.SUBMIT_DISTRIBUTION_LIST: (
-        ("task", False, True),
-        ("signer", True, True),
-        ("clock", False, False),
-    ),
+    Ix.CREATE_TASK: (("payer", True, True), ("task", True, True), _POT, _CLOCK),
+    Ix.SUBMIT_TASK: (_TASK, _SIGNER, _CLOCK),
+    Ix.AUDIT_SUBMISSIONS: (_TASK, _SIGNER, ("candidate", False, False), _CLOCK),
+    Ix.PAYOUT: (_TASK, _SIGNER, _POT, _CLOCK),
+    Ix.SET_ACTIVE: (_TASK, ("signer", True, False)),
+    Ix.AUDIT_DISTRIBUTION: (_TASK, _SIGNER, ("candidate", False, True), _CLOCK),
+    Ix.CLAIM_REWARD: (_TASK, _SIGNER, _POT, ("beneficiary", False, True)),
+    Ix.FUND_TASK: (_TASK, _SIGNER, _POT, ("system", False, False), _CLOCK),
+    Ix.WITHDRAW: (_TASK, _SIGNER, _CLOCK),
+    Ix.STAKE: (_TASK, _SIGNER, _POT, _CLOCK),
+    Ix.UPLOAD_DISTRIBUTION_LIST: (("task", False, False), _SIGNER),
+    Ix.SUBMIT_DISTRIBUTION_LIST: (_TASK, _SIGNER, _CLOCK),
 }
 _FIXED = {"clock": CLOCK, "system": SYSTEM_PROGRAM}
 _I64 = struct.Struct("<q")

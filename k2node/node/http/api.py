@@ -22,6 +22,8 @@ from k2node.node.http.events import EventStream
 from k2node.node.http.gateway import IpfsGateway
 from k2node.node.http.namespace_rpc import NamespaceRpc
 from k2node.node.http.registry import NodeRegistry
+from k2node.node.provision import K2_RPC_PATH
+from k2node.settlement.service import K2Service
 
 # Hop-by-hop headers are the proxy's own business, never forwarded.
 _HOP_HEADERS = frozenset(
@@ -64,6 +66,7 @@ class NodeApi:
         admin_token: str,
         events: EventHub,
         ipfs: EmbeddedIpfs | None = None,
+        k2: K2Service | None = None,
     ) -> None:
         self._tasks = tasks
         self._main_pubkey = main_pubkey
@@ -71,6 +74,7 @@ class NodeApi:
         self._events = EventStream(events)
         self._rpc = NamespaceRpc(self._context_of, events)
         self._ipfs = ipfs
+        self._k2 = k2
         self._session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
@@ -83,6 +87,8 @@ class NodeApi:
         app.router.add_routes(NodeRegistry(self._stake_list).routes())
         app.router.add_post("/admin/tasks/{task_id}/phase", self._phase)
         app.router.add_route("*", "/task/{task_id}/{path:.*}", self._proxy)
+        if self._k2 is not None:  # the embedded K2, for tasks that read it themselves
+            app.router.add_post(K2_RPC_PATH, self._k2.handle)
         if self._ipfs is not None:
             app.router.add_routes(
                 IpfsGateway(self._ipfs, self.is_admin, self._main_pubkey).routes()
