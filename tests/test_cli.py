@@ -55,6 +55,17 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and "SERVER_PORT" in lines[0], err
 
 
+def test_a_dead_k2_url_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = _run(tmp_path, env={"K2_NODE_URL": f"http://127.0.0.1:{port}"})
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "K2_NODE_URL" in lines[0] and str(port) in lines[0], err
+
+
 def test_a_bad_wallet_stops_start_up_with_one_line(tmp_path: Path) -> None:
     wallet = tmp_path / "id.json"
     wallet.write_text("[1, 2, 3]")

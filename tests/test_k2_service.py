@@ -144,13 +144,65 @@ async def test_refused_transactions_are_clear_rpc_errors_and_change_nothing(
     await client.close()
 
 
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{", -32700),
+        (b"[]", -32600),
+        (b'{"jsonrpc": "1.0", "method": "getSlot"}', -32600),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "mint"}', -32601),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "getSlot", "params": {}}', -32602),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "getBalance", "params": []}', -32602),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "getBalance", "params": [5]}', -32602),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "getRoundSections", "params": []}', -32601),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "sendTransaction", "params": ["x"]}', -32002),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "sendTransaction", "params": [5]}', -32602),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "getFeeForMessage", "params": ["%%%"]}', -32602),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "getFeeForMessage", "params": ["AAAA"]}', -32602),
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "getMinimumBalanceForRentExemption", '
+            b'"params": [-1]}',
+            -32602,
+        ),
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "getTaskAccountInfo", "params": ["nope"]}',
+            -32602,
+        ),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "requestAirdrop", "params": ["bad", 1]}', -32602),
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "getProgramAccounts", '
+            b'"params": ["Koiitask22222222222222222222222222222222222", {"filters": [5]}]}',
+            -32602,
+        ),
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "getProgramAccounts", "params": '
+            b'["Koiitask22222222222222222222222222222222222", '
+            b'{"filters": [{"memcmp": {"offset": 0, "bytes": "0OIl"}}]}]}',
+            -32602,
+        ),
+        (b'[{"jsonrpc": "2.0", "id": 1, "method": "getSlot"}, 5]', None),
+    ],
+)
+async def test_bad_requests_get_json_rpc_errors(
+    service: tuple[TestClient[Any, Any], LocalK2], body: bytes, code: int | None
+) -> None:
+    client, _ = service
+    resp = await client.post("/", data=body)
+    assert resp.status == 200
+    answer = await resp.json()
+    if code is None:  # a batch: one answer each, the bad one an error
+        assert "result" in answer[0] and answer[1]["error"]["code"] == -32600
+        return
+    assert answer["error"]["code"] == code and answer["error"]["message"]
+
+
 async def test_an_unreachable_service_is_a_clear_error() -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(K2Unreachable, match=r"127\.0\.0\.1:9"):
             await RpcSettlement.connect("http://127.0.0.1:9/", session)
 
 
-async def test_two_nodes_share_a_k2_service(
+async def test_three_nodes_share_a_k2_service(
     tmp_path: Path, service: tuple[TestClient[Any, Any], LocalK2]
 ) -> None:
     client, k2 = service
@@ -160,7 +212,7 @@ async def test_two_nodes_share_a_k2_service(
             await stack.enter_async_context(
                 Node.manage(node_settings(tmp_path / f"n{i}", task_id, k2_node_url=_url(client)))
             )
-            for i in range(2)
+            for i in range(3)
         ]
         keys = [n.staking.pubkey for n in nodes if n.staking]
 
@@ -169,6 +221,11 @@ async def test_two_nodes_share_a_k2_service(
             return all(state["available_balances"].get(k, 0) > 0 for k in keys)
 
         await wait_for(paid, within=60)
+    # every action went over the wire as K2's own transactions
+    assert {"Stake", "SubmitTask", "UploadDistributionList", "SubmitDistributionList"} <= set(
+        k2.tx_count
+    )
+    assert k2.tx_count["Payout"] >= 1
     state = await k2.get_task_state(task_id, {"is_stake_list_required": True})
     assert all(state["stake_list"][k] == 2 * ROE_PER_KOII for k in keys)
 

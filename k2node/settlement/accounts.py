@@ -40,6 +40,22 @@ def account(world: World, pubkey: str) -> Account | None:
     return None
 
 
+def check_filters(filters: list[Filter]) -> None:
+    """Refuse a malformed filter up front (ValueError), whatever accounts there are."""
+    for spec in filters:
+        if "dataSize" in spec and not isinstance(spec["dataSize"], int):
+            raise ValueError("dataSize must be an integer")
+        memcmp = spec.get("memcmp")
+        if memcmp is not None:
+            if not isinstance(memcmp, dict) or not isinstance(memcmp.get("bytes"), str):
+                raise ValueError("memcmp needs bytes")
+            base58.b58decode(memcmp["bytes"])
+            if not isinstance(memcmp.get("offset", 0), int):
+                raise ValueError("memcmp offset must be an integer")
+        if "dataSize" not in spec and memcmp is None:
+            raise ValueError("a filter is memcmp or dataSize")
+
+
 def matches(data: bytes, filters: list[Filter]) -> bool:
     """Solana's getProgramAccounts filters: memcmp (base58 bytes at an offset), dataSize."""
     for spec in filters:

@@ -18,6 +18,7 @@ from typing import Any
 import base58
 import structlog
 from aiohttp import web
+from solders.message import Message
 
 from k2node import __version__
 from k2node.contract.task_state import ACCOUNT_OPTIONS, DISTRIBUTION_SECTIONS, SUBMISSION_SECTIONS
@@ -59,6 +60,13 @@ def _str(value: Any, name: str) -> str:
     return value
 
 
+def _str_long(value: Any, name: str) -> str:
+    """An encoded transaction or message: a string of at most MAX_ENCODED_TRANSACTION."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ENCODED_TRANSACTION:
+        raise RpcError(INVALID_PARAMS, f"the {name} must be an encoded string")
+    return value
+
+
 def _pubkey(value: Any, name: str = "public key") -> str:
     text = _str(value, name)
     try:
@@ -93,6 +101,7 @@ class K2Service:
             "getLatestBlockhash": self._get_latest_blockhash,
             "getRecentBlockhash": self._get_recent_blockhash,
             "getMinimumBalanceForRentExemption": self._get_minimum_balance,
+            "getFeeForMessage": self._get_fee_for_message,
             "getRecentPerformanceSamples": self._get_performance_samples,
             "sendTransaction": self._send_transaction,
             "getSignatureStatuses": self._get_signature_statuses,
@@ -210,6 +219,16 @@ class K2Service:
         fees = {"lamportsPerSignature": LAMPORTS_PER_SIGNATURE}
         return self._context({"blockhash": blockhash, "feeCalculator": fees})
 
+    async def _get_fee_for_message(self, encoded: Any, config: Any = None) -> dict[str, Any]:
+        """What a message would pay: K2's fee per signature, times its signatures."""
+        try:
+            message = Message.from_bytes(base64.b64decode(_str_long(encoded, "message")))
+        except ValueError:
+            raise RpcError(
+                INVALID_PARAMS, "the message is not a base64 transaction message"
+            ) from None
+        return self._context(LAMPORTS_PER_SIGNATURE * message.header.num_required_signatures)
+
     async def _get_minimum_balance(self, size: Any, config: Any = None) -> int:
         if not is_int(size) or not 0 <= size <= 10 * 1024 * 1024:
             raise RpcError(INVALID_PARAMS, "the account size must be 0-10 MiB")
@@ -227,8 +246,7 @@ class K2Service:
     # -- transactions --------------------------------------------------------------------
     async def _send_transaction(self, encoded: Any, config: Any = None) -> str:
         encoding = _config(config).get("encoding", "base58")
-        if not isinstance(encoded, str) or not 0 < len(encoded) <= MAX_ENCODED_TRANSACTION:
-            raise RpcError(INVALID_PARAMS, "the transaction must be an encoded string")
+        encoded = _str_long(encoded, "transaction")
         try:
             if encoding == "base64":
                 raw = base64.b64decode(encoded, validate=True)
@@ -277,9 +295,10 @@ class K2Service:
         if not isinstance(filters, list) or not all(isinstance(f, dict) for f in filters):
             raise RpcError(INVALID_PARAMS, "filters must be an array of objects")
         try:
-            found = await self._k2.get_program_accounts(_pubkey(program, "program id"), filters)
-        except (ValueError, TypeError, KeyError):
-            raise RpcError(INVALID_PARAMS, "a filter is malformed") from None
+            accounts.check_filters(filters)
+        except ValueError as exc:
+            raise RpcError(INVALID_PARAMS, f"a filter is malformed: {exc}") from None
+        found = await self._k2.get_program_accounts(_pubkey(program, "program id"), filters)
         listed = [{"pubkey": key, "account": account.to_rpc()} for key, account in found]
         return self._context(listed) if options.get("withContext") else listed
 
