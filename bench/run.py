@@ -84,7 +84,7 @@ async def bench_dispatch(tmp: Path, tasks: int = 20, rounds: int = 8) -> None:
         context = TaskContext(agent, f"t{i}", "secret", 0, "http://127.0.0.1:1")
         argv = TaskArgs(f"t{i}", task_id, 0, TASK_MODE, "k", "secret", "u", "u", "0", 0)
         spec = TaskSpec(argv, "none:None", tmp / task_id / "task.log")
-        task = RunningTask(context, spec, 0, SlotTimer(k2.slots), EventHub())
+        task = RunningTask(context, spec, 0, SlotTimer(k2), EventHub())
         schedulers.append(task.scheduler)
     burner = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
     baseline = await _idle_timer_baseline()

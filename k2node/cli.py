@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     k2 = sub.add_parser("k2", help="run the local K2 as a JSON-RPC service nodes share")
     k2.add_argument("--host", default="127.0.0.1")
     k2.add_argument("--port", type=int, default=8899)
+    k2.add_argument("--ws-port", type=int, help="PubSub WebSocket port (default: port + 1)")
     k2.add_argument("--data-dir", type=Path, default=Path("data/k2-service"))
     k2.add_argument("--slot-ms", type=float, default=400.0)
     k2.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
@@ -54,6 +55,7 @@ async def _serve_k2(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from k2node.settlement.local import LocalK2
+    from k2node.settlement.pubsub import pubsub
     from k2node.settlement.service import K2Service
 
     if not 1 <= args.slot_ms <= 60_000:
@@ -65,10 +67,18 @@ async def _serve_k2(args: argparse.Namespace) -> int:
             await runner.setup()
             await web.TCPSite(runner, args.host, args.port).start()
             host, port = runner.addresses[0][:2]
-            log = structlog.get_logger("k2node.k2")
-            log.info("k2_service_started", url=f"http://{host}:{port}", slot_ms=k2.slot_ms)
-            await stop.wait()
-            log.info("k2_service_stopping")
+            ws_port = args.ws_port if args.ws_port is not None else (port + 1 if args.port else 0)
+            async with pubsub(k2, args.host, ws_port) as server:
+                ws_port = next(iter(server.sockets)).getsockname()[1]
+                log = structlog.get_logger("k2node.k2")
+                log.info(
+                    "k2_service_started",
+                    url=f"http://{host}:{port}",
+                    pubsub=f"ws://{host}:{ws_port}",
+                    slot_ms=k2.slot_ms,
+                )
+                await stop.wait()
+                log.info("k2_service_stopping")
     finally:
         await runner.cleanup()
         k2.close()

@@ -19,6 +19,7 @@ from k2node.contract.units import ROE_PER_KOII, SlotClock
 from k2node.crypto import Keypair
 from k2node.node.clock import SlotTimer
 from k2node.settlement import transactions, wire
+from k2node.settlement.base import SlotClocked
 from k2node.settlement.local import LocalK2
 from k2node.settlement.program import PROGRAM_NAMES
 from k2node.settlement.wire import Ix
@@ -49,7 +50,7 @@ class VirtualTimer(SlotTimer):
     """The scheduler's clock in virtual time: a sleep moves the time and returns at once."""
 
     def __init__(self, slots: SlotClock, clock: FakeClock) -> None:
-        super().__init__(slots, clock)
+        super().__init__(SlotClocked(slots, clock))
         self._clock = clock
 
     async def sleep(self, seconds: float) -> None:

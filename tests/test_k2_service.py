@@ -256,6 +256,7 @@ def test_k2_command_serves_until_sigterm(tmp_path: Path) -> None:
         if event["event"] == "k2_service_started":
             started = event
     assert started["url"].startswith("http://127.0.0.1:")
+    assert started["pubsub"].startswith("ws://127.0.0.1:")
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == 0

@@ -19,6 +19,7 @@ from k2node.node.clock import SlotTimer
 from k2node.node.events import EventHub
 from k2node.node.ledger import Ledger
 from k2node.node.scheduler import Scheduler
+from k2node.settlement.base import SlotClocked
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
 from tests.conftest import TASK_ARGS, FakeClock, create_task, funded, send, stake
@@ -189,7 +190,7 @@ async def test_no_drift_over_a_thousand_rounds(
 
 
 async def test_the_slot_timer_wakes_in_the_slot_it_waits_for_not_before() -> None:
-    timer = SlotTimer(SlotClock(time.time(), 100.0))
+    timer = SlotTimer(SlotClocked(SlotClock(time.time(), 100.0)))
     now = timer.current_slot()
     assert await timer.sleep_until_slot(now) is False  # already begun: no wait
     for target in (now + 1, now + 3):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from k2node.settlement.base import SlotClocked
-
 # The loop's timers wake up to a millisecond late (epoll's resolution): sleep to this much
 # before a deadline, then yield until it has passed.
 TIMER_SLACK_S = 0.0015
@@ -33,11 +31,38 @@ class Clock(Protocol):
         ...
 
 
-class SlotTimer(SlotClocked):
-    """K2's slot clock against the wall clock, with sleeps that wake on time."""
+class SlotSource(Protocol):
+    """Where slots come from: a settlement layer (SlotClocked, which may re-sync)."""
+
+    @property
+    def slot_ms(self) -> float: ...
+
+    def time(self) -> float: ...
+
+    def current_slot(self) -> int: ...
+
+    def wall_time_of_slot(self, slot: int) -> float: ...
+
+
+class SlotTimer:
+    """K2's slot clock, read from its settlement layer (which may re-sync it), with sleeps
+    that wake on time."""
+
+    def __init__(self, source: SlotSource) -> None:
+        self._source = source
+
+    @property
+    def slot_ms(self) -> float:
+        return self._source.slot_ms
 
     def time(self) -> float:
-        return self._now()
+        return self._source.time()
+
+    def current_slot(self) -> int:
+        return self._source.current_slot()
+
+    def wall_time_of_slot(self, slot: int) -> float:
+        return self._source.wall_time_of_slot(slot)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -45,7 +70,7 @@ class SlotTimer(SlotClocked):
     async def sleep_until_slot(self, slot: int) -> bool:
         if self.current_slot() >= slot:
             return False
-        early = self.wall_time_of_slot(slot) - self._now() - TIMER_SLACK_S
+        early = self.wall_time_of_slot(slot) - self.time() - TIMER_SLACK_S
         if early > 0:
             await asyncio.sleep(early)
         while self.current_slot() < slot:  # noqa: ASYNC110 - a deadline, not a flag

@@ -36,6 +36,7 @@ from k2node.settlement.base import Settlement, TransactionError
 from k2node.settlement.local import LocalK2
 from k2node.settlement.rpc import K2Unreachable, RpcSettlement
 from k2node.settlement.service import K2Service
+from k2node.settlement.slots import SlotFollower, pubsub_url
 from k2node.store import Store
 
 log = structlog.get_logger("k2node.node")
@@ -130,7 +131,7 @@ class Node:
             task_ids = list(settings.tasks) or [
                 await example_task(store, settlement, wallets.main, settings.task_config)
             ]
-            timer = SlotTimer(settlement.slots)
+            timer = SlotTimer(settlement)
             for i, task_id in enumerate(task_ids):
                 stake = settings.task_stakes[i] if i < len(settings.task_stakes) else 0
                 ready = await provision_task(
@@ -158,9 +159,20 @@ async def _open_settlement(
 ) -> Settlement:
     if settings.k2_node_url:
         try:
-            return await RpcSettlement.connect(settings.k2_node_url, session)
+            rpc = await RpcSettlement.connect(settings.k2_node_url, session)
         except (K2Unreachable, TransactionError) as exc:
             raise ConfigError(f"K2_NODE_URL: {exc}") from None
+        follower = asyncio.create_task(
+            SlotFollower(rpc, pubsub_url(settings.k2_node_url)).run(), name="k2-slots"
+        )
+        follower.add_done_callback(_report_failure)
+
+        async def stop_following() -> None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+
+        plan.add(stack, "k2_slots", CLOSE_S, stop_following)
+        return rpc
     local = LocalK2.open(settings.data_dir / "k2", settings.slot_ms)
     plan.add(stack, "local_k2", CLOSE_S, local.aclose)
     return local

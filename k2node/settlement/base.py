@@ -57,6 +57,10 @@ class SlotClocked:
     def slots(self) -> SlotClock:
         return self._slots
 
+    def time(self) -> float:
+        """Wall time, as this clock reads it."""
+        return self._now()
+
     @property
     def slot_ms(self) -> float:
         return self._slots.slot_ms
@@ -76,6 +80,8 @@ class Settlement(Protocol):
 
     @property
     def slot_ms(self) -> float: ...
+
+    def time(self) -> float: ...
 
     def current_slot(self) -> int: ...
 

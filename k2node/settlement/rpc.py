@@ -115,6 +115,19 @@ class RpcSettlement(SlotClocked):
     async def _call(self, method: str, *params: Any) -> Any:
         return await _call(self._session, self._url, method, *params)
 
+    @property
+    def url(self) -> str:
+        return self._url
+
+    async def get_slot(self) -> int:
+        return int(await self._call("getSlot"))
+
+    def resync(self, slot: int) -> None:
+        """K2 says `slot` has begun: re-anchor the local clock if it disagrees."""
+        if self.current_slot() != slot:
+            genesis = self.time() - slot * self.slot_ms / 1000
+            self._slots = SlotClock(genesis, self.slot_ms)
+
     async def get_task_state(
         self, task_id: str, options: dict[str, Any] | None = None
     ) -> dict[str, Any]:

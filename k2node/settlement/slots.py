@@ -1,0 +1,70 @@
+"""Keeping a remote K2's slot clock in step: slots arrive through the PubSub WebSocket
+(`slotSubscribe`), with polling `getSlot` as the fallback when it cannot be reached.
+
+The node computes slots locally from a genesis and a slot time (the timers must not wait
+on the network); each slot the K2 announces re-anchors that genesis when the two disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
+
+from k2node.settlement.rpc import K2Unreachable, RpcSettlement
+
+log = structlog.get_logger("k2node.k2")
+
+POLL_S = 5.0  # getSlot this often while the WebSocket is down
+RETRY_WS_S = 30.0  # and try the WebSocket again this often
+
+
+def pubsub_url(rpc_url: str) -> str:
+    """Where Solana clients look for a K2's PubSub: ws(s) on the RPC port + 1."""
+    parts = urlsplit(rpc_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    netloc = parts.netloc
+    if parts.port is not None:
+        netloc = f"{parts.hostname}:{parts.port + 1}"
+    return urlunsplit((scheme, netloc, parts.path, "", ""))
+
+
+class SlotFollower:
+    def __init__(self, rpc: RpcSettlement, ws_url: str) -> None:
+        self._rpc = rpc
+        self._ws_url = ws_url
+        self.announced = 0  # slots heard over the WebSocket (tests, metrics)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except (OSError, WebSocketException, ValueError, TimeoutError) as exc:
+                log.warning("k2_pubsub_unavailable", url=self._ws_url, error=str(exc)[:200])
+            await self._poll(RETRY_WS_S)
+
+    async def _follow(self) -> None:
+        async with connect(self._ws_url, open_timeout=10, max_size=64 * 1024) as socket:
+            await socket.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "slotSubscribe"}))
+            async for raw in socket:
+                message = json.loads(raw)
+                if message.get("method") != "slotNotification":
+                    continue
+                slot = message["params"]["result"]["slot"]
+                if isinstance(slot, int):
+                    self.announced += 1
+                    self._rpc.resync(slot)
+
+    async def _poll(self, for_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + for_s
+        while loop.time() < until:
+            try:
+                self._rpc.resync(int(await self._rpc.get_slot()))
+            except K2Unreachable as exc:
+                log.warning("k2_slot_poll_failed", error=str(exc)[:200])
+            await asyncio.sleep(POLL_S)
