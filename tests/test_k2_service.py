@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -278,3 +280,45 @@ async def test_the_embedded_k2_is_served_to_tasks_that_read_it_themselves(tmp_pa
         assert state["task_id"] == task_id and node.staking.pubkey in state["stake_list"]
         async with http.post(url, data=b"not json") as resp:
             assert resp.status == 200 and (await resp.json())["error"]["code"] == -32700
+
+
+async def test_nodes_survive_a_service_restart_mid_round(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    k2 = LocalK2.open(tmp_path / "k2", slot_ms=100)
+    task_id = await create_task(k2, Keypair.generate())
+    server = TestServer(K2Service(k2).app(), port=port)
+    await server.start_server()
+    url = f"http://127.0.0.1:{port}/"
+    async with AsyncExitStack() as stack:
+        nodes = [
+            await stack.enter_async_context(
+                Node.manage(node_settings(tmp_path / f"n{i}", task_id, k2_node_url=url))
+            )
+            for i in range(2)
+        ]
+        keys = [n.staking.pubkey for n in nodes]
+
+        async def submitted(round_: int) -> bool:
+            state = await k2.get_task_state(task_id, {"is_submission_required": True})
+            return set(keys) <= set(state["submissions"].get(str(round_), {}))
+
+        await wait_for(lambda: submitted(0), within=30)
+        # the service goes away mid-round and comes back on its data a second later
+        await server.close()
+        k2.close()
+        await asyncio.sleep(1.0)  # the outage itself
+        k2 = LocalK2.open(tmp_path / "k2", slot_ms=100)
+        server = TestServer(K2Service(k2).app(), port=port)
+        await server.start_server()
+
+        async def paid() -> bool:
+            state = await k2.get_task_state(task_id, {"is_available_balances_required": True})
+            return all(state["available_balances"].get(k, 0) > 0 for k in keys)
+
+        await wait_for(paid, within=60)
+        current = k2.current_slot() // 20
+        await wait_for(lambda: submitted(current), within=30)  # and they go on submitting
+    await server.close()
+    k2.close()
