@@ -14,23 +14,6 @@ from typing import Protocol
 TIMER_SLACK_S = 0.0015
 
 
-class Clock(Protocol):
-    @property
-    def slot_ms(self) -> float: ...
-
-    def time(self) -> float: ...
-
-    def current_slot(self) -> int: ...
-
-    def wall_time_of_slot(self, slot: int) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-    async def sleep_until_slot(self, slot: int) -> bool:
-        """Sleep until `slot` begins; False when it had already begun."""
-        ...
-
-
 class SlotSource(Protocol):
     """Where slots come from: a settlement layer (SlotClocked, which may re-sync)."""
 
@@ -42,6 +25,16 @@ class SlotSource(Protocol):
     def current_slot(self) -> int: ...
 
     def wall_time_of_slot(self, slot: int) -> float: ...
+
+
+class Clock(SlotSource, Protocol):
+    """What the timers run on: slots, and sleeps measured in them."""
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    async def sleep_until_slot(self, slot: int) -> bool:
+        """Sleep until `slot` begins; False when it had already begun."""
+        ...
 
 
 class SlotTimer:
