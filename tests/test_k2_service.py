@@ -182,6 +182,26 @@ async def test_refused_transactions_are_clear_rpc_errors_and_change_nothing(
             b'{"filters": [{"memcmp": {"offset": 0, "bytes": "0OIl"}}]}]}',
             -32602,
         ),
+        (b"[" * 100_000, -32700),  # nested past Python's recursion limit
+        (b'{"jsonrpc": "2.0", "id": NaN, "method": "getSlot"}', -32700),
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "requestAirdrop", '
+            b'"params": ["11111111111111111111111111111112", 10000000000000000000000]}',
+            -32602,
+        ),
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "getProgramAccounts", "params": '
+            b'["Koiitask22222222222222222222222222222222222", '
+            b'{"filters": [{"memcmp": {"offset": 0, "bytes": "' + b"z" * 20_000 + b'"}}]}]}',
+            -32602,
+        ),
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "getProgramAccounts", "params": '
+            b'["Koiitask22222222222222222222222222222222222", {"filters": ['
+            + b",".join([b'{"dataSize": 1}'] * 5)
+            + b"]}]}",
+            -32602,
+        ),
         (b'[{"jsonrpc": "2.0", "id": 1, "method": "getSlot"}, 5]', None),
     ],
 )

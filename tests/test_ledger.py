@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
+from solders.hash import Hash
+from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
 
 from k2node.crypto import Keypair
 from k2node.node.agent import TaskAgent
 from k2node.node.ledger import CONFIRMED, PENDING, Action, Ledger
+from k2node.settlement import wire
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
 from tests.conftest import FakeClock, create_task, funded, stake
@@ -135,4 +140,56 @@ async def test_latest_confirmed_round_reads_from_the_newest_end(
     store.put(Ledger.key("t", "submit", 13), {"status": PENDING, "tx": {}})
     store.put(Ledger.key("t", "submit-other", 20), {"status": CONFIRMED})
     assert ledger.latest_confirmed_round("t", "submit") == 12
+    store.close()
+
+
+async def test_a_pending_action_is_resent_as_the_same_bytes_until_its_blockhash_expires(
+    tmp_path: Path, k2: LocalK2, clock: FakeClock
+) -> None:
+    main, to = await funded(k2), Pubkey.new_unique()
+    store = Store.open(tmp_path / "node-db")
+    lamports = 0
+
+    async def make_tx() -> wire.Signed:
+        blockhash = Hash.from_string((await k2.latest_blockhash())[0])
+        payer = wire.signer(main)
+        move = transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=to, lamports=lamports))
+        return wire.sign([move], payer, [], blockhash)
+
+    for expired in (False, True):
+        lamports = 7 + expired  # two actions, two different transfers
+        key = f"ledger/t/payout/{int(expired):010d}"
+        with pytest.raises(Crash):  # the node dies before the transaction leaves
+            await Ledger(store, CrashingK2(k2, "before")).send_once(key, make_tx)  # type: ignore[arg-type]
+        pending = store.get(key)
+        assert pending["status"] == PENDING
+        if expired:
+            clock.to_slot(k2, k2.current_slot() + 151)
+        result = await Ledger(store, k2).send_once(key, make_tx)
+        # the same bytes while they may still land; signed afresh once they cannot
+        assert (result["signature"] == pending["signature"]) is not expired
+        assert store.get(key) == {"status": CONFIRMED, "signature": result["signature"]}
+    assert await k2.get_balance(str(to)) == 15  # each action once
+
+
+async def test_two_callers_of_one_action_send_it_once(tmp_path: Path, k2: LocalK2) -> None:
+    main, to = await funded(k2), Pubkey.new_unique()
+    store = Store.open(tmp_path / "node-db")
+    ledger = Ledger(store, k2)
+    built = 0
+
+    async def make_tx() -> wire.Signed:
+        nonlocal built
+        built += 1
+        await asyncio.sleep(0)  # the other caller runs meanwhile
+        blockhash = Hash.from_string((await k2.latest_blockhash())[0])
+        payer = wire.signer(main)
+        move = transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=to, lamports=built))
+        return wire.sign([move], payer, [], blockhash)
+
+    first, second = await asyncio.gather(
+        ledger.send_once("ledger/t/submit/0000000001", make_tx),
+        ledger.send_once("ledger/t/submit/0000000001", make_tx),
+    )
+    assert built == 1 and second == {"signature": first["signature"], "already": True}
     store.close()

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from solders.instruction import Instruction
+from solders.instruction import AccountMeta, Instruction
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
@@ -27,7 +27,7 @@ from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
 from k2node.node.http.api import NodeApi
 from k2node.node.ledger import Ledger
-from k2node.settlement import transactions
+from k2node.settlement import transactions, wire
 from k2node.settlement.local import LocalK2
 from k2node.settlement.wire import Ix
 from k2node.store import Store
@@ -366,7 +366,27 @@ async def test_a_task_built_transaction_is_signed_only_for_this_task_and_node(en
     drain = transfer(
         TransferParams(from_pubkey=main, to_pubkey=Pubkey.new_unique(), lamports=10**9)
     )
+    pot = await env.ctx.agent.stake_pot()
+    thief = Pubkey.new_unique()
+    claim = transactions.claim(task, me, pot, thief)  # the node's rewards to someone else
+    withdraw = transactions.round_action(Ix.WITHDRAW, task, me)
+    fund = wire.instruction(
+        Ix.FUND_TASK, {"amount": 1}, {"task": task, "signer": me, "stake_pot": pot}
+    )
+    padded = Instruction(
+        submit.program_id, submit.data, [*submit.accounts, AccountMeta(thief, False, True)]
+    )
+    readonly = Instruction(
+        submit.program_id,
+        submit.data,
+        [AccountMeta(task, False, False), *submit.accounts[1:]],
+    )
     refusals = {
+        "may not have the node sign CLAIM_REWARD": _task_built(env, [claim], main),
+        "may not have the node sign WITHDRAW": _task_built(env, [withdraw], main),
+        "may not have the node sign FUND_TASK": _task_built(env, [fund], main),
+        "takes 3 accounts, got 4": _task_built(env, [padded], main),
+        "not the ones the node sends": _task_built(env, [readonly], main),
         "only call the task program": _task_built(env, [drain], main),
         "only act for this task": _task_built(env, [other_task], main),
         "only act for this task and node": _task_built(env, [as_peer], main),

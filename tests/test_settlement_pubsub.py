@@ -13,8 +13,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from k2node.contract.units import SlotClock
+from k2node.settlement import pubsub as pubsub_module
 from k2node.settlement.local import LocalK2
 from k2node.settlement.pubsub import pubsub
 from k2node.settlement.rpc import RpcSettlement
@@ -95,3 +97,18 @@ async def test_a_node_follows_the_k2s_slots_with_or_without_pubsub(fast_k2: Loca
         job.cancel()
         await asyncio.gather(job, return_exceptions=True)
     await server.close()
+
+
+async def test_connections_past_the_cap_are_turned_away(
+    fast_k2: LocalK2, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pubsub_module, "MAX_CONNECTIONS", 2)
+    async with pubsub(fast_k2, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}"
+        async with connect(url) as first, connect(url) as second, connect(url) as third:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(third.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            for kept in (first, second):
+                await kept.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "slotSubscribe"}))
+                assert json.loads(await asyncio.wait_for(kept.recv(), 5))["result"] == 1

@@ -28,6 +28,18 @@ from k2node.settlement import transactions, wire
 from k2node.settlement.base import Settlement
 from k2node.settlement.wire import Ix
 
+# What a task may have the node sign itself: its part in the rounds, nothing that moves funds.
+TASK_BUILT = frozenset(
+    {
+        Ix.SUBMIT_TASK,
+        Ix.AUDIT_SUBMISSIONS,
+        Ix.AUDIT_DISTRIBUTION,
+        Ix.UPLOAD_DISTRIBUTION_LIST,
+        Ix.SUBMIT_DISTRIBUTION_LIST,
+        Ix.PAYOUT,
+    }
+)
+
 
 class ActionError(ValueError):
     """A request the node refuses before anything is signed."""
@@ -212,8 +224,10 @@ class TaskAgent:
 
     # -- transactions a task builds ----------------------------------------------------------
     async def sign_task_transaction(self, raw: bytes) -> str:
-        """Sign and send a transaction the task built, if it only asks the task program about
-        this task, with no signer but this node's main wallet (its fee payer) and staking key."""
+        """Sign and send a transaction the task built, if it only takes part in this task's
+        rounds (no instruction that moves the node's funds: staking, withdrawing, claiming,
+        funding), exactly as the node itself would build it, with no signer but this node's
+        main wallet (its fee payer) and staking key."""
         try:
             tx = Transaction.from_bytes(raw)
             tx.sanitize()
@@ -228,12 +242,22 @@ class TaskAgent:
             if keys[compiled.program_id_index] != wire.PROGRAM_ID:
                 raise ActionError("a task's transaction may only call the task program")
             try:
-                ix, _ = wire.decode(compiled.data)
+                ix, fields = wire.decode(compiled.data)
                 roles = wire.roles(ix, [keys[i] for i in compiled.accounts])
             except wire.WireError as exc:
                 raise ActionError(str(exc)) from None
-            if roles["task"] != self._task or roles.get("signer", me) != me:
+            if ix not in TASK_BUILT:
+                raise ActionError(f"a task may not have the node sign {ix.name}")
+            if roles["task"] != self._task or roles.get("signer") != me:
                 raise ActionError("a task's transaction may only act for this task and node")
+            # the very instruction the node would build: same accounts, same flags, no more
+            expected = wire.instruction(ix, fields, roles)
+            flags = [
+                (keys[i], message.is_signer(i), wire.is_writable(message, i))
+                for i in compiled.accounts
+            ]
+            if flags != [(m.pubkey, m.is_signer, m.is_writable) for m in expected.accounts]:
+                raise ActionError(f"{ix.name}: its accounts are not the ones the node sends")
         required = set(keys[: message.header.num_required_signatures])
         if not required <= {main, me}:
             raise ActionError("the node signs only with its own keys")

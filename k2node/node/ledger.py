@@ -2,12 +2,14 @@
 
 An action is written `pending` with its signed transaction (its signature and wire bytes)
 before it is sent and `confirmed` after K2 accepts it. On restart a pending action is checked
-against K2 by its signature: applied means confirmed; not applied means it is still owed and
-is signed afresh (a new blockhash) and sent when asked.
+against K2 by its signature: applied means confirmed; not applied means it is still owed,
+and when asked its same bytes are sent again (they cannot land twice), or, once their
+blockhash has expired, it is signed afresh.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -15,7 +17,12 @@ from typing import Any
 
 import structlog
 
-from k2node.settlement.base import DuplicateTransaction, Settlement, TransactionError
+from k2node.settlement.base import (
+    BlockhashExpired,
+    DuplicateTransaction,
+    Settlement,
+    TransactionError,
+)
 from k2node.settlement.wire import Signed
 from k2node.store import Store
 
@@ -39,6 +46,7 @@ class Ledger:
     def __init__(self, store: Store, settlement: Settlement) -> None:
         self.store = store
         self._settlement = settlement
+        self._locks: dict[str, asyncio.Lock] = {}
 
     @staticmethod
     def key(task_id: str, action: Action, round_: int, detail: str = "") -> str:
@@ -50,29 +58,47 @@ class Ledger:
         return entry if isinstance(entry, dict) else None
 
     async def send_once(self, key: str, make_tx: Callable[[], Awaitable[Signed]]) -> dict[str, Any]:
-        """Send the transaction `make_tx` builds unless this action is already done."""
+        """Send the transaction `make_tx` builds unless this action is already done. One
+        caller at a time per action: a second waits and finds it done."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            return await self._send_once(key, make_tx)
+
+    async def _send_once(
+        self, key: str, make_tx: Callable[[], Awaitable[Signed]]
+    ) -> dict[str, Any]:
         entry = self.get(key)
         if entry and entry["status"] == CONFIRMED:
             return {"signature": entry.get("signature"), "already": True}
-        if (
-            entry
-            and entry["status"] == PENDING
-            and await self._settlement.transaction_applied(entry["signature"])
-        ):
-            self.store.put(key, {"status": CONFIRMED, "signature": entry["signature"]})
-            return {"signature": entry["signature"], "already": True}
+        if entry and entry["status"] == PENDING:
+            # the same bytes again: if they landed meanwhile K2 says so, and they cannot
+            # land twice; signed afresh only once their blockhash has expired
+            if await self._settlement.transaction_applied(entry["signature"]):
+                return self._confirm(key, entry["signature"], already=True)
+            try:
+                return await self._send(key, entry["signature"], base64.b64decode(entry["wire"]))
+            except BlockhashExpired:
+                pass
         tx = await make_tx()
         wire_b64 = base64.b64encode(tx.wire).decode()
         self.store.put(key, {"status": PENDING, "signature": tx.signature, "wire": wire_b64})
+        return await self._send(key, tx.signature, tx.wire)
+
+    async def _send(self, key: str, signature: str, raw: bytes) -> dict[str, Any]:
         try:
-            await self._settlement.send(tx.wire)
+            await self._settlement.send(raw)
         except DuplicateTransaction:
             pass  # applied before this answer: the action is done
+        except BlockhashExpired:
+            raise  # still owed: the caller signs it afresh
         except TransactionError as exc:
             self.store.put(key, {"status": FAILED, "error": str(exc)})
             raise
-        self.store.put(key, {"status": CONFIRMED, "signature": tx.signature})
-        return {"signature": tx.signature}
+        return self._confirm(key, signature)
+
+    def _confirm(self, key: str, signature: str, already: bool = False) -> dict[str, Any]:
+        self.store.put(key, {"status": CONFIRMED, "signature": signature})
+        return {"signature": signature, "already": True} if already else {"signature": signature}
 
     async def reconcile(self, task_id: str) -> tuple[int, int]:
         """Settle pending entries left by a stop: (confirmed now, still owed)."""
@@ -118,6 +144,8 @@ class Ledger:
         stale = [k for p in prefixes for k in self.store.keys_between(p, p + stop)]
         if stale:
             self.store.put_many({}, delete=stale)
+        for key in [k for k, lock in self._locks.items() if not lock.locked()]:
+            del self._locks[key]
 
     def latest_confirmed_round(self, task_id: str, action: Action) -> int | None:
         """The newest round for which `action` is confirmed, read from the newest end."""

@@ -40,43 +40,55 @@ def account(world: World, pubkey: str) -> Account | None:
     return None
 
 
-def check_filters(filters: list[Filter]) -> None:
-    """Refuse a malformed filter up front (ValueError), whatever accounts there are."""
+MAX_FILTERS = 4
+MAX_MEMCMP_CHARS = 128  # Solana's own limit on a memcmp filter's base58 bytes
+
+
+def parse_filters(filters: list[Filter]) -> list[tuple[int, bytes] | int]:
+    """getProgramAccounts filters as (offset, bytes) for memcmp and ints for dataSize;
+    ValueError for a malformed one (checked up front, whatever accounts there are)."""
+    if len(filters) > MAX_FILTERS:
+        raise ValueError(f"at most {MAX_FILTERS} filters")
+    parsed: list[tuple[int, bytes] | int] = []
     for spec in filters:
-        if "dataSize" in spec and not isinstance(spec["dataSize"], int):
-            raise ValueError("dataSize must be an integer")
-        memcmp = spec.get("memcmp")
-        if memcmp is not None:
-            if not isinstance(memcmp, dict) or not isinstance(memcmp.get("bytes"), str):
-                raise ValueError("memcmp needs bytes")
-            base58.b58decode(memcmp["bytes"])
-            if not isinstance(memcmp.get("offset", 0), int):
-                raise ValueError("memcmp offset must be an integer")
-        if "dataSize" not in spec and memcmp is None:
+        if not isinstance(spec, dict):
+            raise ValueError("a filter is an object")
+        size, memcmp = spec.get("dataSize"), spec.get("memcmp")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool):
+                raise ValueError("dataSize must be an integer")
+            parsed.append(size)
+        elif isinstance(memcmp, dict):
+            wanted, offset = memcmp.get("bytes"), memcmp.get("offset", 0)
+            if not isinstance(wanted, str) or len(wanted) > MAX_MEMCMP_CHARS:
+                raise ValueError(f"memcmp bytes must be base58 of at most {MAX_MEMCMP_CHARS}")
+            if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+                raise ValueError("memcmp offset must be a non-negative integer")
+            parsed.append((offset, base58.b58decode(wanted)))
+        else:
             raise ValueError("a filter is memcmp or dataSize")
+    return parsed
 
 
-def matches(data: bytes, filters: list[Filter]) -> bool:
-    """Solana's getProgramAccounts filters: memcmp (base58 bytes at an offset), dataSize."""
+def matches(data: bytes, filters: list[tuple[int, bytes] | int]) -> bool:
     for spec in filters:
-        if "dataSize" in spec and len(data) != spec["dataSize"]:
-            return False
-        memcmp = spec.get("memcmp")
-        if memcmp is not None:
-            wanted = base58.b58decode(memcmp["bytes"])
-            offset = int(memcmp.get("offset", 0))
-            if data[offset : offset + len(wanted)] != wanted:
+        if isinstance(spec, int):
+            if len(data) != spec:
                 return False
+        elif data[spec[0] : spec[0] + len(spec[1])] != spec[1]:
+            return False
     return True
 
 
 def program_accounts(
     world: World, program: str, filters: list[Filter]
 ) -> list[tuple[str, Account]]:
+    """The program's accounts that pass `filters` (raises ValueError for a malformed one)."""
+    parsed = parse_filters(filters)
     keys = [k for k, a in world.accounts.items() if a["owner"] == program]
     found = []
     for key in keys:
         held = account(world, key)
-        if held is not None and matches(held.data, filters):
+        if held is not None and matches(held.data, parsed):
             found.append((key, held))
     return found

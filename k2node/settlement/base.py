@@ -10,11 +10,11 @@ from typing import Any, Protocol
 
 from k2node.contract.units import SlotClock
 
-# JSON-RPC error codes of a refused transaction, between `k2node k2` and its clients.
-# Solana's code for a transaction refused before it lands (preflight), and the `err` of one
-# applied before.
+# Solana's JSON-RPC code for a transaction refused before it lands (preflight), and the
+# `err` names of one applied before and of one whose blockhash has expired.
 TRANSACTION_REFUSED = -32002
 ALREADY_PROCESSED = "AlreadyProcessed"
+BLOCKHASH_NOT_FOUND = "BlockhashNotFound"
 
 
 class TransactionError(Exception):
@@ -23,6 +23,10 @@ class TransactionError(Exception):
 
 class DuplicateTransaction(TransactionError):
     """This exact signed transaction was applied before."""
+
+
+class BlockhashExpired(TransactionError):
+    """The transaction's blockhash is too old (or unknown): it was not applied."""
 
 
 @dataclass(frozen=True)

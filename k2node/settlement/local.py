@@ -29,7 +29,13 @@ from k2node.contract.rounds import Schedule
 from k2node.contract.task_state import HEAVY_SECTIONS, OPTION_SECTIONS
 from k2node.contract.units import DEFAULT_SLOT_MS, SlotClock
 from k2node.settlement import accounts
-from k2node.settlement.base import Account, DuplicateTransaction, SlotClocked, TransactionError
+from k2node.settlement.base import (
+    Account,
+    BlockhashExpired,
+    DuplicateTransaction,
+    SlotClocked,
+    TransactionError,
+)
 from k2node.settlement.program import apply, instruction_names
 from k2node.settlement.snapshot import LOG_PREFIX, Snapshots, log_key
 from k2node.settlement.task_ix import airdrop
@@ -207,7 +213,8 @@ class LocalK2(SlotClocked):
     def _recent(self, blockhash: Hash, slot: int) -> bool:
         if self._hashes.get(blockhash, -1) >= slot - BLOCKHASH_SLOTS:
             return True
-        # refresh the window of good blockhashes (cheap: 151 hashes, at most once a slot)
+        # refresh the window of good blockhashes (151 hashes: the slot moved, or the hash
+        # is unknown)
         self._hashes = {
             self.blockhash_of(s): s for s in range(max(0, slot - BLOCKHASH_SLOTS), slot + 1)
         }
@@ -235,6 +242,8 @@ class LocalK2(SlotClocked):
             tx.sanitize()
         except Exception as exc:  # solders raises its own kinds for every malformation
             raise TransactionError(f"malformed transaction: {exc}") from None
+        if tx.message.has_duplicates():
+            raise TransactionError("an account is loaded twice (AccountLoadedTwice)")
         try:
             tx.verify()
         except Exception:
@@ -247,7 +256,7 @@ class LocalK2(SlotClocked):
                 raise DuplicateTransaction("This transaction has already been processed")
             slot = self.current_slot()
             if not self._recent(tx.message.recent_blockhash, slot):
-                raise TransactionError("Blockhash not found (older than 150 slots, or unknown)")
+                raise BlockhashExpired("Blockhash not found (older than 150 slots, or unknown)")
             apply(self._world, tx, slot)  # raises, the world unchanged, when refused
             self._log({"tx": base64.b64encode(raw).decode(), "slot": slot})
         return signature

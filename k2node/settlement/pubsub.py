@@ -23,7 +23,8 @@ from k2node.settlement.local import LocalK2
 log = structlog.get_logger("k2node.k2")
 
 MAX_MESSAGE_BYTES = 64 * 1024
-MAX_SUBSCRIPTIONS = 100
+MAX_SUBSCRIPTIONS = 100  # per connection
+MAX_CONNECTIONS = 256
 
 
 class _Connection:
@@ -104,8 +105,18 @@ def _error(call_id: Any, code: int, message: str) -> dict[str, Any]:
 async def pubsub(k2: LocalK2, host: str, port: int) -> AsyncIterator[Server]:
     """The PubSub WebSocket of `k2`, served while the context lasts."""
 
+    open_connections = 0
+
     async def handle(socket: ServerConnection) -> None:
-        await _Connection(k2, socket).run()
+        nonlocal open_connections
+        if open_connections >= MAX_CONNECTIONS:
+            await socket.close(1013, "too many connections")
+            return
+        open_connections += 1
+        try:
+            await _Connection(k2, socket).run()
+        finally:
+            open_connections -= 1
 
     async with serve(handle, host, port, max_size=MAX_MESSAGE_BYTES) as server:
         yield server

@@ -26,6 +26,8 @@ from k2node.settlement.world import World
 
 MAX_DISTRIBUTION_ENTRIES = 200_000
 MAX_LIST_CHUNKS = 16 * 1024 * 1024 // CHUNK_BYTES
+# a list entry's most bytes in JSON: a quoted base58 key (at most 44), a colon, an integer
+LIST_BYTES_PER_ENTRY = 80
 # Rounds older than this are pruned from task states, so state stays bounded.
 KEEP_ROUNDS = 12
 
@@ -76,13 +78,13 @@ def _vote(
         raise TransactionError(f"{candidate} has no entry to audit in round {round_}")
     if candidate == voter:
         raise TransactionError("a key cannot audit itself")
-    triggers = state[trigger_section].setdefault(rkey, {})
-    trigger = triggers.get(candidate)
+    trigger = state[trigger_section].get(rkey, {}).get(candidate)
     if trigger is None:
         if is_valid:
             raise TransactionError("no audit trigger to vote on")
         # a negative vote with no trigger raises one, and counts as the trigger, not a vote
-        triggers[candidate] = {"trigger_by": voter, "slot": slot, "votes": []}
+        raised = {"trigger_by": voter, "slot": slot, "votes": []}
+        state[trigger_section].setdefault(rkey, {})[candidate] = raised
         return {"trigger": "raised"}
     if voter == trigger["trigger_by"] or any(v["voter"] == voter for v in trigger["votes"]):
         raise TransactionError(f"already voted on {candidate} for round {round_}")
@@ -150,8 +152,13 @@ def upload_distribution_list(
         index, payload = unchunk(args["chunk"])
     except WireError as exc:
         raise TransactionError(str(exc)) from None
-    if index >= MAX_LIST_CHUNKS:
-        raise TransactionError(f"a distribution list has at most {MAX_LIST_CHUNKS} chunks")
+    # a list names the round's submitters, each in well under LIST_BYTES_PER_ENTRY bytes
+    most = min(
+        MAX_LIST_CHUNKS,
+        len(state["submissions"].get(rkey, {})) * LIST_BYTES_PER_ENTRY // CHUNK_BYTES + 1,
+    )
+    if index >= most:
+        raise TransactionError(f"this round's distribution list has at most {most} chunks")
     uploads = world.private[tx["task_id"]].uploads.setdefault(rkey, {})
     upload = {} if index == 0 else uploads.get(f"{key}/{attempt}", {})
     upload[str(index)] = payload.hex()
@@ -194,14 +201,13 @@ def submit_distribution_list(
     private = world.private[tx["task_id"]]
     if key in state["distribution_rewards_submission"].get(rkey, {}):
         raise TransactionError(f"already submitted a distribution list for round {round_}")
-    submitters = private.attempt_submitters.setdefault(rkey, {})
-    if str(attempt) in submitters:
+    if str(attempt) in private.attempt_submitters.get(rkey, {}):
         raise TransactionError(f"round {round_} already has a distribution list")
     uploads = private.uploads.get(rkey, {})
     dist = _uploaded_list(uploads.get(f"{key}/{attempt}"), round_)
     del uploads[f"{key}/{attempt}"]
     private.lists.setdefault(rkey, {})[key] = dist
-    submitters[str(attempt)] = key
+    private.attempt_submitters.setdefault(rkey, {})[str(attempt)] = key
     state["distribution_rewards_submission"].setdefault(rkey, {})[key] = {
         "submission_value": key,
         "slot": slot,

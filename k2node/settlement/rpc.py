@@ -24,13 +24,16 @@ from k2node.contract.task_state import ACCOUNT_OPTIONS, DISTRIBUTION_SECTIONS
 from k2node.contract.units import DEFAULT_SLOT_MS, SlotClock
 from k2node.settlement.base import (
     ALREADY_PROCESSED,
+    BLOCKHASH_NOT_FOUND,
     Account,
+    BlockhashExpired,
     DuplicateTransaction,
     SlotClocked,
     TransactionError,
 )
 
 REQUEST_TIMEOUT_S = 15.0
+CONFIRM_S, CONFIRM_POLL_S = 60.0, 0.4
 ATTEMPTS = 4
 BACKOFF_S = 0.25
 METHOD_NOT_FOUND = -32601
@@ -39,6 +42,14 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 class K2Unreachable(ConnectionError):
     """The K2 service did not answer; the message says where and why."""
+
+
+class Refused(TransactionError):
+    """K2 answered with a JSON-RPC error; `code` is its code."""
+
+    def __init__(self, message: str, code: Any) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Retry(Exception):
@@ -72,17 +83,21 @@ async def _call_once(session: aiohttp.ClientSession, url: str, body: dict[str, A
         raise _Retry(f"{type(exc).__name__}: {exc}") from None
     except ValueError:
         raise K2Unreachable(f"K2 at {url}: {body['method']}: the answer is not JSON") from None
-    if not isinstance(answer, dict):
-        raise K2Unreachable("K2 answered something other than JSON-RPC")
+    if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
+        raise K2Unreachable(f"K2 at {url}: {body['method']}: not a JSON-RPC answer")
     error = answer.get("error")
     if isinstance(error, dict):
         message = str(error.get("message", "refused"))
         data = error.get("data")
         err = data.get("err") if isinstance(data, dict) else None
-        if err == ALREADY_PROCESSED or "already been processed" in message:
+        if err == ALREADY_PROCESSED:
             raise DuplicateTransaction(message)
-        raise TransactionError(message, error.get("code"))
-    return answer.get("result")
+        if err == BLOCKHASH_NOT_FOUND:
+            raise BlockhashExpired(message)
+        raise Refused(message, error.get("code"))
+    if error is not None:
+        raise K2Unreachable(f"K2 at {url}: {body['method']}: a malformed error")
+    return answer["result"]
 
 
 def _data(value: Any) -> Any:
@@ -106,8 +121,8 @@ class RpcSettlement(SlotClocked):
         try:
             clock = await _call(session, url, "getClock")
             slots = SlotClock(float(clock["genesis"]), float(clock["slot_ms"]))
-        except TransactionError as exc:  # a K2 that is not k2node's: measure its clock
-            if exc.args[1:] != (METHOD_NOT_FOUND,):
+        except Refused as exc:  # a K2 that is not k2node's: measure its clock
+            if exc.code != METHOD_NOT_FOUND:
                 raise
             slots = await _measured_clock(session, url)
         return cls(url, session, slots)
@@ -120,7 +135,7 @@ class RpcSettlement(SlotClocked):
         return self._url
 
     async def get_slot(self) -> int:
-        return int(await self._call("getSlot"))
+        return int(await self._call("getSlot", {"commitment": "processed"}))
 
     def resync(self, slot: int) -> None:
         """K2 says `slot` has begun: re-anchor the local clock if it disagrees."""
@@ -162,19 +177,34 @@ class RpcSettlement(SlotClocked):
         return found
 
     async def latest_blockhash(self) -> tuple[str, int]:
-        answer = await self._call("getLatestBlockhash", {"commitment": "finalized"})
+        answer = await self._call("getLatestBlockhash", {"commitment": "confirmed"})
         value = answer["value"]
         return str(value["blockhash"]), int(value["lastValidBlockHeight"])
 
     async def send(self, raw: bytes) -> str:
+        """Send, then wait until K2 has applied it: a transaction still unconfirmed after
+        CONFIRM_S is K2Unreachable (the ledger keeps it owed), one that failed is refused."""
         encoded = base64.b64encode(raw).decode()
-        return str(await self._call("sendTransaction", encoded, {"encoding": "base64"}))
+        signature = str(await self._call("sendTransaction", encoded, {"encoding": "base64"}))
+        deadline = time.monotonic() + CONFIRM_S
+        while True:
+            status = await self._status(signature)
+            if isinstance(status, dict):
+                if status.get("err") is not None:
+                    raise TransactionError(f"failed on K2: {status['err']}")
+                return signature
+            if time.monotonic() > deadline:
+                raise K2Unreachable(f"K2 at {self._url}: {signature} not confirmed in time")
+            await asyncio.sleep(CONFIRM_POLL_S)
 
-    async def transaction_applied(self, signature: str) -> bool:
+    async def _status(self, signature: str) -> Any:
         answer = await self._call(
             "getSignatureStatuses", [signature], {"searchTransactionHistory": True}
         )
-        status = answer["value"][0]
+        return answer["value"][0]
+
+    async def transaction_applied(self, signature: str) -> bool:
+        status = await self._status(signature)
         return isinstance(status, dict) and status.get("err") is None
 
     async def get_balance(self, pubkey: str) -> int:
@@ -208,5 +238,5 @@ async def _measured_clock(session: aiohttp.ClientSession, url: str) -> SlotClock
     seconds = sum(int(s["samplePeriodSecs"]) for s in samples if isinstance(s, dict))
     if slots > 0 and seconds > 0:
         slot_ms = seconds * 1000 / slots
-    slot = int(await _call(session, url, "getSlot"))
+    slot = int(await _call(session, url, "getSlot", {"commitment": "processed"}))
     return SlotClock(time.time() - slot * slot_ms / 1000, slot_ms)

@@ -26,7 +26,9 @@ from k2node.contract.values import is_int
 from k2node.settlement import accounts
 from k2node.settlement.base import (
     ALREADY_PROCESSED,
+    BLOCKHASH_NOT_FOUND,
     TRANSACTION_REFUSED,
+    BlockhashExpired,
     DuplicateTransaction,
     TransactionError,
 )
@@ -41,6 +43,7 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600,
 SLOTS_PER_EPOCH = 432_000
 # A transaction's largest encoding (1,232 bytes in base58 is at most 1,683 characters).
 MAX_ENCODED_TRANSACTION = 2048
+MAX_AIRDROP = 1_000 * 1_000_000_000
 # sections answered whole: a record per round, not entries per round
 RECORD_SECTIONS = ("distributions_audit_record",)
 # an airdrop's signature is remembered as a transaction's, so clients can confirm it
@@ -52,6 +55,10 @@ class RpcError(Exception):
         super().__init__(message)
         self.code = code
         self.data = data
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _str(value: Any, name: str) -> str:
@@ -121,8 +128,8 @@ class K2Service:
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
-            body = json.loads(await request.read())
-        except ValueError:
+            body = json.loads(await request.read(), parse_constant=_no_constants)
+        except (ValueError, RecursionError):
             return self._reply(None, error=RpcError(PARSE_ERROR, "body is not JSON"))
         if isinstance(body, list):  # a batch
             if not body or len(body) > 100:
@@ -153,6 +160,12 @@ class K2Service:
             already: dict[str, Any] = {"err": ALREADY_PROCESSED, "logs": [str(exc)]}
             refused = RpcError(
                 TRANSACTION_REFUSED, f"Transaction simulation failed: {exc}", already
+            )
+            return self._body(call_id, error=refused)
+        except BlockhashExpired as exc:
+            expired: dict[str, Any] = {"err": BLOCKHASH_NOT_FOUND, "logs": [str(exc)]}
+            refused = RpcError(
+                TRANSACTION_REFUSED, f"Transaction simulation failed: {exc}", expired
             )
             return self._body(call_id, error=refused)
         except TransactionError as exc:
@@ -278,8 +291,8 @@ class K2Service:
     async def _request_airdrop(self, pubkey: Any, lamports: Any, config: Any = None) -> str:
         if not self._faucet:
             raise RpcError(TRANSACTION_REFUSED, "this K2 has no faucet")
-        if not is_int(lamports) or lamports <= 0:
-            raise RpcError(INVALID_PARAMS, "lamports must be a positive integer")
+        if not is_int(lamports) or not 0 < lamports <= MAX_AIRDROP:
+            raise RpcError(INVALID_PARAMS, f"lamports must be 1-{MAX_AIRDROP} (1,000 KOII)")
         signature = base58.b58encode(secrets.token_bytes(_AIRDROP_SIGNATURE_BYTES)).decode()
         await self._k2.airdrop(_pubkey(pubkey), lamports, signature)
         return signature
@@ -295,10 +308,9 @@ class K2Service:
         if not isinstance(filters, list) or not all(isinstance(f, dict) for f in filters):
             raise RpcError(INVALID_PARAMS, "filters must be an array of objects")
         try:
-            accounts.check_filters(filters)
+            found = await self._k2.get_program_accounts(_pubkey(program, "program id"), filters)
         except ValueError as exc:
             raise RpcError(INVALID_PARAMS, f"a filter is malformed: {exc}") from None
-        found = await self._k2.get_program_accounts(_pubkey(program, "program id"), filters)
         listed = [{"pubkey": key, "account": account.to_rpc()} for key, account in found]
         return self._context(listed) if options.get("withContext") else listed
 

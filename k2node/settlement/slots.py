@@ -33,6 +33,18 @@ def pubsub_url(rpc_url: str) -> str:
     return urlunsplit((scheme, netloc, parts.path, "", ""))
 
 
+def _announced_slot(raw: str | bytes) -> int | None:
+    """The slot of a slotNotification; None for any other message, or a malformed one."""
+    try:
+        message = json.loads(raw)
+        slot = (
+            message["params"]["result"]["slot"] if message["method"] == "slotNotification" else None
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    return slot if isinstance(slot, int) and not isinstance(slot, bool) else None
+
+
 class SlotFollower:
     def __init__(self, rpc: RpcSettlement, ws_url: str) -> None:
         self._rpc = rpc
@@ -51,11 +63,8 @@ class SlotFollower:
         async with connect(self._ws_url, open_timeout=10, max_size=64 * 1024) as socket:
             await socket.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "slotSubscribe"}))
             async for raw in socket:
-                message = json.loads(raw)
-                if message.get("method") != "slotNotification":
-                    continue
-                slot = message["params"]["result"]["slot"]
-                if isinstance(slot, int):
+                slot = _announced_slot(raw)
+                if slot is not None:
                     self.announced += 1
                     self._rpc.resync(slot)
 

@@ -78,7 +78,8 @@ def _create_account(
         )
     debit(world, str(source), lamports)
     credit(world, str(new), lamports)
-    world.set_account(str(new), {"owner": str(owner), "space": space})
+    if owner != SYSTEM_PROGRAM:  # a System account needs no record beside its balance
+        world.set_account(str(new), {"owner": str(owner), "space": space})
 
 
 def _transfer(

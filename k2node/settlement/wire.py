@@ -119,7 +119,10 @@ def encode(ix: Ix, fields: dict[str, Any]) -> bytes:
     for name, width in _LAYOUTS[ix]:
         value = fields[name]
         if width == 0:
-            out.append(_I64.pack(int(value)))
+            try:
+                out.append(_I64.pack(int(value)))
+            except struct.error:
+                raise WireError(f"{name} does not fit in 64 bits: {value}") from None
         elif width > 0:
             out.append(_pad(name, value, width))
         else:
@@ -163,10 +166,10 @@ def decode(data: bytes) -> tuple[Ix, dict[str, Any]]:
 def roles(ix: Ix, keys: list[Pubkey]) -> dict[str, Pubkey]:
     """The instruction's accounts by role; a fixed account in the wrong place is refused."""
     expected = _ACCOUNTS[ix]
-    if len(keys) < len(expected):
+    if len(keys) != len(expected):
         raise WireError(f"{ix.name} takes {len(expected)} accounts, got {len(keys)}")
     found = {}
-    for (role, _, _), key in zip(expected, keys, strict=False):
+    for (role, _, _), key in zip(expected, keys, strict=True):
         if role in _FIXED and key != _FIXED[role]:
             raise WireError(f"{ix.name}: account {role} must be {_FIXED[role]}")
         found[role] = key
