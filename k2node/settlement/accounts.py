@@ -85,10 +85,23 @@ def program_accounts(
 ) -> list[tuple[str, Account]]:
     """The program's accounts that pass `filters` (raises ValueError for a malformed one)."""
     parsed = parse_filters(filters)
-    keys = [k for k, a in world.accounts.items() if a["owner"] == program]
     found = []
-    for key in keys:
+    for key, owned in world.accounts.items():
+        if owned["owner"] != program:
+            continue
+        if key not in world.tasks and not _zeros_match(int(owned["space"]), parsed):
+            continue  # (an account without data holds zeros: judged without building them)
         held = account(world, key)
         if held is not None and matches(held.data, parsed):
             found.append((key, held))
     return found
+
+
+def _zeros_match(space: int, filters: list[tuple[int, bytes] | int]) -> bool:
+    for spec in filters:
+        if isinstance(spec, int):
+            if space != spec:
+                return False
+        elif spec[0] + len(spec[1]) > space or any(spec[1]):
+            return False
+    return True
