@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     k2.add_argument("--data-dir", type=Path, default=Path("data/k2-service"))
     k2.add_argument("--slot-ms", type=float, default=400.0)
     k2.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
+    task = sub.add_parser("task", help="task projects: build the artifact nodes run")
+    task_verbs = task.add_subparsers(dest="verb", required=True)
+    build = task_verbs.add_parser("build", help="pack a task project into one reproducible zip")
+    build.add_argument("path", type=Path, nargs="?", default=Path("."))
+    build.add_argument("-o", "--out", type=Path, help="the artifact (default: PATH/dist/task.zip)")
     wallet = sub.add_parser("wallet", help="show (creating if missing) a wallet's public key")
     wallet.add_argument("path", type=Path)
     ipfs = sub.add_parser("ipfs", help="the node's IPFS store (a running node's, if one is)")
@@ -166,6 +171,22 @@ async def ipfs_command(args: argparse.Namespace, settings: Settings) -> int:
             store.close()
 
 
+def build_command(args: argparse.Namespace) -> int:
+    from k2node.artifact import ArtifactError, build
+    from k2node.ipfs.unixfs import FileBuilder
+
+    out = args.out or args.path / "dist" / "task.zip"
+    try:
+        manifest = build(args.path, out)
+    except ArtifactError as exc:
+        print(f"k2node task build: {exc}", file=sys.stderr)
+        return 1
+    cid = FileBuilder(lambda _cid, _block: None)  # what `ipfs add` would answer
+    cid.write(out.read_bytes())
+    print(f"built {out} ({manifest.entry}, task API {manifest.api_version}): {cid.finish().cid}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -173,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             pair, created = load_or_create_wallet(args.path)
             print(pair.pubkey + (" (created)" if created else ""))
             return 0
+        if args.command == "task":
+            return build_command(args)
         if args.command == "k2":
             configure_logging(args.log_format)
             return asyncio.run(_serve_k2(args))

@@ -19,12 +19,13 @@ ALLOWED = {
     "logs": set(),
     "http_errors": set(),
     "config": {"contract"},
+    "artifact": {"contract"},
     "ipfs": {"store"},
     "settlement": {"contract", "crypto", "store"},
-    "task": {"contract", "crypto", "store", "logs", "http_errors"},
+    "task": {"contract", "crypto", "store", "logs", "http_errors", "artifact"},
     "examples": {"task", "contract", "crypto"},
     "node": {"contract", "crypto", "store", "config", "ipfs", "settlement", "http_errors"},
-    "cli": {"config", "crypto", "logs", "store", "ipfs", "settlement", "node"},
+    "cli": {"config", "crypto", "logs", "store", "ipfs", "settlement", "node", "artifact"},
     "__main__": {"cli"},
 }
 

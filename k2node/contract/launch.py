@@ -11,6 +11,8 @@ CHANNEL_MODE_ENV = "NODE_CHANNEL_SERIALIZATION_MODE"
 # k2node's own: the code of a Python task (`module:Class` or `path/file.py:Class`).
 TASK_ENTRY_ENV = "K2NODE_TASK_ENTRY"
 TASK_MODE = "service"
+# The task API a task process offers its code; an artifact's manifest names the one it needs.
+TASK_API_VERSION = 1
 
 
 class LaunchError(ValueError):

@@ -12,7 +12,9 @@ import importlib
 import importlib.util
 import signal
 import socket
+import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from k2node.artifact import VENDOR, ArtifactError, read_manifest
 from k2node.contract.ipc import IpcChannel
 from k2node.contract.launch import TaskArgs
 from k2node.contract.methods import MAX_RPC_BODY, Method
@@ -37,7 +40,15 @@ class TaskStartError(Exception):
 
 
 def load_entry(spec: str) -> CoreLogic:
-    """Instantiate the task's CoreLogic from `module:Class` or `file.py:Class`."""
+    """Instantiate the task's CoreLogic from `module:Class`, `file.py:Class`, or a built
+    task artifact (a zip whose manifest names its entry)."""
+    if ":" not in spec and zipfile.is_zipfile(spec):
+        try:
+            manifest = read_manifest(Path(spec))
+        except ArtifactError as exc:
+            raise TaskStartError(str(exc)) from None
+        sys.path[:0] = [spec, f"{spec}/{VENDOR}"]  # zipimport: its modules, then its vendored
+        spec = manifest.entry
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
         raise TaskStartError(f"task entry {spec!r} is not of the form module:Class")
