@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     build = task_verbs.add_parser("build", help="pack a task project into one reproducible zip")
     build.add_argument("path", type=Path, nargs="?", default=Path("."))
     build.add_argument("-o", "--out", type=Path, help="the artifact (default: PATH/dist/task.zip)")
+    deploy = task_verbs.add_parser(
+        "deploy", help="build, put on IPFS, create the task on K2 (nodes run it by its id)"
+    )
+    deploy.add_argument("path", type=Path, nargs="?", default=Path("."))
+    deploy.add_argument("--env-file", type=Path, default=Path(".env-local"))
+    deploy.add_argument("--data-dir", help="the node's data directory (wallet, IPFS, local K2)")
     wallet = sub.add_parser("wallet", help="show (creating if missing) a wallet's public key")
     wallet.add_argument("path", type=Path)
     ipfs = sub.add_parser("ipfs", help="the node's IPFS store (a running node's, if one is)")
@@ -171,6 +177,51 @@ async def ipfs_command(args: argparse.Namespace, settings: Settings) -> int:
             store.close()
 
 
+async def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Build the project, publish the artifact on this node's IPFS, create the task on K2."""
+    import aiohttp
+
+    from k2node.artifact import ArtifactError, build
+    from k2node.ipfs import IpfsError
+    from k2node.ipfs.embedded import EmbeddedIpfs
+    from k2node.node.provision import deploy_task
+    from k2node.settlement.base import Settlement, TransactionError
+    from k2node.settlement.local import LocalK2
+    from k2node.settlement.rpc import K2Unreachable, RpcSettlement
+
+    out = args.path / "dist" / "task.zip"
+    try:
+        build(args.path, out)
+        data = await asyncio.to_thread(out.read_bytes)
+        ipfs = EmbeddedIpfs.open(settings.data_dir / "ipfs")
+        try:
+            cid = await ipfs.publish(data)
+        finally:
+            ipfs.close()
+        main, _ = load_or_create_wallet(settings.wallet_location)
+        async with aiohttp.ClientSession() as session:
+            settlement: Settlement
+            local: LocalK2 | None = None
+            if settings.k2_node_url:
+                settlement = await RpcSettlement.connect(settings.k2_node_url, session)
+            else:
+                local = LocalK2.open(settings.data_dir / "k2", settings.slot_ms)
+                settlement = local
+            try:
+                task_id = await deploy_task(settlement, main, args.path / CONFIG_NAME, cid)
+            finally:
+                if local is not None:
+                    local.close()
+    except (ArtifactError, IpfsError, TransactionError, K2Unreachable) as exc:
+        print(f"k2node task deploy: {exc}", file=sys.stderr)
+        return 1
+    print(f"deployed task {task_id}: executable {cid}")
+    return 0
+
+
+CONFIG_NAME = "config-task.yml"
+
+
 def build_command(args: argparse.Namespace) -> int:
     from k2node.artifact import ArtifactError, build
     from k2node.ipfs.unixfs import FileBuilder
@@ -194,8 +245,13 @@ def main(argv: list[str] | None = None) -> int:
             pair, created = load_or_create_wallet(args.path)
             print(pair.pubkey + (" (created)" if created else ""))
             return 0
-        if args.command == "task":
+        if args.command == "task" and args.verb == "build":
             return build_command(args)
+        if args.command == "task":
+            overrides = {"K2NODE_DATA_DIR": args.data_dir} if args.data_dir else {}
+            settings = load_settings(args.env_file, os.environ, overrides)
+            configure_logging(settings.log_format, "warning", sys.stderr)
+            return asyncio.run(deploy_command(args, settings))
         if args.command == "k2":
             configure_logging(args.log_format)
             return asyncio.run(_serve_k2(args))

@@ -24,7 +24,16 @@ ALLOWED = {
     "settlement": {"contract", "crypto", "store"},
     "task": {"contract", "crypto", "store", "logs", "http_errors", "artifact"},
     "examples": {"task", "contract", "crypto"},
-    "node": {"contract", "crypto", "store", "config", "ipfs", "settlement", "http_errors"},
+    "node": {
+        "contract",
+        "crypto",
+        "store",
+        "config",
+        "ipfs",
+        "settlement",
+        "http_errors",
+        "artifact",
+    },
     "cli": {"config", "crypto", "logs", "store", "ipfs", "settlement", "node", "artifact"},
     "__main__": {"cli"},
 }

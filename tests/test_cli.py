@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -240,3 +241,50 @@ async def test_a_shutdown_step_past_its_bound_is_logged_and_the_rest_still_run()
     assert time.monotonic() - started < 5
     steps = [(e["step"], e["ok"]) for e in logs if e["event"] == "shutdown_step"]
     assert steps == [("hangs", False), ("quick", True)] and ran == ["quick"]
+
+
+def test_task_deploy_then_a_node_runs_the_task_by_its_id(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(REPO / "k2node" / "examples" / "hello_task.py", project / "task.py")
+    shutil.copy(REPO / "config" / "task.yml", project / "config-task.yml")
+    data = tmp_path / "data"
+    env = {"PATH": os.environ["PATH"], "K2NODE_SLOT_MS": "50"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "k2node",
+            "task",
+            "deploy",
+            str(project),
+            "--env-file",
+            str(tmp_path / "none"),
+            "--data-dir",
+            str(data),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
+    task_id, cid = words[2].rstrip(":"), words[-1]
+    proc = _run(
+        data,
+        "--port",
+        "0",
+        env={"K2NODE_SLOT_MS": "50", "TASKS": task_id, "K2NODE_TASK_ENTRY": "no.such:Entry"},
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "phase_done" not in seen:
+        seen.append(json.loads(proc.stdout.readline())["event"])
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert "executable_fetched" in seen and "phase_done" in seen
+    assert (data / "executables" / f"{cid}.zip").is_file()

@@ -19,6 +19,7 @@ from k2node.crypto import Keypair, load_or_create_wallet
 from k2node.ipfs import IpfsBackend
 from k2node.node.agent import TaskAgent
 from k2node.node.context import TaskContext
+from k2node.node.executables import executable
 from k2node.node.ledger import Ledger
 from k2node.node.process import TaskSpec
 from k2node.settlement import transactions, wire
@@ -67,10 +68,18 @@ async def ensure_balance(settlement: Settlement, key: str, amount: int) -> None:
             log.warning("airdrop_refused", pubkey=key, error=str(exc))
 
 
-async def deploy_task(settlement: Settlement, manager: Keypair, task_config: Path) -> str:
+async def deploy_task(
+    settlement: Settlement,
+    manager: Keypair,
+    task_config: Path,
+    executable_cid: str | None = None,
+) -> str:
     """Create a task from a config-task.yml as the create-task CLI does (a new task account
-    and stake pot beside it), funding the manager's wallet from the faucet."""
+    and stake pot beside it), funding the manager's wallet from the faucet; with
+    `executable_cid`, nodes fetch the task's code from IPFS by that CID."""
     args = load_task_config(task_config)
+    if executable_cid is not None:
+        args |= {"task_audit_program": executable_cid, "task_executable_network": "IPFS"}
     space = args.pop("space")
     task, stake_pot = SoldersKeypair(), SoldersKeypair().pubkey()
     fields = {**args, "local_vars": ""}
@@ -124,6 +133,7 @@ async def provision_task(
         state = await settlement.get_task_state(task_id)
     except TransactionError:
         raise ConfigError(f"TASKS: task {task_id} does not exist on K2") from None
+    entry = await executable(state, settings.data_dir / "executables", ipfs, settings.task_entry)
     public_url = settings.public_url(node_port)
     base = settings.data_dir / "namespace" / task_id
     base.mkdir(parents=True, exist_ok=True)
@@ -156,5 +166,5 @@ async def provision_task(
         stake=str(stake),
         node_port=node_port,
     )
-    spec = TaskSpec(args, settings.task_entry, base / "task.log")
+    spec = TaskSpec(args, entry, base / "task.log")
     return Provisioned(context, spec, port)

@@ -26,6 +26,7 @@ from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.kubo import KuboIpfs
 from k2node.node.clock import SlotTimer
 from k2node.node.events import EventHub
+from k2node.node.executables import ExecutableError
 from k2node.node.http.api import NodeApi
 from k2node.node.ledger import Ledger
 from k2node.node.peers import Peers
@@ -122,21 +123,28 @@ class Node:
             wallets = load_wallets(settings)
             ledger = Ledger(store, settlement)
             tasks: dict[str, RunningTask] = {}
-            peers = Peers(lambda: [t.context for t in tasks.values()])
+            task_ids: list[str] = []
+            own_urls: set[str] = set()
+            peers = Peers(settlement, task_ids, own_urls)
             ipfs, embedded = await _open_ipfs(settings, session, peers, stack, plan)
             events = EventHub()
             k2 = K2Service(settlement) if isinstance(settlement, LocalK2) else None
             api = NodeApi(tasks, wallets.main.pubkey, settings.admin_token, events, embedded, k2)
             port = await _serve(api.app(), settings, stack, plan)
-            task_ids = list(settings.tasks) or [
+            own_urls.add(settings.public_url(port))
+            task_ids += list(settings.tasks) or [
                 await example_task(store, settlement, wallets.main, settings.task_config)
             ]
             timer = SlotTimer(settlement)
             for i, task_id in enumerate(task_ids):
                 stake = settings.task_stakes[i] if i < len(settings.task_stakes) else 0
-                ready = await provision_task(
-                    settings, settlement, ledger, wallets, ipfs, task_id, stake, port
-                )
+                try:
+                    ready = await provision_task(
+                        settings, settlement, ledger, wallets, ipfs, task_id, stake, port
+                    )
+                except ExecutableError as exc:  # the others run all the same
+                    log.error("task_unavailable", task_id=task_id, error=str(exc))
+                    continue
                 tasks[task_id] = RunningTask(
                     ready.context, ready.spec, ready.port, timer, events, restart_backoff_s
                 )

@@ -1,0 +1,111 @@
+"""Tasks known only by their id: the executable fetched by its CID from a peer, verified,
+kept, and run; what is not a task is refused while the node's other tasks run on."""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from k2node.artifact import build
+from k2node.crypto import Keypair
+from k2node.ipfs.embedded import EmbeddedIpfs
+from k2node.node import executables
+from k2node.node.executables import ExecutableError, _kind
+from k2node.node.provision import deploy_task
+from k2node.node.runtime import Node
+from k2node.settlement.local import LocalK2
+from tests.conftest import REPO, node_settings, wait_for
+
+FAST = "round_time: 20\naudit_window: 8\nsubmission_window: 8\n"
+
+
+def _example_project(where: Path) -> Path:
+    where.mkdir(parents=True)
+    shutil.copy(REPO / "k2node" / "examples" / "hello_task.py", where / "task.py")
+    config = (REPO / "config" / "task.yml").read_text()
+    (where / "config-task.yml").write_text(config)
+    return where
+
+
+async def _publish(data_dir: Path, data: bytes) -> str:
+    """Put bytes in a node's embedded IPFS store before it starts (as `task deploy` does)."""
+    store = EmbeddedIpfs.open(data_dir / "ipfs")
+    try:
+        return await store.publish(data)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Any:
+    k2 = LocalK2.open(tmp_path / "k2", slot_ms=100)
+    yield k2
+    k2.close()
+
+
+async def test_nodes_that_know_only_the_task_id_fetch_verify_and_run_it(
+    tmp_path: Path, chain: LocalK2
+) -> None:
+    project = _example_project(tmp_path / "project")
+    build(project, tmp_path / "task.zip")
+    cid = await _publish(tmp_path / "a", (tmp_path / "task.zip").read_bytes())
+    task_id = await deploy_task(chain, Keypair.generate(), project / "config-task.yml", cid)
+    assert (await chain.get_task_state(task_id))["task_audit_program"] == cid
+    async with AsyncExitStack() as stack:
+        nodes = []
+        for name in ("a", "b", "c"):  # a holds the executable; b and c start empty
+            settings = node_settings(tmp_path / name, task_id, entry="no.such:Entry")
+            nodes.append(await stack.enter_async_context(Node.manage(settings, chain)))
+        keys = [n.staking.pubkey for n in nodes]
+
+        async def paid() -> bool:
+            state = await chain.get_task_state(task_id, {"is_available_balances_required": True})
+            return all(state["available_balances"].get(k, 0) > 0 for k in keys)
+
+        await wait_for(paid, within=90)
+        for name, node in zip("abc", nodes, strict=True):
+            kept = tmp_path / name / "executables" / f"{cid}.zip"
+            assert kept.read_bytes() == (tmp_path / "task.zip").read_bytes()
+            assert node.tasks[task_id].process.spec.entry == str(kept)
+
+
+async def test_what_is_not_a_task_is_refused_and_the_other_tasks_run(
+    tmp_path: Path, chain: LocalK2, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executables, "FETCH_BACKOFF_S", 0.01)
+    project = _example_project(tmp_path / "project")
+    build(project, tmp_path / "task.zip")
+    good_cid = await _publish(tmp_path / "n", (tmp_path / "task.zip").read_bytes())
+    page_cid = await _publish(tmp_path / "n", b"<!DOCTYPE html><html>404</html>")
+    manager = Keypair.generate()
+    good = await deploy_task(chain, manager, project / "config-task.yml", good_cid)
+    page = await deploy_task(chain, manager, project / "config-task.yml", page_cid)
+    missing = await deploy_task(
+        chain,
+        manager,
+        project / "config-task.yml",
+        "QmTz3oc4gdpRMKP2sdGUPZTAGRngqjsi99BPoztyP53JMM",
+    )
+    settings = node_settings(tmp_path / "n", good)
+    settings = type(settings)(
+        **{**settings.__dict__, "tasks": (page, good, missing), "task_stakes": ()}
+    )
+    with capture_logs() as logs:
+        async with Node.manage(settings, chain) as node:
+            assert list(node.tasks) == [good]
+            await wait_for(lambda: node.tasks[good].running, within=30)
+    refused = {e["task_id"]: e["error"] for e in logs if e["event"] == "task_unavailable"}
+    assert "HTML" in refused[page] and "cannot fetch" in refused[missing]
+    assert not (tmp_path / "n" / "executables" / f"{page_cid}.js").exists()
+
+
+def test_executables_are_told_apart_by_their_content() -> None:
+    assert _kind(b"module.exports = {};") == "js"
+    for bad in (b"  <html><body>502</body></html>", b"", b"\xff\xfe\x00\x01" * 10):
+        with pytest.raises(ExecutableError):
+            _kind(bad)
