@@ -3,7 +3,6 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY k2node ./k2node
-COPY config ./config
 RUN pip install --no-cache-dir . && useradd --create-home k2node && mkdir /data \
     && chown k2node /data
 USER k2node

@@ -17,6 +17,8 @@ from k2node.contract.values import is_int
 
 DEFAULT_PORT = 30017
 DEFAULT_TASK_ENTRY = "k2node.examples.hello_task:HelloTask"
+# The bundled example's config-task.yml ships inside the package: `k2node run` works anywhere.
+DEFAULT_TASK_CONFIG = Path(__file__).resolve().parent / "examples" / "config-task.yml"
 
 
 class ConfigError(Exception):
@@ -37,7 +39,7 @@ class Settings:
     environment: str = "development"
     initial_staking_wallet_balance: int = 15 * ROE_PER_KOII
     slot_ms: float = DEFAULT_SLOT_MS
-    task_config: Path = Path("config/task.yml")
+    task_config: Path = DEFAULT_TASK_CONFIG
     task_entry: str = DEFAULT_TASK_ENTRY
     admin_token: str = ""
     task_transfers: tuple[str, ...] = ()  # tasks that may move the main wallet's money
@@ -144,7 +146,7 @@ def load_settings(
             "INITIAL_STAKING_WALLET_BALANCE", get("INITIAL_STAKING_WALLET_BALANCE", "15")
         ),
         slot_ms=slot_ms,
-        task_config=Path(get("K2NODE_TASK_CONFIG", "config/task.yml")),
+        task_config=Path(get("K2NODE_TASK_CONFIG", str(DEFAULT_TASK_CONFIG))),
         task_entry=get("K2NODE_TASK_ENTRY", DEFAULT_TASK_ENTRY),
         admin_token=get("K2NODE_ADMIN_TOKEN"),
         task_transfers=_list(get("K2NODE_TASK_TRANSFERS")),

@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 from structlog.testing import capture_logs
 
@@ -247,7 +248,7 @@ def test_task_deploy_then_a_node_runs_the_task_by_its_id(tmp_path: Path) -> None
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(REPO / "k2node" / "examples" / "hello_task.py", project / "task.py")
-    shutil.copy(REPO / "config" / "task.yml", project / "config-task.yml")
+    shutil.copy(REPO / "k2node" / "examples" / "config-task.yml", project / "config-task.yml")
     data = tmp_path / "data"
     env = {"PATH": os.environ["PATH"], "K2NODE_SLOT_MS": "50"}
     done = subprocess.run(
@@ -288,3 +289,50 @@ def test_task_deploy_then_a_node_runs_the_task_by_its_id(tmp_path: Path) -> None
     proc.communicate(timeout=30)
     assert "executable_fetched" in seen and "phase_done" in seen
     assert (data / "executables" / f"{cid}.zip").is_file()
+
+
+def test_the_installed_package_runs_the_example_from_any_folder(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # a copy, so the build leaves the repository as it was
+    shutil.copytree(
+        REPO / "k2node", source / "k2node", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--quiet"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(tmp_path)],
+        check=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = tmp_path.glob("k2node-*.whl")
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)],
+        check=True,
+        cwd=tmp_path,
+    )
+    elsewhere = tmp_path / "anywhere"
+    elsewhere.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "k2node", "run", "--env-file", "none", "--port", "0"],
+        cwd=elsewhere,  # no config/ here: the example's config ships in the package
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(tmp_path / "site"),
+            "K2NODE_SLOT_MS": "50",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(e["event"] == "phase_done" for e in seen):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(json.loads(line))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert any(e["event"] == "phase_done" for e in seen), err
+    assert (elsewhere / "data" / "node-db").is_dir()  # it ran here, on its own data

@@ -41,7 +41,7 @@ def test_bad_settings_name_themselves(env: dict[str, str], named: str) -> None:
 
 
 def test_bundled_task_config_loads() -> None:
-    args = load_task_config(REPO / "config" / "task.yml")
+    args = load_task_config(REPO / "k2node" / "examples" / "config-task.yml")
     assert args["round_time"] >= args["submission_window"] + args["audit_window"]
     assert args["bounty_amount_per_round"] == 1 * ROE_PER_KOII
 

@@ -27,7 +27,7 @@ FAST = "round_time: 20\naudit_window: 8\nsubmission_window: 8\n"
 def _example_project(where: Path) -> Path:
     where.mkdir(parents=True)
     shutil.copy(REPO / "k2node" / "examples" / "hello_task.py", where / "task.py")
-    config = (REPO / "config" / "task.yml").read_text()
+    config = (REPO / "k2node" / "examples" / "config-task.yml").read_text()
     (where / "config-task.yml").write_text(config)
     return where
 
