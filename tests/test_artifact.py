@@ -31,7 +31,8 @@ def _project(where: Path) -> Path:
     """A copy of the bundled example as a task project: task.py and config-task.yml."""
     where.mkdir(parents=True)
     shutil.copy(REPO / "k2node" / "examples" / "hello_task.py", where / "task.py")
-    config = (REPO / "k2node" / "examples" / "config-task.yml").read_text().replace("requirementsTags: []\n", TAGS)
+    example = (REPO / "k2node" / "examples" / "config-task.yml").read_text()
+    config = example.replace("requirementsTags: []\n", TAGS)
     (where / "config-task.yml").write_text(config)
     return where
 
