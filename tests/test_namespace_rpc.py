@@ -217,6 +217,21 @@ async def test_fs_is_confined_to_the_task_folder(env: Env, tmp_path: Path) -> No
     assert status == 422
 
 
+async def test_fs_streams_cross_json_as_the_wrapper_sees_them(env: Env) -> None:
+    assert (await env.call("fs", "writeFile", "img.bin", "\u00ff!"))[0] == 200
+    status, body = await env.call("fsReadStream", "img.bin")
+    assert status == 200 and body["response"] == {"type": "Buffer", "data": [195, 191, 33]}
+    status, body = await env.call("fsWriteStream", "out/log.txt")
+    assert status == 200 and body["response"] == {"path": "out/log.txt", "flags": "w"}
+    assert await env.call("fs", "readFile", "out/log.txt") == (200, {"response": ""})
+    for hostile in ("../x", "", 5):
+        assert (await env.call("fsReadStream", hostile))[0] == 422
+        assert (await env.call("fsWriteStream", hostile))[0] == 422
+    (env.ctx.agent.base_path / "big.bin").write_bytes(bytes(2 * 1024 * 1024))
+    status, body = await env.call("fsReadStream", "big.bin")
+    assert status == 422 and "at most" in body["message"]
+
+
 async def test_node_routes(env: Env) -> None:
     resp = await env.client.get("/tasks")
     assert await resp.json() == [{"TaskName": "test task", "TaskID": env.ctx.task_id}]

@@ -47,6 +47,8 @@ class Method(StrEnum):
     DEFAULT_TASK_SETUP = "defaultTaskSetup"
     FS = "fs"
     FS_STAKING = "fsStaking"
+    FS_READ_STREAM = "fsReadStream"
+    FS_WRITE_STREAM = "fsWriteStream"
     # IPFS (k2node extensions; bytes travel base64-encoded)
     IPFS_UPLOAD = "ipfsUpload"
     IPFS_UPLOAD_FILE = "ipfsUploadFile"

@@ -19,6 +19,8 @@ from k2node.node.http.rpc_methods import method
 
 # base64 grows 4/3: this keeps an answer inside the 8 MiB RPC body limit
 MAX_IPFS_GET = 4 * 1024 * 1024
+# a byte as a JSON number takes up to 4 characters: this keeps a Buffer inside it too
+MAX_STREAM_READ = 1024 * 1024
 
 
 def _confined(ctx: TaskContext, path: Any) -> Path:
@@ -69,6 +71,35 @@ async def _fs(ctx: TaskContext, method: Any, path: Any, *args: Any) -> Any:
         raise ActionError("fs method must be a string")
     target = _confined(ctx, path)
     return await asyncio.to_thread(_fs_sync, target, method, args)
+
+
+def _read_buffer(target: Path) -> dict[str, Any]:
+    size = target.stat().st_size
+    if size > MAX_STREAM_READ:
+        raise ActionError(
+            f"{target.name} is {size} bytes; fsReadStream answers at most {MAX_STREAM_READ}"
+        )
+    return {"type": "Buffer", "data": list(target.read_bytes())}
+
+
+@method(Method.FS_READ_STREAM)
+async def _fs_read_stream(ctx: TaskContext, path: Any) -> dict[str, Any]:
+    """A file's bytes as Node.js's Buffer crosses JSON (a stream cannot cross it)."""
+    return await asyncio.to_thread(_read_buffer, _confined(ctx, path))
+
+
+def _open_for_writing(target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"")
+
+
+@method(Method.FS_WRITE_STREAM)
+async def _fs_write_stream(ctx: TaskContext, path: Any) -> dict[str, Any]:
+    """Opens (creating or emptying) a file for the task to write with `fs` appendFile; what
+    crosses JSON of a Node.js WriteStream is its path and flags."""
+    target = _confined(ctx, path)
+    await asyncio.to_thread(_open_for_writing, target)
+    return {"path": str(target.relative_to(ctx.agent.base_path.resolve())), "flags": "w"}
 
 
 # -- IPFS (k2node extensions): bytes travel base64-encoded inside the JSON body -------------
