@@ -67,22 +67,25 @@ class Manifest:
 
 
 def _entry(project: Path) -> str:
-    """`module:Class` of the one CoreLogic subclass in the project's task.py."""
-    source = project / "task.py"
-    if not source.is_file():
-        raise ArtifactError(f"{project} has no task.py")
-    tree = ast.parse(source.read_text(), str(source))
-    found = [
-        node.name
-        for node in tree.body
-        if isinstance(node, ast.ClassDef)
-        and any(
-            getattr(base, "id", getattr(base, "attr", "")) == "CoreLogic" for base in node.bases
-        )
-    ]
+    """`module:Class` of the one CoreLogic subclass among the project's top-level modules
+    (task.py in the smallest project)."""
+    found = []
+    for source in sorted(project.glob("*.py")):
+        tree = ast.parse(source.read_text(), str(source))
+        found += [
+            f"{source.stem}:{node.name}"
+            for node in tree.body
+            if isinstance(node, ast.ClassDef)
+            and any(
+                getattr(base, "id", getattr(base, "attr", "")) == "CoreLogic" for base in node.bases
+            )
+        ]
     if len(found) != 1:
-        raise ArtifactError(f"{source} must hold one CoreLogic subclass, found {len(found)}")
-    return f"task:{found[0]}"
+        raise ArtifactError(
+            f"{project} must hold one CoreLogic subclass in its modules, found {len(found)}"
+            + (f": {', '.join(found)}" if found else " (write it in task.py)")
+        )
+    return found[0]
 
 
 def _config(project: Path) -> dict[str, Any]:

@@ -189,7 +189,7 @@ async def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
     from k2node.settlement.local import LocalK2
     from k2node.settlement.rpc import K2Unreachable, RpcSettlement
 
-    out = args.path / "dist" / "task.zip"
+    out = settings.data_dir / "builds" / "task.zip"  # not beside the sources: they may be read-only
     try:
         build(args.path, out)
         data = await asyncio.to_thread(out.read_bytes)

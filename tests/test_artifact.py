@@ -146,16 +146,22 @@ def test_pure_python_dependencies_are_vendored_and_compiled_ones_refused(
         build(project, tmp_path / "refused.zip")
 
 
+def test_the_bundled_examples_folder_builds_as_it_is(tmp_path: Path) -> None:
+    manifest = build(REPO / "k2node" / "examples", tmp_path / "example.zip")
+    assert manifest.entry == "hello_task:HelloTask" and manifest.name == "k2node hello"
+
+
 def test_projects_that_cannot_be_built_say_why(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ArtifactError, match=r"no config-task\.yml"):
         build(empty, tmp_path / "x.zip")
     (empty / "config-task.yml").write_text("task_name: x\n")
-    with pytest.raises(ArtifactError, match=r"has no task\.py"):
+    with pytest.raises(ArtifactError, match=r"found 0 \(write it in task\.py\)"):
         build(empty, tmp_path / "x.zip")
-    (empty / "task.py").write_text("class A:\n    pass\n")
-    with pytest.raises(ArtifactError, match="one CoreLogic subclass, found 0"):
+    (empty / "task.py").write_text("class A(CoreLogic):\n    pass\n")
+    (empty / "other.py").write_text("class B(k2node.task.CoreLogic):\n    pass\n")
+    with pytest.raises(ArtifactError, match="found 2: other:B, task:A"):
         build(empty, tmp_path / "x.zip")
     (empty / "config-task.yml").write_text("{not: [yaml")
     with pytest.raises(ArtifactError, match="not valid YAML"):

@@ -3,15 +3,18 @@ kept, and run; what is not a task is refused while the node's other tasks run on
 
 from __future__ import annotations
 
+import json
 import shutil
+import zipfile
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from k2node.artifact import build
+from k2node.artifact import MANIFEST, build
 from k2node.crypto import Keypair
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.node import executables
@@ -82,25 +85,35 @@ async def test_what_is_not_a_task_is_refused_and_the_other_tasks_run(
     build(project, tmp_path / "task.zip")
     good_cid = await _publish(tmp_path / "n", (tmp_path / "task.zip").read_bytes())
     page_cid = await _publish(tmp_path / "n", b"<!DOCTYPE html><html>404</html>")
+    with (
+        zipfile.ZipFile(tmp_path / "task.zip") as source,
+        zipfile.ZipFile(tmp_path / "newer.zip", "w") as newer,
+    ):
+        for name in source.namelist():
+            data = source.read(name)
+            if name == MANIFEST:
+                data = json.dumps(json.loads(data) | {"api_version": 99}).encode()
+            newer.writestr(name, data)
+    newer_cid = await _publish(tmp_path / "n", (tmp_path / "newer.zip").read_bytes())
     manager = Keypair.generate()
     good = await deploy_task(chain, manager, project / "config-task.yml", good_cid)
     page = await deploy_task(chain, manager, project / "config-task.yml", page_cid)
+    future = await deploy_task(chain, manager, project / "config-task.yml", newer_cid)
     missing = await deploy_task(
         chain,
         manager,
         project / "config-task.yml",
         "QmTz3oc4gdpRMKP2sdGUPZTAGRngqjsi99BPoztyP53JMM",
     )
-    settings = node_settings(tmp_path / "n", good)
-    settings = type(settings)(
-        **{**settings.__dict__, "tasks": (page, good, missing), "task_stakes": ()}
-    )
+    tasks = (page, good, future, missing)
+    settings = replace(node_settings(tmp_path / "n", good), tasks=tasks, task_stakes=())
     with capture_logs() as logs:
         async with Node.manage(settings, chain) as node:
             assert list(node.tasks) == [good]
             await wait_for(lambda: node.tasks[good].running, within=30)
     refused = {e["task_id"]: e["error"] for e in logs if e["event"] == "task_unavailable"}
     assert "HTML" in refused[page] and "cannot fetch" in refused[missing]
+    assert "needs task API 99" in refused[future]
     assert not (tmp_path / "n" / "executables" / f"{page_cid}.js").exists()
 
 

@@ -43,7 +43,7 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600,
 SLOTS_PER_EPOCH = 432_000
 # A transaction's largest encoding (1,232 bytes in base58 is at most 1,683 characters).
 MAX_ENCODED_TRANSACTION = 2048
-MAX_AIRDROP = 1_000 * 1_000_000_000
+MAX_AIRDROP = 1_000_000 * 1_000_000_000  # a million KOII: bounded, and u64-safe
 # sections answered whole: a record per round, not entries per round
 RECORD_SECTIONS = ("distributions_audit_record",)
 # an airdrop's signature is remembered as a transaction's, so clients can confirm it
@@ -292,7 +292,7 @@ class K2Service:
         if not self._faucet:
             raise RpcError(TRANSACTION_REFUSED, "this K2 has no faucet")
         if not is_int(lamports) or not 0 < lamports <= MAX_AIRDROP:
-            raise RpcError(INVALID_PARAMS, f"lamports must be 1-{MAX_AIRDROP} (1,000 KOII)")
+            raise RpcError(INVALID_PARAMS, f"lamports must be 1-{MAX_AIRDROP} (a million KOII)")
         signature = base58.b58encode(secrets.token_bytes(_AIRDROP_SIGNATURE_BYTES)).decode()
         await self._k2.airdrop(_pubkey(pubkey), lamports, signature)
         return signature
