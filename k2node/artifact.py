@@ -32,6 +32,10 @@ VENDOR = "vendor"
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 _SKIPPED_DIRS = frozenset({"__pycache__", "tests", "dist", "build", "node_modules", VENDOR})
 _VARIABLE_TYPES = ("TASK_VARIABLE", "GLOBAL_VARIABLE")
+_ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+MAX_MANIFEST_BYTES = 64 * 1024
+# What pip writes beside a vendored package that depends on the machine or the moment.
+_UNREPRODUCIBLE = frozenset({"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"})
 
 
 class ArtifactError(Exception):
@@ -56,7 +60,7 @@ class Manifest:
     @classmethod
     def from_json(cls, raw: Any) -> Manifest:
         try:
-            return cls(
+            manifest = cls(
                 str(raw["name"]),
                 str(raw["entry"]),
                 int(raw["api_version"]),
@@ -64,6 +68,9 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError):
             raise ArtifactError(f"{MANIFEST} is malformed") from None
+        if not _ENTRY.match(manifest.entry):  # a module inside the artifact, nothing else
+            raise ArtifactError(f"{MANIFEST}: entry {manifest.entry[:80]!r} is not module:Class")
+        return manifest
 
 
 def _entry(project: Path) -> str:
@@ -71,7 +78,10 @@ def _entry(project: Path) -> str:
     (task.py in the smallest project)."""
     found = []
     for source in sorted(project.glob("*.py")):
-        tree = ast.parse(source.read_text(), str(source))
+        try:
+            tree = ast.parse(source.read_bytes(), str(source))
+        except (SyntaxError, ValueError) as exc:
+            raise ArtifactError(f"{source} does not parse: {exc}") from None
         found += [
             f"{source.stem}:{node.name}"
             for node in tree.body
@@ -117,16 +127,27 @@ def _sources(project: Path) -> dict[str, bytes]:
         if any(p.startswith(".") or p in _SKIPPED_DIRS for p in relative.parts[:-1]):
             continue
         if path.is_file() and (path.suffix == ".py" or relative.as_posix() == CONFIG):
-            files[relative.as_posix()] = path.read_bytes()
+            files[relative.as_posix()] = path.read_bytes().replace(b"\r\n", b"\n")
     return files
 
 
 def _own_distributions() -> set[str]:
-    """k2node and what it depends on: a node has them, an artifact need not carry them."""
-    names = {"k2node"}
-    for requirement in metadata.requires("k2node") or []:
-        if "extra ==" not in requirement:
-            names.add(_normalise(re.split(r"[ <>=!~;\[]", requirement, maxsplit=1)[0]))
+    """k2node and everything it depends on, however deep: a node has them, an artifact need
+    not (and must not, lest its copies shadow the node's) carry them."""
+    names: set[str] = set()
+    todo = ["k2node"]
+    while todo:
+        name = _normalise(todo.pop())
+        if name in names:
+            continue
+        names.add(name)
+        try:
+            requirements = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [
+            re.split(r"[ <>=!~;\[(]", r, maxsplit=1)[0] for r in requirements if "extra ==" not in r
+        ]
     return names
 
 
@@ -176,14 +197,25 @@ def _vendored(project: Path) -> dict[str, bytes]:
         return {
             f"{VENDOR}/{p.relative_to(target).as_posix()}": p.read_bytes()
             for p in sorted(target.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts
+            if p.is_file() and _reproducible(p.relative_to(target))
         }
 
 
+def _reproducible(relative: Path) -> bool:
+    """Leave out what differs from machine to machine: scripts (their #! line names this
+    machine's Python), compiled files, and pip's bookkeeping."""
+    parts = relative.parts
+    if parts[0] == "bin" or "__pycache__" in parts:
+        return False
+    return not (len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] in _UNREPRODUCIBLE)
+
+
 def _remove(target: Path, info: Path) -> None:
+    """Remove a vendored distribution by its RECORD, and nothing outside the vendor folder."""
+    root = target.resolve()
     for line in (info / "RECORD").read_text().splitlines():
-        path = target / line.split(",", 1)[0]
-        if path.is_file():
+        path = (target / line.split(",", 1)[0]).resolve()
+        if path.is_relative_to(root) and path.is_file():
             path.unlink()
     shutil.rmtree(info, ignore_errors=True)
 
@@ -199,8 +231,9 @@ def build(project: Path, out: Path) -> Manifest:
         for name in sorted(files):
             info = zipfile.ZipInfo(name, _FIXED_DATE)
             info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, files[name], compresslevel=9)
+            info.create_system = 3  # the same on every system
+            info.compress_type = zipfile.ZIP_STORED  # deflate's bytes differ between zlibs
+            archive.writestr(info, files[name])
     return manifest
 
 
@@ -208,9 +241,14 @@ def read_manifest(path: Path) -> Manifest:
     """The manifest of an artifact; ArtifactError for anything else, or a newer API."""
     try:
         with zipfile.ZipFile(path) as archive:
-            raw = json.loads(archive.read(MANIFEST))
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise ArtifactError(f"{path} is not a k2node task artifact: {exc}") from None
+            if archive.getinfo(MANIFEST).file_size > MAX_MANIFEST_BYTES:
+                raise ArtifactError(f"{path}: its {MANIFEST} is larger than a manifest is")
+            with archive.open(MANIFEST) as manifest_file:
+                raw = json.loads(manifest_file.read(MAX_MANIFEST_BYTES + 1))
+    except ArtifactError:
+        raise
+    except Exception as exc:  # zipfile and zlib raise many kinds for a damaged archive
+        raise ArtifactError(f"{path} is not a k2node task artifact: {exc!r}") from None
     manifest = Manifest.from_json(raw)
     if manifest.api_version > TASK_API_VERSION:
         raise ArtifactError(

@@ -138,7 +138,10 @@ def test_pure_python_dependencies_are_vendored_and_compiled_ones_refused(
     artifact = tmp_path / "task.zip"
     build(project, artifact)
     with zipfile.ZipFile(artifact) as archive:
-        assert "vendor/tinydep/__init__.py" in archive.namelist()
+        names = archive.namelist()
+    assert "vendor/tinydep/__init__.py" in names
+    # nothing that names this machine or this moment: pip's bookkeeping stays out
+    assert not [n for n in names if n.endswith(("/RECORD", "/INSTALLER", "/REQUESTED"))]
     loaded = _load(artifact)  # the vendored module imports from inside the zip
     assert loaded.returncode == 0 and loaded.stdout.strip() == "HelloTask", loaded.stderr
     (project / "requirements.txt").write_text("tinydep\nfastdep\n")
@@ -166,3 +169,24 @@ def test_projects_that_cannot_be_built_say_why(tmp_path: Path) -> None:
     (empty / "config-task.yml").write_text("{not: [yaml")
     with pytest.raises(ArtifactError, match="not valid YAML"):
         build(empty, tmp_path / "x.zip")
+
+
+def test_a_damaged_or_hostile_manifest_is_refused_by_name(tmp_path: Path) -> None:
+    artifact = tmp_path / "task.zip"
+    build(_project(tmp_path / "p"), artifact)
+    damaged = bytearray(artifact.read_bytes())
+    at = damaged.find(b'"entry"')
+    damaged[at : at + 7] = b'"ENTRY"'  # a changed byte: the stored CRC no longer matches
+    (tmp_path / "damaged.zip").write_bytes(bytes(damaged))
+    with pytest.raises(ArtifactError, match="not a k2node task artifact"):
+        read_manifest(tmp_path / "damaged.zip")
+    for entry in ("../evil.py:Task", "/abs/path.py:Task", "task"):
+        hostile = tmp_path / "hostile.zip"
+        with zipfile.ZipFile(artifact) as source, zipfile.ZipFile(hostile, "w") as out:
+            for name in source.namelist():
+                data = source.read(name)
+                if name == MANIFEST:
+                    data = json.dumps(json.loads(data) | {"entry": entry}).encode()
+                out.writestr(name, data)
+        with pytest.raises(ArtifactError, match="is not module:Class"):
+            read_manifest(hostile)

@@ -119,6 +119,12 @@ async def test_what_is_not_a_task_is_refused_and_the_other_tasks_run(
 
 def test_executables_are_told_apart_by_their_content() -> None:
     assert _kind(b"module.exports = {};") == "js"
-    for bad in (b"  <html><body>502</body></html>", b"", b"\xff\xfe\x00\x01" * 10):
+    assert _kind(b"x" * 4095 + "é".encode() + b";") == "js"  # a character across the sample
+    for bad in (
+        b"  <html><body>502</body></html>",
+        b"\xef\xbb\xbf<!DOCTYPE html><html></html>",  # behind a byte-order mark
+        b"",
+        b"\xff\xfe\x00\x01" * 10,
+    ):
         with pytest.raises(ExecutableError):
             _kind(bad)

@@ -10,6 +10,7 @@ content (a k2node task artifact, or a JavaScript bundle; never an HTML page), an
 from __future__ import annotations
 
 import asyncio
+import codecs
 import io
 import zipfile
 from pathlib import Path
@@ -36,11 +37,11 @@ def _kind(data: bytes) -> str:
     """`zip` for a k2node task artifact, `js` for a JavaScript bundle; else refused."""
     if zipfile.is_zipfile(io.BytesIO(data)):
         return "zip"
-    head = data[:512].lstrip().lower()
+    head = data[:512].removeprefix(b"\xef\xbb\xbf").lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<?xml")) or not data.strip():
         raise ExecutableError("the executable is an HTML page or empty, not a task")
-    try:
-        data[:4096].decode("utf-8")
+    try:  # incremental: a character cut at the sample's end is no error
+        codecs.getincrementaldecoder("utf-8")().decode(data[:4096], final=False)
     except UnicodeDecodeError:
         raise ExecutableError(
             "the executable is neither a k2node artifact nor JavaScript"
@@ -63,16 +64,22 @@ async def executable(
         return development_entry
     if network != "IPFS":
         raise ExecutableError(f"{network} executables are not supported (IPFS or DEVELOPMENT)")
-    text = state["task_audit_program"]
+    named = state["task_audit_program"]
     try:
-        cid = Cid.parse(text)
+        cid = Cid.parse(named)
     except UnixFsError as exc:
-        raise ExecutableError(f"task_audit_program {text[:64]!r} is not a CID: {exc}") from None
-    cached = await asyncio.to_thread(_cached, folder, text, cid)
-    if cached is not None:
-        return cached
-    data = await _fetch(ipfs, text)
-    path = await asyncio.to_thread(_keep, folder, text, data)
+        raise ExecutableError(f"task_audit_program {named[:64]!r} is not a CID: {exc}") from None
+    text = str(cid)  # its canonical form names the file: no path characters, one name
+    try:
+        cached = await asyncio.to_thread(_cached, folder, text, cid)
+        if cached is not None:
+            return cached
+        data = await _fetch(ipfs, text)
+        path = await asyncio.to_thread(_keep, folder, text, data)
+    except ExecutableError:
+        raise
+    except Exception as exc:  # whatever a hostile executable or DAG provokes: skip the task
+        raise ExecutableError(f"{text}: {type(exc).__name__}: {exc}") from None
     log.info("executable_fetched", cid=text, path=path, bytes=len(data))
     return path
 
@@ -90,15 +97,16 @@ def _keep(folder: Path, text: str, data: bytes) -> str:
     kind = _kind(data)
     path = folder / f"{text}.{kind}"
     folder.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
+    partial = path.with_name(path.name + ".partial")
     partial.write_bytes(data)
-    if kind == "zip":
-        try:
+    try:
+        if kind == "zip":
             read_manifest(partial)
-        except ArtifactError as exc:
-            partial.unlink()
-            raise ExecutableError(str(exc)) from None
-    partial.replace(path)
+        partial.replace(path)
+    except ArtifactError as exc:
+        raise ExecutableError(str(exc)) from None
+    finally:
+        partial.unlink(missing_ok=True)
     return str(path)
 
 
