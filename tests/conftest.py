@@ -77,6 +77,14 @@ def k2(tmp_path: Path, clock: FakeClock) -> Iterator[LocalK2]:
     chain.close()
 
 
+@pytest.fixture
+def fast_chain(tmp_path: Path) -> Iterator[LocalK2]:
+    """A local K2 on the wall clock with 100 ms slots, for real nodes."""
+    k2 = LocalK2.open(tmp_path / "k2", slot_ms=100)
+    yield k2
+    k2.close()
+
+
 TASK_ARGS: dict[str, Any] = {
     "task_name": "test task",
     "task_description": "for tests",

@@ -9,7 +9,6 @@ import zipfile
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -44,30 +43,25 @@ async def _publish(data_dir: Path, data: bytes) -> str:
         store.close()
 
 
-@pytest.fixture
-def chain(tmp_path: Path) -> Any:
-    k2 = LocalK2.open(tmp_path / "k2", slot_ms=100)
-    yield k2
-    k2.close()
-
-
 async def test_nodes_that_know_only_the_task_id_fetch_verify_and_run_it(
-    tmp_path: Path, chain: LocalK2
+    tmp_path: Path, fast_chain: LocalK2
 ) -> None:
     project = _example_project(tmp_path / "project")
     build(project, tmp_path / "task.zip")
     cid = await _publish(tmp_path / "a", (tmp_path / "task.zip").read_bytes())
-    task_id = await deploy_task(chain, Keypair.generate(), project / "config-task.yml", cid)
-    assert (await chain.get_task_state(task_id))["task_audit_program"] == cid
+    task_id = await deploy_task(fast_chain, Keypair.generate(), project / "config-task.yml", cid)
+    assert (await fast_chain.get_task_state(task_id))["task_audit_program"] == cid
     async with AsyncExitStack() as stack:
         nodes = []
         for name in ("a", "b", "c"):  # a holds the executable; b and c start empty
             settings = node_settings(tmp_path / name, task_id, entry="no.such:Entry")
-            nodes.append(await stack.enter_async_context(Node.manage(settings, chain)))
+            nodes.append(await stack.enter_async_context(Node.manage(settings, fast_chain)))
         keys = [n.staking.pubkey for n in nodes]
 
         async def paid() -> bool:
-            state = await chain.get_task_state(task_id, {"is_available_balances_required": True})
+            state = await fast_chain.get_task_state(
+                task_id, {"is_available_balances_required": True}
+            )
             return all(state["available_balances"].get(k, 0) > 0 for k in keys)
 
         await wait_for(paid, within=90)
@@ -78,7 +72,7 @@ async def test_nodes_that_know_only_the_task_id_fetch_verify_and_run_it(
 
 
 async def test_what_is_not_a_task_is_refused_and_the_other_tasks_run(
-    tmp_path: Path, chain: LocalK2, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fast_chain: LocalK2, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(executables, "FETCH_BACKOFF_S", 0.01)
     project = _example_project(tmp_path / "project")
@@ -96,11 +90,11 @@ async def test_what_is_not_a_task_is_refused_and_the_other_tasks_run(
             newer.writestr(name, data)
     newer_cid = await _publish(tmp_path / "n", (tmp_path / "newer.zip").read_bytes())
     manager = Keypair.generate()
-    good = await deploy_task(chain, manager, project / "config-task.yml", good_cid)
-    page = await deploy_task(chain, manager, project / "config-task.yml", page_cid)
-    future = await deploy_task(chain, manager, project / "config-task.yml", newer_cid)
+    good = await deploy_task(fast_chain, manager, project / "config-task.yml", good_cid)
+    page = await deploy_task(fast_chain, manager, project / "config-task.yml", page_cid)
+    future = await deploy_task(fast_chain, manager, project / "config-task.yml", newer_cid)
     missing = await deploy_task(
-        chain,
+        fast_chain,
         manager,
         project / "config-task.yml",
         "QmTz3oc4gdpRMKP2sdGUPZTAGRngqjsi99BPoztyP53JMM",
@@ -108,7 +102,7 @@ async def test_what_is_not_a_task_is_refused_and_the_other_tasks_run(
     tasks = (page, good, future, missing)
     settings = replace(node_settings(tmp_path / "n", good), tasks=tasks, task_stakes=())
     with capture_logs() as logs:
-        async with Node.manage(settings, chain) as node:
+        async with Node.manage(settings, fast_chain) as node:
             assert list(node.tasks) == [good]
             await wait_for(lambda: node.tasks[good].running, within=30)
     refused = {e["task_id"]: e["error"] for e in logs if e["event"] == "task_unavailable"}

@@ -98,13 +98,6 @@ def test_task_arguments_and_entries_are_checked() -> None:
     assert isinstance(load_entry(task_file("misbehaving.py") + ":RaisingTask"), CoreLogic)
 
 
-@pytest.fixture
-def fast_chain(tmp_path: Path) -> Any:
-    k2 = LocalK2.open(tmp_path / "k2", slot_ms=100)
-    yield k2
-    k2.close()
-
-
 async def test_a_task_raising_everywhere_does_not_stop_the_node(
     tmp_path: Path, fast_chain: LocalK2
 ) -> None:
