@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from k2node.artifact import MANIFEST, build
 from k2node.crypto import Keypair
 from k2node.ipfs.embedded import EmbeddedIpfs
-from k2node.node import executables
+from k2node.node import executables, fleet
 from k2node.node.executables import ExecutableError, _kind
 from k2node.node.provision import deploy_task
 from k2node.node.runtime import Node
@@ -122,3 +122,23 @@ def test_executables_are_told_apart_by_their_content() -> None:
     ):
         with pytest.raises(ExecutableError):
             _kind(bad)
+
+
+async def test_a_task_unavailable_at_start_runs_once_a_peer_has_its_executable(
+    tmp_path: Path, fast_chain: LocalK2, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executables, "FETCH_BACKOFF_S", 0.01)
+    monkeypatch.setattr(fleet, "RETRY_UNAVAILABLE_S", 0.2)
+    project = _example_project(tmp_path / "project")
+    build(project, tmp_path / "task.zip")
+    cid = await _publish(tmp_path / "holder", (tmp_path / "task.zip").read_bytes())
+    task_id = await deploy_task(fast_chain, Keypair.generate(), project / "config-task.yml", cid)
+    with capture_logs() as logs:
+        async with Node.manage(node_settings(tmp_path / "late", task_id), fast_chain) as late:
+            assert late.tasks == {}  # nobody holds it yet: the node runs, without it
+            holder = node_settings(tmp_path / "holder", task_id)
+            async with Node.manage(holder, fast_chain):  # a peer staked, holding it
+                await wait_for(lambda: task_id in late.tasks, within=30)
+                await wait_for(lambda: late.tasks[task_id].running, within=30)
+    events = [e["event"] for e in logs if e.get("task_id") == task_id]
+    assert events.index("task_unavailable") < events.index("task_available")

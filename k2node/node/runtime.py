@@ -26,7 +26,7 @@ from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.kubo import KuboIpfs
 from k2node.node.clock import SlotTimer
 from k2node.node.events import EventHub
-from k2node.node.executables import ExecutableError
+from k2node.node.fleet import Fleet, report_failure
 from k2node.node.http.api import NodeApi
 from k2node.node.ledger import Ledger
 from k2node.node.peers import Peers
@@ -136,19 +136,19 @@ class Node:
                 await example_task(store, settlement, wallets.main, settings.task_config)
             ]
             timer = SlotTimer(settlement)
-            for i, task_id in enumerate(task_ids):
-                stake = settings.task_stakes[i] if i < len(settings.task_stakes) else 0
-                try:
-                    ready = await provision_task(
-                        settings, settlement, ledger, wallets, ipfs, task_id, stake, port
-                    )
-                except ExecutableError as exc:  # the others run all the same
-                    log.error("task_unavailable", task_id=task_id, error=str(exc))
-                    continue
-                tasks[task_id] = RunningTask(
+            fleet = Fleet(tasks, settings.global_timers)
+            plan.add(stack, "tasks", TASKS_STOP_S, fleet.stop)
+
+            async def start(task_id: str, stake: int) -> RunningTask:
+                ready = await provision_task(
+                    settings, settlement, ledger, wallets, ipfs, task_id, stake, port
+                )
+                return RunningTask(
                     ready.context, ready.spec, ready.port, timer, events, restart_backoff_s
                 )
-            await _run_tasks(tasks, settings.global_timers, stack, plan)
+
+            stakes = list(settings.task_stakes) + [0] * len(task_ids)
+            await fleet.start_all(list(zip(task_ids, stakes, strict=False)), start)
             node = cls(settings, settlement, wallets, ledger, ipfs, events, tasks, port, plan)
             log.info(
                 "node_started",
@@ -173,7 +173,7 @@ async def _open_settlement(
         follower = asyncio.create_task(
             SlotFollower(rpc, pubsub_url(settings.k2_node_url)).run(), name="k2-slots"
         )
-        follower.add_done_callback(_report_failure)
+        follower.add_done_callback(report_failure)
 
         async def stop_following() -> None:
             follower.cancel()
@@ -212,29 +212,6 @@ async def _serve(
     plan.add(stack, "http_server", HTTP_STOP_S, runner.cleanup)
     await web.TCPSite(runner, settings.server_host, settings.server_port).start()
     return int(runner.addresses[0][1])
-
-
-def _report_failure(job: asyncio.Task[Any]) -> None:
-    """A task's job that died on its own says so (cancellation at stop is expected)."""
-    if not job.cancelled() and job.exception() is not None:
-        log.error("background_job_failed", job=job.get_name(), error=repr(job.exception()))
-
-
-async def _run_tasks(
-    tasks: dict[str, RunningTask], timers: bool, stack: AsyncExitStack, plan: ShutdownPlan
-) -> None:
-    jobs = []
-    for task in tasks.values():
-        job = asyncio.create_task(task.run(timers), name=f"task-{task.task_id}")
-        job.add_done_callback(_report_failure)
-        jobs.append(job)
-
-    async def stop() -> None:
-        for task in tasks.values():
-            task.stop()
-        await asyncio.gather(*jobs, return_exceptions=True)
-
-    plan.add(stack, "tasks", TASKS_STOP_S, stop)
 
 
 async def run_node(settings: Settings, stop: asyncio.Event) -> int:
