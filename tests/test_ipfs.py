@@ -324,3 +324,38 @@ async def test_the_kubo_rpc_takes_admin_requests_only(store: EmbeddedIpfs) -> No
     resp = await client.get(f"/ipfs/{cid}")  # the gateway itself is public
     assert await resp.read() == b"public"
     await client.close()
+
+
+async def test_a_hanging_peer_costs_a_fetch_one_timeout_not_one_per_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded_module, "FETCH_TIMEOUT_S", 0.3)
+    a = EmbeddedIpfs.open(tmp_path / "a")
+    good = await _gateway(a)
+    data = random.Random(5).randbytes(CHUNK_SIZE * 6)  # six blocks and a root
+    cid = a.add_bytes(data)
+    asked = 0
+    release = asyncio.Event()
+
+    async def hang(_: web.Request) -> web.Response:
+        nonlocal asked
+        asked += 1
+        await release.wait()
+        return web.Response(body=b"")
+
+    app = web.Application()
+    app.router.add_get("/ipfs/{cid}", hang)
+    slow = TestClient(TestServer(app))
+    await slow.start_server()
+
+    async def peers() -> list[str]:  # the hanging one listed first
+        return [str(slow.make_url("")), str(good.make_url(""))]
+
+    b = EmbeddedIpfs.open(tmp_path / "b", good.session, peers)
+    assert await asyncio.wait_for(b.fetch(str(cid), max_bytes=len(data)), 10) == data
+    assert asked == 1  # then it rested, and the peer that answered was asked first
+    release.set()
+    await slow.close()
+    await good.close()
+    a.close()
+    b.close()

@@ -8,6 +8,7 @@ node lacks are fetched from peers' trustless gateways (`GET /ipfs/<cid>?format=r
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -33,6 +34,9 @@ log = structlog.get_logger("k2node.ipfs")
 
 MAX_BLOCK_BYTES = 2 * 1024 * 1024  # our blocks are <= 256 KiB plus a header; kubo caps at 1 MiB
 FETCH_TIMEOUT_S = 10.0
+# A peer that failed to serve a block is asked last for this long: a slow or broken peer
+# costs a fetch one timeout, not one per block.
+PEER_REST_S = 30.0
 _BLOCK_PREFIX = b"block/"
 
 Peers = Callable[[], Awaitable[list[str]]]
@@ -50,6 +54,8 @@ class EmbeddedIpfs:
         peers: Peers = _no_peers,
     ) -> None:
         self._store = store
+        self._resting: dict[str, float] = {}  # peer -> until when it is asked last
+        self._good: str | None = None  # the peer that served the last block
         self._session = session
         self._peers = peers
         self.reader = DagReader(self.block)
@@ -105,12 +111,21 @@ class EmbeddedIpfs:
             return found
         return await self._fetch_block(cid)
 
+    def _in_turn(self, peers: list[str]) -> list[str]:
+        """The peer that served last first, then the others, those that failed lately last."""
+        now = time.monotonic()
+        ready = [p for p in peers if self._resting.get(p, 0.0) <= now]
+        if self._good in ready:
+            ready.remove(self._good)
+            ready.insert(0, self._good)
+        return ready + [p for p in peers if p not in ready]
+
     async def _fetch_block(self, cid: Cid) -> bytes:
         peers = await self._peers()
         if self._session is None or not peers:
             raise NotFound(f"block {cid} is not stored here and no peer is known")
         problems = []
-        for peer in peers:
+        for peer in self._in_turn(peers):
             url = f"{peer.rstrip('/')}/ipfs/{cid}?format=raw"
             try:
                 async with self._session.get(
@@ -122,13 +137,17 @@ class EmbeddedIpfs:
                     block = await _read_capped(resp, MAX_BLOCK_BYTES + 1)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problems.append(f"{peer}: {type(exc).__name__}")
+                self._resting[peer] = time.monotonic() + PEER_REST_S
                 continue
             try:
                 self.put_verified(cid, block)
             except IpfsError as exc:
                 log.warning("ipfs_bad_block_from_peer", cid=str(cid), peer=peer, error=str(exc))
                 problems.append(f"{peer}: {exc}")
+                self._resting[peer] = time.monotonic() + PEER_REST_S
                 continue
+            self._good = peer
+            self._resting.pop(peer, None)
             return block
         raise NotFound(f"block {cid} could not be fetched: {'; '.join(problems)[:500]}")
 
