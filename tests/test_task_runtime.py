@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from k2node.contract.ipc import MAX_MESSAGE_BYTES, IpcChannel
 from k2node.contract.launch import LaunchError, TaskArgs
+from k2node.contract.methods import Method
 from k2node.crypto import Keypair
 from k2node.examples.hello_task import HelloTask
 from k2node.node.runtime import Node
@@ -208,3 +209,47 @@ async def test_a_javascript_task_runs_over_the_same_channel(
             assert await resp.json(content_type=None) == {"status": 200, "message": "Running"}
     state = await fast_chain.get_task_state(task_id, {"is_submission_required": True})
     assert state["submissions"]["0"][key]["submission_value"] == "js test task 0"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no Node.js on this machine")
+async def test_a_javascript_task_calls_every_method_of_the_newest_wrapper(
+    tmp_path: Path, fast_chain: LocalK2
+) -> None:
+    task_id = await create_task(fast_chain, Keypair.generate(), round_time=200)
+    settings = node_settings(tmp_path / "n", task_id, task_file("wrapper_task.js"))
+    async with Node.manage(settings, fast_chain) as node, aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{node.port}/task/{task_id}/calls"
+
+        async def answered() -> bool:
+            try:
+                async with http.get(url) as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await wait_for(answered, within=30)
+        async with http.get(url) as resp:
+            calls = await resp.json(content_type=None)
+    extensions = {Method.IPFS_UPLOAD, Method.IPFS_UPLOAD_FILE, Method.IPFS_GET}  # k2node's own
+    assert set(calls) == {m.value for m in Method} - extensions  # the wrapper's, every one
+    for method, answer in calls.items():
+        message = answer["body"].get("message", "")
+        assert "unknown method" not in message and "wrong number" not in message, method
+        assert answer["status"] in (200, 422), (method, answer)  # a clear answer, never a 500
+    refused_by_design = {
+        "sendTransaction",  # the operator has not allowed transfers
+        "sendAndConfirmTransactionWrapper",  # three bytes are no transaction
+        "checkSubmissionAndUpdateRound",  # the round actions, before their windows
+        "auditSubmission",
+        "distributionListAuditSubmission",
+        "uploadDistributionList",
+        "distributionListSubmissionOnChain",
+        "payloadTrigger",
+    }
+    for method, answer in calls.items():
+        if method not in refused_by_design:
+            assert answer["status"] == 200, (method, answer)
+    assert calls["getSubmitterAccount"]["body"]["response"]["_keypair"]["secretKey"]["63"] >= 0
+    assert calls["verifySignedData"]["body"]["response"]["data"] == '{"hello":"world"}'
+    assert calls["fsReadStream"]["body"]["response"] == {"type": "Buffer", "data": [120]}
+    assert calls["getRpcUrl"]["body"]["response"].endswith("/k2")
