@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("path", type=Path, nargs="?", default=Path("."))
     deploy.add_argument("--env-file", type=Path, default=Path(".env-local"))
     deploy.add_argument("--data-dir", help="the node's data directory (wallet, IPFS, local K2)")
+    update = task_verbs.add_parser(
+        "update", help="deploy a new version of a task you manage; it takes over its bounty"
+    )
+    update.add_argument("task_id", help="the task to replace (it stops and names the new one)")
+    update.add_argument("path", type=Path, nargs="?", default=Path("."))
+    update.add_argument("--env-file", type=Path, default=Path(".env-local"))
+    update.add_argument("--data-dir", help="the node's data directory (wallet, IPFS, local K2)")
     wallet = sub.add_parser("wallet", help="show (creating if missing) a wallet's public key")
     wallet.add_argument("path", type=Path)
     ipfs = sub.add_parser("ipfs", help="the node's IPFS store (a running node's, if one is)")
@@ -178,13 +185,14 @@ async def ipfs_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
-    """Build the project, publish the artifact on this node's IPFS, create the task on K2."""
+    """Build the project, publish the artifact on this node's IPFS, create the task on K2
+    (`task update`: a new version of an existing task)."""
     import aiohttp
 
     from k2node.artifact import ArtifactError, build
     from k2node.ipfs import IpfsError
     from k2node.ipfs.embedded import EmbeddedIpfs
-    from k2node.node.provision import deploy_task
+    from k2node.node.provision import deploy_task, update_task
     from k2node.settlement.base import Settlement, TransactionError
     from k2node.settlement.local import LocalK2
     from k2node.settlement.rpc import K2Unreachable, RpcSettlement
@@ -208,14 +216,21 @@ async def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
                 local = LocalK2.open(settings.data_dir / "k2", settings.slot_ms)
                 settlement = local
             try:
-                task_id = await deploy_task(settlement, main, args.path / CONFIG_NAME, cid)
+                config = args.path / CONFIG_NAME
+                if args.verb == "update":
+                    task_id = await update_task(settlement, main, args.task_id, config, cid)
+                else:
+                    task_id = await deploy_task(settlement, main, config, cid)
             finally:
                 if local is not None:
                     local.close()
     except (ArtifactError, IpfsError, TransactionError, K2Unreachable) as exc:
-        print(f"k2node task deploy: {exc}", file=sys.stderr)
+        print(f"k2node task {args.verb}: {exc}", file=sys.stderr)
         return 1
-    print(f"deployed task {task_id}: executable {cid}")
+    if args.verb == "update":
+        print(f"updated task {args.task_id} to {task_id}: executable {cid}")
+    else:
+        print(f"deployed task {task_id}: executable {cid}")
     return 0
 
 

@@ -244,33 +244,33 @@ async def test_a_shutdown_step_past_its_bound_is_logged_and_the_rest_still_run()
     assert steps == [("hangs", False), ("quick", True)] and ran == ["quick"]
 
 
-def test_task_deploy_then_a_node_runs_the_task_by_its_id(tmp_path: Path) -> None:
+_K2NODE = (sys.executable, "-m", "k2node")
+
+
+def _example_project(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(REPO / "k2node" / "examples" / "hello_task.py", project / "task.py")
     shutil.copy(REPO / "k2node" / "examples" / "config-task.yml", project / "config-task.yml")
-    data = tmp_path / "data"
-    env = {"PATH": os.environ["PATH"], "K2NODE_SLOT_MS": "50"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "k2node",
-            "task",
-            "deploy",
-            str(project),
-            "--env-file",
-            str(tmp_path / "none"),
-            "--data-dir",
-            str(data),
-        ],
+    return project
+
+
+def _task_verb(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`k2node task <args>` on the node data directory `data`, with no .env-local."""
+    return subprocess.run(
+        [*_K2NODE, "task", *args, "--env-file", str(data / "none"), "--data-dir", str(data)],
         cwd=REPO,
-        env=env,
+        env={"PATH": os.environ["PATH"], "K2NODE_SLOT_MS": "50"},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_task_deploy_then_a_node_runs_the_task_by_its_id(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    done = _task_verb(data, "deploy", str(_example_project(tmp_path)))
     assert done.returncode == 0, done.stderr
     words = done.stdout.split()
     task_id, cid = words[2].rstrip(":"), words[-1]
@@ -289,6 +289,26 @@ def test_task_deploy_then_a_node_runs_the_task_by_its_id(tmp_path: Path) -> None
     proc.communicate(timeout=30)
     assert "executable_fetched" in seen and "phase_done" in seen
     assert (data / "executables" / f"{cid}.zip").is_file()
+
+
+def test_task_update_makes_a_new_version_and_nodes_are_told_to_run_it(tmp_path: Path) -> None:
+    data, project = tmp_path / "data", _example_project(tmp_path)
+    deployed = _task_verb(data, "deploy", str(project))
+    assert deployed.returncode == 0, deployed.stderr
+    old_id = deployed.stdout.split()[2].rstrip(":")
+    (project / "task.py").write_text((project / "task.py").read_text() + "\n# version two\n")
+    updated = _task_verb(data, "update", old_id, str(project))
+    assert updated.returncode == 0, updated.stderr
+    words = updated.stdout.split()
+    assert words[:3] == ["updated", "task", old_id]
+    new_id, new_cid = words[4].rstrip(":"), words[-1]
+    assert new_id != old_id and new_cid != deployed.stdout.split()[-1]  # new code, new CID
+    again = _task_verb(data, "update", old_id, str(project))
+    assert again.returncode == 1 and f"already updated to {new_id}" in again.stderr
+    proc = _run(data, "--port", "0", env={"K2NODE_SLOT_MS": "50", "TASKS": old_id})
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert f"task {old_id} was updated to a new version, {new_id}" in err
 
 
 def test_the_installed_package_runs_the_example_from_any_folder(tmp_path: Path) -> None:

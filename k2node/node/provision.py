@@ -8,10 +8,13 @@ import socket
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 from solders.hash import Hash
+from solders.instruction import Instruction
 from solders.keypair import Keypair as SoldersKeypair
+from solders.pubkey import Pubkey
 
 from k2node.config import ConfigError, Settings, load_task_config
 from k2node.contract.launch import TASK_MODE, TaskArgs
@@ -68,6 +71,27 @@ async def ensure_balance(settlement: Settlement, key: str, amount: int) -> None:
             log.warning("airdrop_refused", pubkey=key, error=str(exc))
 
 
+def _task_fields(task_config: Path, executable_cid: str | None) -> tuple[dict[str, Any], int]:
+    """A config-task.yml's instruction fields and account space; with `executable_cid`,
+    nodes fetch the task's code from IPFS by that CID."""
+    args = load_task_config(task_config)
+    if executable_cid is not None:
+        args |= {"task_audit_program": executable_cid, "task_executable_network": "IPFS"}
+    space = args.pop("space")
+    return {**args, "local_vars": ""}, space
+
+
+async def _send(
+    settlement: Settlement,
+    instructions: list[Instruction],
+    payer: Keypair,
+    signers: list[SoldersKeypair],
+) -> None:
+    blockhash, _ = await settlement.latest_blockhash()
+    signed = wire.sign(instructions, wire.signer(payer), signers, Hash.from_string(blockhash))
+    await settlement.send(signed.wire)
+
+
 async def deploy_task(
     settlement: Settlement,
     manager: Keypair,
@@ -75,23 +99,46 @@ async def deploy_task(
     executable_cid: str | None = None,
 ) -> str:
     """Create a task from a config-task.yml as the create-task CLI does (a new task account
-    and stake pot beside it), funding the manager's wallet from the faucet; with
-    `executable_cid`, nodes fetch the task's code from IPFS by that CID."""
-    args = load_task_config(task_config)
-    if executable_cid is not None:
-        args |= {"task_audit_program": executable_cid, "task_executable_network": "IPFS"}
-    space = args.pop("space")
+    and stake pot beside it), funding the manager's wallet from the faucet."""
+    fields, space = _task_fields(task_config, executable_cid)
     task, stake_pot = SoldersKeypair(), SoldersKeypair().pubkey()
-    fields = {**args, "local_vars": ""}
-    payer = wire.signer(manager)
-    needs = args["total_bounty_amount"] + minimum_balance(space) + STAKE_POT_SEED_LAMPORTS
+    needs = fields["total_bounty_amount"] + minimum_balance(space) + STAKE_POT_SEED_LAMPORTS
     await ensure_balance(settlement, manager.pubkey, needs + FEES_RESERVE)
-    instructions = transactions.create_task(payer.pubkey(), task.pubkey(), stake_pot, fields, space)
-    blockhash, _ = await settlement.latest_blockhash()
-    signed = wire.sign(instructions, payer, [task], Hash.from_string(blockhash))
-    await settlement.send(signed.wire)
+    payer = Pubkey.from_string(manager.pubkey)
+    instructions = transactions.create_task(payer, task.pubkey(), stake_pot, fields, space)
+    await _send(settlement, instructions, manager, [task])
     task_id = str(task.pubkey())
-    log.info("task_deployed", task_id=task_id, name=args["task_name"])
+    log.info("task_deployed", task_id=task_id, name=fields["task_name"])
+    return task_id
+
+
+async def update_task(
+    settlement: Settlement,
+    manager: Keypair,
+    old_task_id: str,
+    task_config: Path,
+    executable_cid: str | None = None,
+) -> str:
+    """A new version of a task this wallet manages, from a config-task.yml (its bounty is
+    what remains of the old version's, which stops and names the new one). The new id."""
+    old = await settlement.get_task_state(old_task_id)
+    if old["task_manager"] != manager.pubkey:
+        raise TransactionError(
+            f"task {old_task_id} is managed by {old['task_manager']}, not by {manager.pubkey}"
+        )
+    fields, space = _task_fields(task_config, executable_cid)
+    fields.pop("total_bounty_amount")
+    task, stake_pot = SoldersKeypair(), SoldersKeypair().pubkey()
+    needs = minimum_balance(space) + STAKE_POT_SEED_LAMPORTS
+    await ensure_balance(settlement, manager.pubkey, needs + FEES_RESERVE)
+    old_keys = (Pubkey.from_string(old_task_id), Pubkey.from_string(old["stake_pot_account"]))
+    payer = Pubkey.from_string(manager.pubkey)
+    instructions = transactions.update_task(
+        payer, old_keys, (task.pubkey(), stake_pot), fields, space
+    )
+    await _send(settlement, instructions, manager, [task])
+    task_id = str(task.pubkey())
+    log.info("task_updated", task_id=task_id, previous=old_task_id, name=fields["task_name"])
     return task_id
 
 
@@ -133,6 +180,11 @@ async def provision_task(
         state = await settlement.get_task_state(task_id)
     except TransactionError:
         raise ConfigError(f"TASKS: task {task_id} does not exist on K2") from None
+    if state["is_migrated"]:  # its stake and rewards stay claimable; its rounds have ended
+        raise ConfigError(
+            f"TASKS: task {task_id} was updated to a new version, {state['migrated_to']}: "
+            "run that one instead"
+        )
     entry = await executable(state, settings.data_dir / "executables", ipfs, settings.task_entry)
     public_url = settings.public_url(node_port)
     base = settings.data_dir / "namespace" / task_id

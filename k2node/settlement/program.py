@@ -105,8 +105,8 @@ def _instruction(
     name, handler = PROGRAM_NAMES[ix], _HANDLERS[ix]
     roles = wire.roles(ix, accounts)
     acting = roles.get("signer") or roles["payer"]
-    for role in ("signer", "payer", "task"):
-        if role in roles and wire.signs(ix, role) and roles[role] not in signers:
+    for role in roles:
+        if wire.signs(ix, role) and roles[role] not in signers:
             raise TransactionError(f"{name}: {role} {roles[role]} did not sign")
     tx = {
         "ix": name,

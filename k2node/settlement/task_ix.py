@@ -86,6 +86,34 @@ def create_task(
     return {"task_id": task_id}
 
 
+def update_task(
+    world: World, tx: dict[str, Any], args: dict[str, Any], slot: int
+) -> dict[str, Any]:
+    """A new version of a task, as create-task-cli sends it: a new task account (created just
+    before in the same transaction) with the remaining bounty; the old one stops, points at
+    the new, and keeps its stakes and unclaimed rewards for their owners to take out."""
+    old_id, new_id = tx["task_id"], tx["new_task"]
+    old = world.task(old_id)
+    require_stake_pot(old, tx)
+    if tx["payer"] != old["task_manager"]:
+        raise TransactionError("only the task manager can update a task")
+    if old["is_migrated"]:
+        raise TransactionError(f"task {old_id} was already updated to {old['migrated_to']}")
+    require_program_owned(world, new_id, "new task")
+    if new_id in world.tasks:
+        raise TransactionError(f"task {new_id} already exists")
+    remaining = old["total_bounty_amount"]
+    checked = _create_args(args | {"total_bounty_amount": remaining})
+    debit(world, old["stake_pot_account"], remaining)
+    credit(world, tx["new_stake_pot"], remaining)
+    world.keep_task(new_id)
+    world.tasks[new_id] = new_task_state(new_id, tx["payer"], tx["new_stake_pot"], slot, checked)
+    world.private[new_id] = TaskPrivate()
+    old |= {"is_migrated": True, "migrated_to": new_id, "is_active": False}
+    old["total_bounty_amount"] = 0
+    return {"task_id": new_id, "total_bounty_amount": remaining}
+
+
 def fund_task(world: World, tx: dict[str, Any], args: dict[str, Any], slot: int) -> dict[str, Any]:
     state = world.task(tx["task_id"])
     require_stake_pot(state, tx)

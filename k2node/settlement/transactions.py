@@ -48,6 +48,25 @@ def create_task(
     ]
 
 
+def update_task(
+    payer: Pubkey,
+    old: tuple[Pubkey, Pubkey],
+    new: tuple[Pubkey, Pubkey],
+    fields: dict[str, Any],
+    space: int,
+) -> list[Instruction]:
+    """A new version of task `old` (task, stake pot) as `new` (task, stake pot)."""
+    accounts = {"payer": payer, "task": old[0], "stake_pot": old[1]}
+    accounts |= {"new_task": new[0], "new_stake_pot": new[1]}
+    return [
+        _program_account(payer, new[0], minimum_balance(space) + 1000, space),
+        instruction(Ix.UPDATE_TASK, fields, accounts),
+        transfer(
+            TransferParams(from_pubkey=payer, to_pubkey=new[1], lamports=STAKE_POT_SEED_LAMPORTS)
+        ),
+    ]
+
+
 def fund_task(
     payer: Pubkey, funder: Pubkey, task: Pubkey, stake_pot: Pubkey, amount: int
 ) -> list[Instruction]:

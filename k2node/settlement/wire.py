@@ -50,25 +50,27 @@ class Ix(IntEnum):
     WITHDRAW = 10
     UPLOAD_DISTRIBUTION_LIST = 11
     SUBMIT_DISTRIBUTION_LIST = 12
+    UPDATE_TASK = 14
 
 
 # Fields in order: ("name", width) with width 0 for an i64, N for an N-byte string, -N for raw.
+_CREATE_FIELDS: tuple[tuple[str, int], ...] = (
+    ("task_name", 24),
+    ("task_description", 64),
+    ("task_audit_program", 64),
+    ("task_executable_network", 64),
+    ("total_bounty_amount", 0),
+    ("bounty_amount_per_round", 0),
+    ("round_time", 0),
+    ("audit_window", 0),
+    ("submission_window", 0),
+    ("minimum_stake_amount", 0),
+    ("task_metadata", 64),
+    ("local_vars", 64),
+    ("allowed_failed_distributions", 0),
+)
 _LAYOUTS: dict[Ix, tuple[tuple[str, int], ...]] = {
-    Ix.CREATE_TASK: (
-        ("task_name", 24),
-        ("task_description", 64),
-        ("task_audit_program", 64),
-        ("task_executable_network", 64),
-        ("total_bounty_amount", 0),
-        ("bounty_amount_per_round", 0),
-        ("round_time", 0),
-        ("audit_window", 0),
-        ("submission_window", 0),
-        ("minimum_stake_amount", 0),
-        ("task_metadata", 64),
-        ("local_vars", 64),
-        ("allowed_failed_distributions", 0),
-    ),
+    Ix.CREATE_TASK: _CREATE_FIELDS,
     Ix.SUBMIT_TASK: (("submission", 512), ("round", 0)),
     Ix.AUDIT_SUBMISSIONS: (("is_valid", 0), ("round", 0)),
     Ix.AUDIT_DISTRIBUTION: (("is_valid", 0), ("round", 0)),
@@ -80,6 +82,8 @@ _LAYOUTS: dict[Ix, tuple[tuple[str, int], ...]] = {
     Ix.WITHDRAW: (),
     Ix.UPLOAD_DISTRIBUTION_LIST: (("chunk", -CHUNK_BLOB), ("round", 0)),
     Ix.SUBMIT_DISTRIBUTION_LIST: (("round", 0),),
+    # CreateTask's fields without the bounty: the new version takes over what is left.
+    Ix.UPDATE_TASK: tuple(f for f in _CREATE_FIELDS if f[0] != "total_bounty_amount"),
 }
 
 # The accounts of each instruction in order: (role, signer, writable). `clock` and `system`
@@ -101,6 +105,15 @@ _ACCOUNTS: dict[Ix, tuple[tuple[str, bool, bool], ...]] = {
     Ix.STAKE: (_TASK, _SIGNER, _POT, _CLOCK),
     Ix.UPLOAD_DISTRIBUTION_LIST: (("task", False, False), _SIGNER),
     Ix.SUBMIT_DISTRIBUTION_LIST: (_TASK, _SIGNER, _CLOCK),
+    # create-task-cli's list: the old version and its pot, then the new ones it creates.
+    Ix.UPDATE_TASK: (
+        ("payer", True, True),
+        _TASK,
+        _POT,
+        _CLOCK,
+        ("new_task", True, True),
+        ("new_stake_pot", False, True),
+    ),
 }
 _FIXED = {"clock": CLOCK, "system": SYSTEM_PROGRAM}
 _I64 = struct.Struct("<q")

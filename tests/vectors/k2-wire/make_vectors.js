@@ -28,6 +28,11 @@ const LAYOUTS = {
   Withdraw: [10, [L.u8('instruction')]],
   UploadDistributionList: [11, [L.u8('instruction'), L.blob(512, 'instruction_data'), L.ns64('round')]],
   SubmitDistributionList: [12, [L.u8('instruction'), L.ns64('round')]],
+  UpdateTask: [14, [L.u8('instruction'), L.blob(24, 'task_name'), L.blob(64, 'task_description'),
+    L.blob(64, 'task_audit_program'), L.blob(64, 'task_executable_network'),
+    L.ns64('bounty_amount_per_round'), L.ns64('round_time'), L.ns64('audit_window'),
+    L.ns64('submission_window'), L.ns64('minimum_stake_amount'), L.blob(64, 'task_metadata'),
+    L.blob(64, 'local_vars'), L.ns64('allowed_failed_distributions')]],
 };
 
 function pad(text, length) {
@@ -49,6 +54,7 @@ function key(seed) {
 
 const payer = key(1), staking = key(2), task = key(3), peer = key(4), funder = key(5);
 const stakePot = key(6).publicKey;
+const newTask = key(7), newStakePot = key(8).publicKey;
 const blockhash = '4uQeVj5tqViQh7yWWGStvkEG1Zmhx6uasJtWCJziofM';  // 32 bytes, arbitrary
 
 const chunk = Buffer.alloc(512);
@@ -98,13 +104,23 @@ const CASES = [
     [payer, staking]],
   ['SetActive', { isActive: 0 },
     [[task.publicKey, false, true], [payer.publicKey, true, false]], [payer]],
+  ['UpdateTask', {
+    task_name: pad('vector task', 24), task_description: pad('version two', 64),
+    task_audit_program: pad('bafybeihkoviema7g3gxyt6la7vd5ho32ictqbilu3wnlo3rs7ewhnp7lly', 64),
+    task_executable_network: pad('IPFS', 64), bounty_amount_per_round: 2e9, round_time: 1500,
+    audit_window: 500, submission_window: 500, minimum_stake_amount: 1e9,
+    task_metadata: pad('', 64), local_vars: pad('', 64), allowed_failed_distributions: 2,
+  }, [[payer.publicKey, true, true], [task.publicKey, false, true], [stakePot, false, true],
+    [CLOCK, false, false], [newTask.publicKey, true, true], [newStakePot, false, true]],
+  [payer, newTask]],
 ];
 
 const out = { program: PROGRAM.toBase58(), blockhash, keys: {}, cases: [] };
-for (const [name, k] of Object.entries({ payer, staking, task, peer, funder })) {
+for (const [name, k] of Object.entries({ payer, staking, task, peer, funder, newTask })) {
   out.keys[name] = { seed: k.secretKey.slice(0, 1)[0], pubkey: k.publicKey.toBase58() };
 }
 out.keys.stakePot = { pubkey: stakePot.toBase58() };
+out.keys.newStakePot = { pubkey: newStakePot.toBase58() };
 for (const [name, fields, accounts, signers] of CASES) {
   const data = encode(name, fields);
   const tx = new web3.Transaction({ feePayer: payer.publicKey, recentBlockhash: blockhash });
