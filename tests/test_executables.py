@@ -142,3 +142,26 @@ async def test_a_task_unavailable_at_start_runs_once_a_peer_has_its_executable(
                 await wait_for(lambda: late.tasks[task_id].running, within=30)
     events = [e["event"] for e in logs if e.get("task_id") == task_id]
     assert events.index("task_unavailable") < events.index("task_available")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no Node.js on this machine")
+async def test_a_javascript_bundle_runs_by_cid_even_under_an_es_module_project(
+    tmp_path: Path, fast_chain: LocalK2
+) -> None:
+    # the node's data directory inside a project whose package.json makes `.js` ES modules
+    project = _example_project(tmp_path / "project")
+    (project / "package.json").write_text('{"type": "module"}\n')
+    data = project / "node-data"
+    cid = await _publish(data, (REPO / "tests" / "tasks" / "js_task.js").read_bytes())
+    task_id = await deploy_task(fast_chain, Keypair.generate(), project / "config-task.yml", cid)
+    async with Node.manage(node_settings(data, task_id), fast_chain) as node:
+        key = node.staking.pubkey
+        assert node.tasks[task_id].process.spec.entry == str(data / "executables" / f"{cid}.js")
+
+        async def submitted() -> bool:
+            state = await fast_chain.get_task_state(task_id, {"is_submission_required": True})
+            return key in state["submissions"].get("0", {})
+
+        await wait_for(submitted, within=30)
+    state = await fast_chain.get_task_state(task_id, {"is_submission_required": True})
+    assert state["submissions"]["0"][key]["submission_value"] == "js k2node hello 0"

@@ -27,6 +27,7 @@ log = structlog.get_logger("k2node.node")
 MAX_EXECUTABLE_BYTES = 64 * 1024 * 1024
 FETCH_ATTEMPTS = 4
 FETCH_BACKOFF_S = 1.0
+COMMONJS_PACKAGE = b'{"type": "commonjs"}\n'
 
 
 class ExecutableError(Exception):
@@ -88,8 +89,22 @@ def _cached(folder: Path, text: str, cid: Cid) -> str | None:
     """A kept executable, if it is still the one its CID names."""
     for cached in (folder / f"{text}.zip", folder / f"{text}.js"):
         if cached.is_file() and _same_cid(cached.read_bytes(), cid):
+            if cached.suffix == ".js":
+                _mark_commonjs(folder)
             return str(cached)
     return None
+
+
+def _mark_commonjs(folder: Path) -> None:
+    """Node.js reads a `.js` file as the nearest package.json's "type" says: a webpacked
+    bundle (CommonJS) kept under a folder whose project says "module" would die with
+    `require is not defined`. The folder's own package.json keeps it CommonJS anywhere."""
+    marker = folder / "package.json"
+    if marker.is_file() and marker.read_bytes() == COMMONJS_PACKAGE:
+        return
+    partial = marker.with_name("package.json.partial")
+    partial.write_bytes(COMMONJS_PACKAGE)
+    partial.replace(marker)
 
 
 def _keep(folder: Path, text: str, data: bytes) -> str:
@@ -102,6 +117,8 @@ def _keep(folder: Path, text: str, data: bytes) -> str:
     try:
         if kind == "zip":
             read_manifest(partial)
+        else:
+            _mark_commonjs(folder)
         partial.replace(path)
     except ArtifactError as exc:
         raise ExecutableError(str(exc)) from None
