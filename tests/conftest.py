@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair as SoldersKeypair
 from solders.pubkey import Pubkey
@@ -118,11 +117,8 @@ async def funded(k2: LocalK2, koii: int = 100) -> Keypair:
 async def sign_and_send(
     k2: LocalK2, instructions: list[Instruction], payer: Keypair, *signers: Any
 ) -> str:
-    blockhash, _ = await k2.latest_blockhash()
     solders_signers = [s if isinstance(s, SoldersKeypair) else wire.signer(s) for s in signers]
-    signed = wire.sign(
-        instructions, wire.signer(payer), solders_signers, Hash.from_string(blockhash)
-    )
+    signed = await transactions.signed_now(k2, instructions, wire.signer(payer), solders_signers)
     return await k2.send(signed.wire)
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
@@ -87,9 +86,10 @@ class TaskAgent:
         return Pubkey.from_string(self.staking.pubkey)
 
     async def _signed(self, instructions: list[Instruction]) -> wire.Signed:
-        blockhash, _ = await self.settlement.latest_blockhash()
         signers = [wire.signer(self.staking)]
-        return wire.sign(instructions, wire.signer(self.main), signers, Hash.from_string(blockhash))
+        return await transactions.signed_now(
+            self.settlement, instructions, wire.signer(self.main), signers
+        )
 
     async def _send(
         self, action: Action, round_: int, detail: str, instructions: list[Instruction]
@@ -274,7 +274,5 @@ class TaskAgent:
         move = transfer(
             TransferParams(from_pubkey=main.pubkey(), to_pubkey=_pubkey(to), lamports=lamports)
         )
-        blockhash, _ = await self.settlement.latest_blockhash()
-        return await self.settlement.send(
-            wire.sign([move], main, [], Hash.from_string(blockhash)).wire
-        )
+        signed = await transactions.signed_now(self.settlement, [move], main, [])
+        return await self.settlement.send(signed.wire)

@@ -72,16 +72,17 @@ async def executable(
         raise ExecutableError(f"task_audit_program {named[:64]!r} is not a CID: {exc}") from None
     text = str(cid)  # its canonical form names the file: no path characters, one name
     try:
-        cached = await asyncio.to_thread(_cached, folder, text, cid)
-        if cached is not None:
-            return cached
-        data = await _fetch(ipfs, text)
-        path = await asyncio.to_thread(_keep, folder, text, data)
+        path = await asyncio.to_thread(_cached, folder, text, cid)
+        if path is None:
+            data = await _fetch(ipfs, text)
+            path = await asyncio.to_thread(_keep, folder, text, data)
+            log.info("executable_fetched", cid=text, path=path, bytes=len(data))
+        if path.endswith(".js"):
+            await asyncio.to_thread(_mark_commonjs, folder)
     except ExecutableError:
         raise
     except Exception as exc:  # whatever a hostile executable or DAG provokes: skip the task
         raise ExecutableError(f"{text}: {type(exc).__name__}: {exc}") from None
-    log.info("executable_fetched", cid=text, path=path, bytes=len(data))
     return path
 
 
@@ -89,8 +90,6 @@ def _cached(folder: Path, text: str, cid: Cid) -> str | None:
     """A kept executable, if it is still the one its CID names."""
     for cached in (folder / f"{text}.zip", folder / f"{text}.js"):
         if cached.is_file() and _same_cid(cached.read_bytes(), cid):
-            if cached.suffix == ".js":
-                _mark_commonjs(folder)
             return str(cached)
     return None
 
@@ -117,8 +116,6 @@ def _keep(folder: Path, text: str, data: bytes) -> str:
     try:
         if kind == "zip":
             read_manifest(partial)
-        else:
-            _mark_commonjs(folder)
         partial.replace(path)
     except ArtifactError as exc:
         raise ExecutableError(str(exc)) from None

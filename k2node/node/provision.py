@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair as SoldersKeypair
 from solders.pubkey import Pubkey
@@ -87,8 +86,7 @@ async def _send(
     payer: Keypair,
     signers: list[SoldersKeypair],
 ) -> None:
-    blockhash, _ = await settlement.latest_blockhash()
-    signed = wire.sign(instructions, wire.signer(payer), signers, Hash.from_string(blockhash))
+    signed = await transactions.signed_now(settlement, instructions, wire.signer(payer), signers)
     await settlement.send(signed.wire)
 
 

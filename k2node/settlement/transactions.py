@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from solders.hash import Hash
 from solders.instruction import Instruction
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import (
     CreateAccountParams,
@@ -15,8 +17,9 @@ from solders.system_program import (
     transfer,
 )
 
+from k2node.settlement.base import Settlement
 from k2node.settlement.system_ix import minimum_balance
-from k2node.settlement.wire import PROGRAM_ID, Ix, chunks, instruction
+from k2node.settlement.wire import PROGRAM_ID, Ix, Signed, chunks, instruction, sign
 
 # A staking account: space 100, funded with the stake plus rent for 1,000 bytes and 10,000
 # lamports, as the Desktop node creates it.
@@ -25,6 +28,14 @@ STAKING_SPACE, STAKING_EXTRA = 100, minimum_balance(1000) + 10_000
 FUNDER_SPACE = 100
 # What CreateTask's transaction moves to the new stake pot beside it (0.001 KOII).
 STAKE_POT_SEED_LAMPORTS = 1_000_000
+
+
+async def signed_now(
+    settlement: Settlement, instructions: list[Instruction], payer: Keypair, signers: list[Keypair]
+) -> Signed:
+    """One transaction signed over K2's latest blockhash, the payer paying its fees."""
+    blockhash, _ = await settlement.latest_blockhash()
+    return sign(instructions, payer, signers, Hash.from_string(blockhash))
 
 
 def _program_account(payer: Pubkey, new: Pubkey, lamports: int, space: int) -> Instruction:
