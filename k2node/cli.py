@@ -16,6 +16,7 @@ import structlog
 from k2node import __version__
 from k2node.config import ConfigError, Settings, load_settings
 from k2node.crypto import WalletError, load_or_create_wallet
+from k2node.eventloop import EventLoopError, run_main
 from k2node.logs import configure_logging
 from k2node.store import StoreError
 
@@ -266,19 +267,19 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {"K2NODE_DATA_DIR": args.data_dir} if args.data_dir else {}
             settings = load_settings(args.env_file, os.environ, overrides)
             configure_logging(settings.log_format, "warning", sys.stderr)
-            return asyncio.run(deploy_command(args, settings))
+            return run_main(deploy_command(args, settings))
         if args.command == "k2":
             configure_logging(args.log_format)
-            return asyncio.run(_serve_k2(args))
+            return run_main(_serve_k2(args))
         if args.command == "ipfs":
             settings = load_settings(args.env_file, os.environ, _overrides(args))
             configure_logging(settings.log_format, "warning", sys.stderr)
-            return asyncio.run(ipfs_command(args, settings))
+            return run_main(ipfs_command(args, settings))
         overrides = _overrides(args)
         settings = load_settings(args.env_file, os.environ, overrides)
         configure_logging(settings.log_format, settings.log_level)
-        return asyncio.run(_serve(settings))
-    except (ConfigError, WalletError, StoreError) as exc:
+        return run_main(_serve(settings))
+    except (ConfigError, WalletError, StoreError, EventLoopError) as exc:
         print(f"k2node: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the port is taken

@@ -18,11 +18,12 @@ ALLOWED = {
     "store": set(),
     "logs": set(),
     "http_errors": set(),
+    "eventloop": set(),
     "config": {"contract"},
     "artifact": {"contract"},
     "ipfs": {"store"},
     "settlement": {"contract", "crypto", "store"},
-    "task": {"contract", "crypto", "store", "logs", "http_errors", "artifact"},
+    "task": {"contract", "crypto", "store", "logs", "http_errors", "artifact", "eventloop"},
     "examples": {"task", "contract", "crypto"},
     "node": {
         "contract",
@@ -34,7 +35,17 @@ ALLOWED = {
         "http_errors",
         "artifact",
     },
-    "cli": {"config", "crypto", "logs", "store", "ipfs", "settlement", "node", "artifact"},
+    "cli": {
+        "config",
+        "crypto",
+        "logs",
+        "store",
+        "ipfs",
+        "settlement",
+        "node",
+        "artifact",
+        "eventloop",
+    },
     "__main__": {"cli"},
 }
 

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from k2node.config import ConfigError, load_settings, load_task_config
 from k2node.contract.units import ROE_PER_KOII
+from k2node.eventloop import EVENT_LOOP_ENV, EventLoopError, run_main
 from tests.conftest import REPO
 
 
@@ -63,3 +65,19 @@ def test_bad_task_config_names_the_field(tmp_path: Path, text: str, named: str) 
         load_task_config(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_task_config(tmp_path / "missing.yml")
+
+
+async def _loop_kind() -> str:
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+def test_the_event_loop_is_chosen_by_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("uvloop", reason="uvloop is a dependency on Linux and macOS only")
+    monkeypatch.delenv(EVENT_LOOP_ENV, raising=False)
+    assert run_main(_loop_kind()) == "uvloop"  # the default where it is installed
+    assert run_main(_loop_kind(), "asyncio") == "asyncio"
+    monkeypatch.setenv(EVENT_LOOP_ENV, "asyncio")
+    assert run_main(_loop_kind()) == "asyncio"
+    monkeypatch.setenv(EVENT_LOOP_ENV, "trio")
+    with pytest.raises(EventLoopError, match="K2NODE_EVENT_LOOP must be auto, uvloop or asyncio"):
+        run_main(_loop_kind())

@@ -128,6 +128,7 @@ async def test_snapshots_then_more_transactions_reopen_to_the_same_state(
     # them in fewer pieces than the one before.
     monkeypatch.setattr(snapshot, "CHUNK_ENTRIES", 2)
     monkeypatch.setattr(local, "SNAPSHOT_EVERY", 5)
+    monkeypatch.setattr(local, "SNAPSHOT_SHARE", 10**9)  # every 5 however large the world
     monkeypatch.setattr(program, "SIGNATURE_MEMORY_SLOTS", 10)
     counts: list[int] = []
     write = snapshot.Snapshots.write
@@ -188,6 +189,32 @@ async def test_transactions_wait_for_a_snapshot_in_progress(
     store = k2._store
     assert store.get("snapshot")["seq"] == 3
     assert [key for key, _ in store.items("log/")] == [snapshot.log_key(s) for s in (4, 5, 6)]
+    k2.close()
+
+
+async def test_snapshots_are_spaced_in_proportion_to_the_world(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A large world is snapshotted after a quarter of its entries, not every SNAPSHOT_EVERY.
+    monkeypatch.setattr(local, "SNAPSHOT_EVERY", 3)
+    path = tmp_path / "k2"
+    k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
+    k2._world = _large_world(nodes=200, rounds=1)
+    await k2.snapshot()
+    header = k2._store.get("snapshot")
+    assert header["entries"] == k2._snapshots.entries >= 200 * 3  # balance, stake, address
+    spacing = header["entries"] // local.SNAPSHOT_SHARE
+    for _ in range(spacing - 1):
+        await k2.airdrop(_key(), 1)
+    assert k2._snapshot_task is None and k2._store.get("snapshot")["seq"] == header["seq"]
+    await k2.airdrop(_key(), 1)
+    assert k2._snapshot_task is not None
+    await k2._snapshot_task
+    assert k2._store.get("snapshot")["seq"] == header["seq"] + spacing
+    entries = k2._snapshots.entries
+    k2.close()
+    k2 = LocalK2.open(path, slot_ms=1000, clock=clock)  # the spacing survives a restart
+    assert k2._snapshots.entries == entries
     k2.close()
 
 

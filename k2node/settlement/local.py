@@ -48,7 +48,12 @@ log = structlog.get_logger("k2node.k2")
 BLOCKHASH_SLOTS = 150
 # The largest transaction a K2 validator takes (Solana's packet size).
 MAX_TRANSACTION_BYTES = 1232
+# A snapshot is written after SNAPSHOT_EVERY transactions, or after as many as a quarter of
+# the last snapshot's entries if that is more: writing one costs time in proportion to the
+# world, so spacing them in proportion too keeps their cost per transaction flat however
+# large the world grows, and the log replayed at open stays a fraction of the snapshot.
 SNAPSHOT_EVERY = 2_000
+SNAPSHOT_SHARE = 4
 STORE_FORMAT = "wire-1"
 
 
@@ -142,7 +147,7 @@ class LocalK2(SlotClocked):
     async def aclose(self) -> None:
         """Close at shutdown, in a time that does not grow with the world: a snapshot being
         written is let finish, and none is started. What the log holds since the last one
-        (at most SNAPSHOT_EVERY transactions) is replayed on the next open."""
+        (see SNAPSHOT_EVERY) is replayed on the next open."""
         if self._store.closed:
             return
         task = self._snapshot_task
@@ -266,10 +271,13 @@ class LocalK2(SlotClocked):
         self._seq += 1
         self._store.put(log_key(self._seq), {"seq": self._seq, **entry})
         self._since_snapshot += 1
-        if self._since_snapshot >= SNAPSHOT_EVERY:
+        if self._since_snapshot >= self._snapshot_spacing():
             self._start_snapshot()
 
     # -- snapshots ---------------------------------------------------------------------
+    def _snapshot_spacing(self) -> int:
+        return max(SNAPSHOT_EVERY, self._snapshots.entries // SNAPSHOT_SHARE)
+
     async def snapshot(self) -> None:
         """Snapshot the world as it is now; transactions wait, the event loop does not."""
         async with self._lock:

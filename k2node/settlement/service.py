@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import base58
+import orjson
 import structlog
 from aiohttp import web
 from solders.message import Message
@@ -57,8 +58,8 @@ class RpcError(Exception):
         self.data = data
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+def _json(body: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 def _str(value: Any, name: str) -> str:
@@ -128,15 +129,15 @@ class K2Service:
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
-            body = json.loads(await request.read(), parse_constant=_no_constants)
-        except (ValueError, RecursionError):
+            body = orjson.loads(await request.read())  # NaN and deep nesting are refused
+        except orjson.JSONDecodeError:
             return self._reply(None, error=RpcError(PARSE_ERROR, "body is not JSON"))
         if isinstance(body, list):  # a batch
             if not body or len(body) > 100:
                 error = RpcError(INVALID_REQUEST, "a batch holds 1-100 requests")
                 return self._reply(None, error=error)
-            return web.json_response([await self._answer(call) for call in body])
-        return web.json_response(await self._answer(body))
+            return _json([await self._answer(call) for call in body])
+        return _json(await self._answer(body))
 
     async def _answer(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or body.get("jsonrpc") != "2.0":
@@ -185,7 +186,7 @@ class K2Service:
         return body
 
     def _reply(self, call_id: Any, error: RpcError) -> web.Response:
-        return web.json_response(self._body(call_id, error=error))
+        return _json(self._body(call_id, error=error))
 
     def _context(self, value: Any) -> dict[str, Any]:
         return {

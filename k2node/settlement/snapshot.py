@@ -120,9 +120,12 @@ class Snapshots:
     `write` runs on one thread at a time; LocalK2 keeps the world still while it runs.
     """
 
-    def __init__(self, store: Store, seq: int, pieces: int, log_start: int) -> None:
+    def __init__(
+        self, store: Store, seq: int, pieces: int, log_start: int, entries: int = 0
+    ) -> None:
         self._store = store
         self.seq = seq  # the last log entry the snapshot covers
+        self.entries = entries  # the map entries it holds: what writing the next one costs
         self._pieces = pieces
         self._log_start = log_start  # the lowest log entry that may still be stored
 
@@ -134,7 +137,7 @@ class Snapshots:
         seq = int(header["seq"])
         count = int(header["pieces"])
         world = World.from_json(assemble(_stored_pieces(store, count)))
-        return cls(store, seq, count, seq + 1), world
+        return cls(store, seq, count, seq + 1, int(header.get("entries", 0))), world
 
     def saw_log_entry(self, seq: int) -> None:
         """Note an entry found in the log at open, so the next snapshot deletes it too."""
@@ -146,11 +149,13 @@ class Snapshots:
             _piece_key(i): piece for i, piece in enumerate(world_pieces(world))
         }
         count = len(items)
+        entries = sum(len(piece[1]) for piece in items.values())
         stale = [_piece_key(i) for i in range(count, self._pieces)]
         stale += [log_key(s) for s in range(self._log_start, seq + 1)]
-        items[HEADER] = {"seq": seq, "pieces": count}
+        items[HEADER] = {"seq": seq, "pieces": count, "entries": entries}
         self._store.put_many(items, delete=stale)
         self.seq, self._pieces, self._log_start = seq, count, seq + 1
+        self.entries = entries
 
 
 def _stored_pieces(store: Store, count: int) -> Iterator[Piece]:

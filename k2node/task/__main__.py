@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 
 from k2node.contract.launch import CHANNEL_FD_ENV, TASK_ENTRY_ENV, TaskArgs
+from k2node.eventloop import run_main
 from k2node.logs import configure_logging
 from k2node.task.namespace import NamespaceError
 from k2node.task.runner import TaskStartError, run_task
@@ -18,8 +18,8 @@ def main() -> int:
         args = TaskArgs.parse(sys.argv[1:])
         entry = os.environ.get(TASK_ENTRY_ENV, "")
         fd = int(os.environ.get(CHANNEL_FD_ENV, ""))
-        return asyncio.run(run_task(args, entry, fd))
-    except (TaskStartError, ValueError) as exc:  # cannot work: exit 1 stops it for good
+        return run_main(run_task(args, entry, fd))
+    except (TaskStartError, ValueError) as exc:  # cannot work (a bad loop setting too): exit 1
         print(f"k2node task: {exc}", file=sys.stderr)
         return 1
     except NamespaceError as exc:  # the node was not ready: exit 0 asks for a restart
