@@ -46,6 +46,9 @@ class Settings:
     ipfs_api: str = ""  # empty: the embedded store; else a kubo RPC API URL
     log_format: str = "auto"
     log_level: str = "info"
+    task_max_body_mb: int = 1024  # request bodies the proxy lets through to a task
+    task_ws_connections: int = 256  # WebSockets relayed to one task at once
+    task_ws_message_mb: int = 4  # one relayed WebSocket message
 
     def public_url(self, port: int) -> str:
         return self.service_url or f"http://127.0.0.1:{port}"
@@ -78,6 +81,16 @@ def _port(name: str, text: str) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"{name} must be a port number 0-65535, got {text!r}")
     return port
+
+
+def _positive(name: str, text: str, most: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= most:
+        raise ConfigError(f"{name} must be a whole number 1-{most:,}, got {text!r}")
+    return value
 
 
 def _optional_url(name: str, text: str, expected: str) -> str:
@@ -153,6 +166,15 @@ def load_settings(
         ipfs_api=ipfs_api,
         log_format=log_format,
         log_level=get("K2NODE_LOG_LEVEL", "info"),
+        task_max_body_mb=_positive(
+            "K2NODE_TASK_MAX_BODY_MB", get("K2NODE_TASK_MAX_BODY_MB", "1024"), 1 << 20
+        ),
+        task_ws_connections=_positive(
+            "K2NODE_TASK_WS_CONNECTIONS", get("K2NODE_TASK_WS_CONNECTIONS", "256"), 100_000
+        ),
+        task_ws_message_mb=_positive(
+            "K2NODE_TASK_WS_MESSAGE_MB", get("K2NODE_TASK_WS_MESSAGE_MB", "4"), 1024
+        ),
     )
 
 

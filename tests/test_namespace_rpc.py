@@ -81,8 +81,10 @@ class _Stopped:
     """A task the node knows but whose process is not running."""
 
     context: TaskContext
-    port: int = 0
     running: bool = False
+    server_socket: Path | None = None
+    server_port: int = 0
+    max_request_body: int | None = None
 
     async def manual_phase(self, name: str, round_: int, retry: bool) -> dict[str, Any]:
         return {"delivered": False}

@@ -27,7 +27,7 @@ async def test_a_stop_before_the_task_runs_starts_nothing(tmp_path: Path, k2: Lo
     context = TaskContext(agent, "t", "secret", 0, "http://127.0.0.1:1")
     args = TaskArgs("t", task_id, 0, TASK_MODE, me.pubkey, "secret", "u", "u", "0", 0)
     spec = TaskSpec(args, "k2node.examples.hello_task:HelloTask", tmp_path / "task.log")
-    task = RunningTask(context, spec, 0, SlotTimer(k2), EventHub())
+    task = RunningTask(context, spec, SlotTimer(k2), EventHub())
     task.stop()
     await asyncio.wait_for(task.run(timers=True), 5)  # returns: no timers left running
     assert task.process.pid is None and not task.process.started.is_set()

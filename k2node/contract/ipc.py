@@ -13,6 +13,9 @@ import structlog
 log = structlog.get_logger("k2node.ipc")
 
 MAX_MESSAGE_BYTES = 1024 * 1024
+# k2node's own message from a task to its node, once started: {TASK_LIMITS: {"maxRequestBody":
+# bytes}}, the largest request body the node's proxy lets through to the task's routes.
+TASK_LIMITS = "taskLimits"
 
 
 class IpcChannel:

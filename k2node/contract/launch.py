@@ -10,6 +10,9 @@ CHANNEL_FD_ENV = "NODE_CHANNEL_FD"
 CHANNEL_MODE_ENV = "NODE_CHANNEL_SERIALIZATION_MODE"
 # k2node's own: the code of a Python task (`module:Class` or `path/file.py:Class`).
 TASK_ENTRY_ENV = "K2NODE_TASK_ENTRY"
+# k2node's own: the Unix socket a Python task serves its HTTP routes on instead of its port,
+# in a folder only the node's user can enter (JavaScript tasks keep the contract's port).
+TASK_SOCKET_ENV = "K2NODE_TASK_SOCKET"
 TASK_MODE = "service"
 # The task API a task process offers its code; an artifact's manifest names the one it needs.
 TASK_API_VERSION = 1

@@ -21,7 +21,13 @@ import structlog
 
 import k2node
 from k2node.contract.ipc import IpcChannel
-from k2node.contract.launch import CHANNEL_FD_ENV, CHANNEL_MODE_ENV, TASK_ENTRY_ENV, TaskArgs
+from k2node.contract.launch import (
+    CHANNEL_FD_ENV,
+    CHANNEL_MODE_ENV,
+    TASK_ENTRY_ENV,
+    TASK_SOCKET_ENV,
+    TaskArgs,
+)
 
 log = structlog.get_logger("k2node.process")
 
@@ -39,13 +45,24 @@ class TaskSpec:
     entry: str  # module:Class, file.py:Class, or a webpacked JavaScript main.js
     log_path: Path
     task_vars: dict[str, str] = field(default_factory=dict)
+    # where a Python task serves its routes; None: on its TCP port (JavaScript tasks)
+    socket: Path | None = None
 
     @property
     def task_id(self) -> str:
         return self.args.task_id
 
+    @property
+    def javascript(self) -> bool:
+        return self.entry.endswith(".js")
+
+    @property
+    def server_socket(self) -> Path | None:
+        """The Unix socket the task's HTTP server listens on, or None for its port."""
+        return None if self.javascript else self.socket
+
     def command(self) -> list[str]:
-        if self.entry.endswith(".js"):
+        if self.javascript:
             return ["node", self.entry, *self.args.argv()]
         return [sys.executable, "-m", "k2node.task", *self.args.argv()]
 
@@ -62,6 +79,8 @@ class TaskSpec:
                 "K2NODE_LOG_FORMAT": "json",
             }
         )
+        if self.server_socket is not None:
+            env[TASK_SOCKET_ENV] = str(self.server_socket)
         return env
 
 

@@ -160,7 +160,6 @@ async def example_task(
 class Provisioned:
     context: TaskContext
     spec: TaskSpec
-    port: int  # the task's own HTTP server
 
 
 async def provision_task(
@@ -172,8 +171,10 @@ async def provision_task(
     task_id: str,
     stake: int,
     node_port: int,
+    sockets: Path,
 ) -> Provisioned:
-    """Stake on `task_id`, settle what a stop left pending, and describe its process."""
+    """Stake on `task_id`, settle what a stop left pending, and describe its process
+    (`sockets`: the private folder where Python tasks serve their HTTP routes)."""
     try:
         state = await settlement.get_task_state(task_id)
     except TransactionError:
@@ -216,5 +217,7 @@ async def provision_task(
         stake=str(stake),
         node_port=node_port,
     )
-    spec = TaskSpec(args, entry, base / "task.log")
-    return Provisioned(context, spec, port)
+    # a short name: a Unix socket's path is limited to about 100 bytes
+    socket_path = sockets / f"{task_id[:16]}.sock"
+    spec = TaskSpec(args, entry, base / "task.log", socket=socket_path)
+    return Provisioned(context, spec)

@@ -8,11 +8,14 @@ watchdog restarts the process.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import structlog
 
+from k2node.contract.ipc import TASK_LIMITS
 from k2node.contract.phases import PAYOUT, Phase, phase_message
+from k2node.contract.values import is_int
 from k2node.node.clock import Clock
 from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
@@ -34,16 +37,16 @@ class RunningTask:
         self,
         context: TaskContext,
         spec: TaskSpec,
-        port: int,
         clock: Clock,
         events: EventHub,
         restart_backoff_s: float = 1.0,
     ) -> None:
         self.context = context
-        self.port = port  # the task's own HTTP server
+        self.spec = spec  # its HTTP server: spec.server_socket, or spec.args.port
         agent = context.agent
         self.scheduler = Scheduler(clock, agent, self._send, self, events)
-        self.process = KeptProcess(spec, self.scheduler.on_phase_done, restart_backoff_s)
+        self.process = KeptProcess(spec, self._on_message, restart_backoff_s)
+        self.max_request_body: int | None = None  # as the task asked, over its channel
         self.payouts = Payouts(agent, events)
         self.watchdog = Watchdog(agent, self.process.request_restart)
         self._clock = clock
@@ -57,6 +60,22 @@ class RunningTask:
     @property
     def running(self) -> bool:
         return self.process.running
+
+    @property
+    def server_socket(self) -> Path | None:
+        return self.spec.server_socket
+
+    @property
+    def server_port(self) -> int:
+        return self.spec.args.port
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        limits = message.get(TASK_LIMITS)
+        if isinstance(limits, dict):
+            body = limits.get("maxRequestBody")
+            self.max_request_body = body if is_int(body) and body > 0 else None
+            return
+        self.scheduler.on_phase_done(message)
 
     async def _send(self, message: dict[str, Any]) -> bool:
         return await self.process.send(message)

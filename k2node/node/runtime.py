@@ -9,10 +9,13 @@ bounds, whose sum stays under systemd's stop timeout.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,6 +31,7 @@ from k2node.node.clock import SlotTimer
 from k2node.node.events import EventHub
 from k2node.node.fleet import Fleet, report_failure
 from k2node.node.http.api import NodeApi
+from k2node.node.http.proxy import ProxyLimits
 from k2node.node.ledger import Ledger
 from k2node.node.peers import Peers
 from k2node.node.process import STOP_TIMEOUT_S
@@ -129,7 +133,14 @@ class Node:
             ipfs, embedded = await _open_ipfs(settings, session, peers, stack, plan)
             events = EventHub()
             k2 = K2Service(settlement) if isinstance(settlement, LocalK2) else None
-            api = NodeApi(tasks, wallets.main.pubkey, settings.admin_token, events, embedded, k2)
+            limits = ProxyLimits(
+                max_body=settings.task_max_body_mb << 20,
+                ws_connections=settings.task_ws_connections,
+                ws_message=settings.task_ws_message_mb << 20,
+            )
+            api = NodeApi(
+                tasks, wallets.main.pubkey, settings.admin_token, events, embedded, k2, limits
+            )
             port = await _serve(api.app(), settings, stack, plan)
             own_urls.add(settings.public_url(port))
             task_ids += list(settings.tasks) or [
@@ -139,13 +150,15 @@ class Node:
             fleet = Fleet(tasks, settings.global_timers)
             plan.add(stack, "tasks", TASKS_STOP_S, fleet.stop)
 
+            # Python tasks serve their routes on Unix sockets here: only this user may enter
+            sockets = Path(tempfile.mkdtemp(prefix="k2node-"))
+            plan.close(stack, "task_sockets", lambda: shutil.rmtree(sockets, ignore_errors=True))
+
             async def start(task_id: str, stake: int) -> RunningTask:
                 ready = await provision_task(
-                    settings, settlement, ledger, wallets, ipfs, task_id, stake, port
+                    settings, settlement, ledger, wallets, ipfs, task_id, stake, port, sockets
                 )
-                return RunningTask(
-                    ready.context, ready.spec, ready.port, timer, events, restart_backoff_s
-                )
+                return RunningTask(ready.context, ready.spec, timer, events, restart_backoff_s)
 
             stakes = list(settings.task_stakes) + [0] * len(task_ids)
             await fleet.start_all(list(zip(task_ids, stakes, strict=False)), start)

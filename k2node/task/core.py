@@ -28,12 +28,16 @@ class CoreLogic:
     """
 
     namespace: NamespaceWrapper
+    # The largest request body the node lets through to `routes()`, in bytes; None: the
+    # node's own limit (K2NODE_TASK_MAX_BODY_MB), which also caps this one.
+    max_request_body: int | None = None
 
     async def setup(self) -> None:
         """Runs once after the task's database is open, before the first phase."""
 
     def routes(self) -> list[web.RouteDef]:
-        """The task's own HTTP routes, served at /task/<taskId>/... through the node."""
+        """The task's own HTTP routes, served at /task/<taskId>/... through the node, bodies
+        streamed both ways; a `web.WebSocketResponse` handler is a WebSocket endpoint."""
         return []
 
     # -- the three a task writes ---------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import os
 import signal
 import socket
 import sys
@@ -23,8 +24,8 @@ import structlog
 from aiohttp import web
 
 from k2node.artifact import VENDOR, ArtifactError, read_manifest
-from k2node.contract.ipc import IpcChannel
-from k2node.contract.launch import TaskArgs
+from k2node.contract.ipc import TASK_LIMITS, IpcChannel
+from k2node.contract.launch import TASK_SOCKET_ENV, TaskArgs
 from k2node.contract.methods import MAX_RPC_BODY, Method
 from k2node.contract.phases import PHASE_NAMES, Phase
 from k2node.contract.values import is_round
@@ -148,8 +149,15 @@ async def run_task(args: TaskArgs, entry: str, channel_fd: int) -> int:
             await ns.call(Method.DEFAULT_TASK_SETUP)
             await core.setup()
             await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", args.port).start()
-            log.info("task_started", name=args.name, port=args.port)
+            socket_path = os.environ.get(TASK_SOCKET_ENV)
+            if socket_path:  # only the node can reach it (K2NODE_TASK_SOCKET)
+                await web.UnixSite(runner, socket_path).start()
+                log.info("task_started", name=args.name, socket=socket_path)
+            else:
+                await web.TCPSite(runner, "127.0.0.1", args.port).start()
+                log.info("task_started", name=args.name, port=args.port)
+            if core.max_request_body is not None:
+                await channel.send({TASK_LIMITS: {"maxRequestBody": core.max_request_body}})
 
             async def phase(message: dict[str, Any]) -> None:
                 reply = await run_phase(core, message)

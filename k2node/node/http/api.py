@@ -4,10 +4,10 @@ node registrations, events, admin calls and, with the embedded store, the IPFS g
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
 from aiohttp import web
 
 from k2node import __version__
@@ -21,25 +21,11 @@ from k2node.node.events import EventHub
 from k2node.node.http.events import EventStream
 from k2node.node.http.gateway import IpfsGateway
 from k2node.node.http.namespace_rpc import NamespaceRpc
+from k2node.node.http.proxy import ProxyLimits, TaskProxy
 from k2node.node.http.registry import NodeRegistry
 from k2node.node.provision import K2_RPC_PATH
 from k2node.settlement.service import K2Service
 
-# Hop-by-hop headers are the proxy's own business, never forwarded.
-_HOP_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "te",
-        "upgrade",
-        "host",
-        "content-length",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "trailer",
-    }
-)
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 
@@ -50,10 +36,16 @@ class ServedTask(Protocol):
     def context(self) -> TaskContext: ...
 
     @property
-    def port(self) -> int: ...
+    def running(self) -> bool: ...
 
     @property
-    def running(self) -> bool: ...
+    def server_socket(self) -> Path | None: ...
+
+    @property
+    def server_port(self) -> int: ...
+
+    @property
+    def max_request_body(self) -> int | None: ...
 
     async def manual_phase(self, name: str, round_: int, retry: bool) -> dict[str, Any]: ...
 
@@ -67,6 +59,7 @@ class NodeApi:
         events: EventHub,
         ipfs: EmbeddedIpfs | None = None,
         k2: K2Service | None = None,
+        proxy_limits: ProxyLimits | None = None,
     ) -> None:
         self._tasks = tasks
         self._main_pubkey = main_pubkey
@@ -75,7 +68,7 @@ class NodeApi:
         self._rpc = NamespaceRpc(self._context_of, events)
         self._ipfs = ipfs
         self._k2 = k2
-        self._session: aiohttp.ClientSession | None = None
+        self._proxy = TaskProxy(proxy_limits or ProxyLimits())
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_RPC_BODY, middlewares=[json_errors])
@@ -86,23 +79,16 @@ class NodeApi:
         app.router.add_get("/events", self._events.handle)
         app.router.add_routes(NodeRegistry(self._stake_list).routes())
         app.router.add_post("/admin/tasks/{task_id}/phase", self._phase)
-        app.router.add_route("*", "/task/{task_id}/{path:.*}", self._proxy)
+        app.router.add_route("*", "/task/{task_id}/{path:.*}", self._proxy_request)
         if self._k2 is not None:  # the embedded K2, for tasks that read it themselves
             app.router.add_post(K2_RPC_PATH, self._k2.handle)
         if self._ipfs is not None:
             app.router.add_routes(
                 IpfsGateway(self._ipfs, self.is_admin, self._main_pubkey).routes()
             )
-        app.cleanup_ctx.append(self._client)
         app.on_shutdown.append(lambda _: self._events.close())
+        app.on_shutdown.append(lambda _: self._proxy.close())
         return app
-
-    async def _client(self, _: web.Application) -> AsyncIterator[None]:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=30), auto_decompress=False
-        )
-        yield
-        await self._session.close()
 
     def _context_of(self, task_id: str) -> TaskContext | None:
         task = self._tasks.get(task_id)
@@ -163,29 +149,6 @@ class NodeApi:
         retry = bool(body.get("isPreviousRoundFailed", False))
         return web.json_response(await task.manual_phase(str(name), round_, retry))
 
-    async def _proxy(self, request: web.Request) -> web.StreamResponse:
+    async def _proxy_request(self, request: web.Request) -> web.StreamResponse:
         task_id = request.match_info["task_id"]
-        task = self._tasks.get(task_id)
-        not_running = HttpError(422, f"Task {task_id[:64]} not running")
-        if task is None or not task.running:
-            raise not_running
-        assert self._session is not None
-        url = f"http://127.0.0.1:{task.port}/{request.match_info['path']}"
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        body = await request.read()
-        try:
-            async with self._session.request(
-                request.method,
-                url,
-                params=request.query,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            ) as upstream:
-                payload = await upstream.read()
-                out_headers = {
-                    k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS
-                }
-                return web.Response(status=upstream.status, body=payload, headers=out_headers)
-        except (aiohttp.ClientError, TimeoutError):
-            raise not_running from None
+        return await self._proxy.handle(request, task_id, self._tasks.get(task_id))
