@@ -96,7 +96,13 @@ def task_app(seen: Upstream) -> web.Application:
         seen.sockets.discard(ws)
         return ws
 
+    async def cookie(_: web.Request) -> web.Response:
+        response = web.json_response({})
+        response.set_cookie("session", "for-one-client-only")
+        return response
+
     app = web.Application()
+    app.router.add_get("/cookie", cookie)
     app.router.add_get("/big", big)
     app.router.add_post("/upload", upload)
     app.router.add_get("/events", events)
@@ -198,6 +204,14 @@ async def test_paths_queries_and_headers_pass_as_a_proxy_passes_them(env: Env) -
     assert seen["X-Task-Header"] == "kept" and "X-Secret-Hop" not in seen
     assert seen["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"
     assert seen["Forwarded"].startswith("for=127.0.0.1;proto=http;host=")
+
+
+async def test_a_tasks_cookies_reach_its_client_and_no_other(env: Env) -> None:
+    async with env.http.get(f"{env.base}/cookie") as resp:
+        assert resp.cookies["session"].value == "for-one-client-only"
+    async with aiohttp.ClientSession() as other, other.get(f"{env.base}/echo/x") as resp:
+        assert resp.status == 200
+    assert "Cookie" not in env.seen.headers  # the node keeps no cookie jar of its own
 
 
 async def test_a_task_not_running_is_422_and_a_body_over_the_limit_is_413(env: Env) -> None:

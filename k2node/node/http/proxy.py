@@ -54,6 +54,7 @@ _HANDSHAKE_HEADERS = frozenset(
     }
 )
 _CHUNK = 64 * 1024
+_WHOLE = 64 * 1024  # a response of known length up to this is passed on in one piece
 GOING_AWAY, INTERNAL_ERROR = 1001, 1011
 
 
@@ -136,7 +137,11 @@ class TaskProxy:
                 sock_read=self.limits.read_timeout_s,
             )
             found = aiohttp.ClientSession(
-                connector=connector, timeout=timeout, auto_decompress=False
+                connector=connector,
+                timeout=timeout,
+                auto_decompress=False,  # bytes pass as the task sent them
+                cookie_jar=aiohttp.DummyCookieJar(),  # one client's cookies are not another's
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             )
             self._sessions[socket] = found
         return found
@@ -170,13 +175,23 @@ class TaskProxy:
                 raise too_large from None
             raise HttpError(422, f"Task {task_id[:64]} not running") from None
         async with upstream:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for name, value in upstream.headers.items():
-                lowered = name.lower()
-                if lowered not in _HOP_HEADERS and lowered != "content-length":
-                    response.headers.add(name, value)
-            if upstream.content_length is not None:
-                response.content_length = upstream.content_length
+            headers = CIMultiDict(
+                (name, value)
+                for name, value in upstream.headers.items()
+                if name.lower() not in _HOP_HEADERS and name.lower() != "content-length"
+            )
+            length = upstream.content_length
+            if length is not None and length <= _WHOLE and request.method != "HEAD":
+                # small and of known size: one write of headers and body, as most answers are
+                body = await upstream.read()
+                return web.Response(
+                    status=upstream.status, reason=upstream.reason, body=body, headers=headers
+                )
+            response = web.StreamResponse(
+                status=upstream.status, reason=upstream.reason, headers=headers
+            )
+            if length is not None:
+                response.content_length = length
             await response.prepare(request)
             try:
                 async for chunk in upstream.content.iter_any():
