@@ -183,9 +183,9 @@ class TaskProxy:
             length = upstream.content_length
             if length is not None and length <= _WHOLE and request.method != "HEAD":
                 # small and of known size: one write of headers and body, as most answers are
-                body = await upstream.read()
+                whole = await upstream.read()
                 return web.Response(
-                    status=upstream.status, reason=upstream.reason, body=body, headers=headers
+                    status=upstream.status, reason=upstream.reason, body=whole, headers=headers
                 )
             response = web.StreamResponse(
                 status=upstream.status, reason=upstream.reason, headers=headers
