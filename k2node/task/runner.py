@@ -144,7 +144,8 @@ async def run_task(args: TaskArgs, entry: str, channel_fd: int) -> int:
         )
         core.namespace = ns
         await ns.open_store()
-        runner = web.AppRunner(build_task_app(core), access_log=None)
+        # open WebSockets and streams get a second to finish when the task stops, not 60
+        runner = web.AppRunner(build_task_app(core), access_log=None, shutdown_timeout=1.0)
         try:
             await ns.call(Method.DEFAULT_TASK_SETUP)
             await core.setup()

@@ -1,0 +1,26 @@
+"""The example task with a WebSocket echo and a small request-body limit, for the tests of
+task endpoints through a running node."""
+
+from __future__ import annotations
+
+from aiohttp import WSMsgType, web
+
+from k2node.examples.hello_task import HelloTask
+
+
+class SocketTask(HelloTask):
+    max_request_body = 1024
+
+    def routes(self) -> list[web.RouteDef]:
+        async def echo(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await ws.send_str(msg.data)
+            return ws
+
+        async def upload(request: web.Request) -> web.Response:
+            return web.json_response({"bytes": len(await request.read())})
+
+        return [*super().routes(), web.get("/echo", echo), web.post("/upload", upload)]
