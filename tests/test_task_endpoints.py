@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import stat
+import subprocess
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import WSMsgType
 
 from k2node.crypto import Keypair
@@ -75,3 +78,70 @@ async def test_a_python_tasks_routes_and_websockets_through_the_node(
                 await again.send_str("back")
                 assert (await asyncio.wait_for(again.receive(), 10)).data == "back"
     assert not socket_path.parent.exists()  # the node removes its socket folder
+
+
+WS_PACKAGE = "ws@8.18.0"
+WS_CACHE = Path.home() / ".cache" / "k2node-tests" / "ws"
+
+
+@pytest.fixture(scope="module")
+def ws_modules() -> Path:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("Node.js and npm are not installed on this machine")
+    modules = WS_CACHE / "node_modules"
+    if not (modules / "ws").is_dir():
+        WS_CACHE.mkdir(parents=True, exist_ok=True)
+        command = ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix"]
+        done = subprocess.run(
+            [*command, str(WS_CACHE), WS_PACKAGE],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"npm could not install {WS_PACKAGE}: {done.stderr.strip()[-300:]}")
+    return modules
+
+
+async def test_a_javascript_tasks_websocket_through_the_node(
+    tmp_path: Path, fast_chain: LocalK2, ws_modules: Path
+) -> None:
+    # the task beside its node_modules, as a bundle's dependencies would be
+    folder = tmp_path / "js"
+    folder.mkdir()
+    shutil.copy(task_file("ws_task.js"), folder / "main.js")
+    (folder / "node_modules").symlink_to(ws_modules)
+    task_id = await create_task(fast_chain, Keypair.generate(), round_time=200)
+    settings = node_settings(tmp_path / "n", task_id, str(folder / "main.js"))
+    async with Node.manage(settings, fast_chain) as node, aiohttp.ClientSession() as http:
+        task = node.tasks[task_id]
+        assert task.server_socket is None  # JavaScript tasks keep the contract's port
+        url = f"http://127.0.0.1:{node.port}/task/{task_id}/feed"
+
+        async def connect() -> aiohttp.ClientWebSocketResponse | None:
+            try:
+                return await http.ws_connect(url)
+            except aiohttp.ClientError:
+                return None
+
+        ws = None
+
+        async def connected() -> bool:
+            nonlocal ws
+            ws = await connect()
+            return ws is not None
+
+        await wait_for(connected, within=30)
+        assert ws is not None
+        assert (await asyncio.wait_for(ws.receive(), 10)).data == "hello via the node"
+        for i in range(1_000):
+            await ws.send_str(f"text {i}")
+            await ws.send_bytes(i.to_bytes(2, "big"))
+        for i in range(1_000):
+            assert (await asyncio.wait_for(ws.receive(), 10)).data == f"text {i}"
+            assert (await asyncio.wait_for(ws.receive(), 10)).data == i.to_bytes(2, "big")
+        await ws.send_str("close-me")
+        msg = await asyncio.wait_for(ws.receive(), 10)
+        assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 4001, "asked to")
+        await ws.close()
