@@ -32,6 +32,7 @@ from k2node.settlement.local import LocalK2
 from k2node.settlement.wire import Ix
 from k2node.store import Store
 from k2node.task.namespace import NamespaceError, NamespaceWrapper
+from k2node.task.peers import Peer
 from tests.conftest import FakeClock, create_task, send, stake
 
 
@@ -271,6 +272,13 @@ async def test_ipfs_upload_and_get(env: Env) -> None:
     ):
         status, body = await env.call(*bad)
         assert status == 422 and body["message"], bad
+
+
+async def test_a_task_sees_its_peers_and_not_itself(env: Env) -> None:
+    async with aiohttp.ClientSession() as session:
+        url = str(env.client.make_url("")).rstrip("/")
+        ns = NamespaceWrapper(env.ctx.task_id, env.ctx.secret, url, session)
+        assert await ns.peers() == [Peer(env.peer.pubkey, "http://127.0.0.1:1")]
 
 
 async def test_signed_submissions_on_ipfs(env: Env, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from k2node.contract.jsjson import sha256_hex, stringify
 from k2node.contract.methods import NAMESPACE_PATH, Method
 from k2node.crypto import verify_signature as _verify_signature
 from k2node.store import Store
+from k2node.task.peers import Peer, PeerError, get_json, peers_of, websocket
 
 
 class NamespaceError(Exception):
@@ -78,6 +79,37 @@ class NamespaceWrapper:
     async def get_task_state(self, options: dict[str, bool] | None = None) -> dict[str, Any]:
         state: dict[str, Any] = await self.call(Method.GET_TASK_STATE, options or {})
         return state
+
+    # -- peers: the task's other nodes -----------------------------------------------------
+    async def peers(self) -> list[Peer]:
+        """The other nodes of this task (staking key and base URL), this node left out."""
+        state = await self.get_task_state({})
+        return peers_of(state.get("ip_address_list", {}), await self.get_submitter_pubkey())
+
+    async def peer_json(
+        self, peer: Peer, path: str, timeout_s: float = 5.0, retries: int = 2
+    ) -> Any:
+        """GET one of this task's routes on `peer`: its JSON, or PeerError within timeout_s."""
+        url = peer.task_url(self.task_id, path)
+        return await get_json(self._session, peer, url, timeout_s, retries)
+
+    async def ask_peers(self, path: str, timeout_s: float = 5.0) -> dict[str, Any]:
+        """Every peer's JSON at `path`, asked at once; a PeerError for each that failed.
+        Returns within `timeout_s`, however the peers behave."""
+        found = await self.peers()
+        answers = await asyncio.gather(
+            *(self.peer_json(peer, path, timeout_s) for peer in found), return_exceptions=True
+        )
+        for answer in answers:  # anything else is a bug of ours, not a peer's failure
+            if isinstance(answer, BaseException) and not isinstance(answer, PeerError):
+                raise answer
+        return {peer.staking_key: answer for peer, answer in zip(found, answers, strict=True)}
+
+    async def peer_websocket(
+        self, peer: Peer, path: str, timeout_s: float = 5.0
+    ) -> aiohttp.ClientWebSocketResponse:
+        """A WebSocket to one of this task's routes on `peer`; close it when done."""
+        return await websocket(self._session, peer, peer.task_url(self.task_id, path), timeout_s)
 
     async def get_task_submission_info(self, round_: int) -> dict[str, Any]:
         info: dict[str, Any] = await self.call(Method.GET_TASK_SUBMISSION_INFO, round_)
