@@ -10,7 +10,9 @@ import shutil
 import signal
 import stat
 import subprocess
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -145,3 +147,53 @@ async def test_a_javascript_tasks_websocket_through_the_node(
         msg = await asyncio.wait_for(ws.receive(), 10)
         assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 4001, "asked to")
         await ws.close()
+
+
+async def test_peers_audit_through_feeds_and_bad_feeds_delay_nothing(
+    tmp_path: Path, fast_chain: LocalK2
+) -> None:
+    rounds: dict[str, Any] = {"round_time": 40, "submission_window": 16, "audit_window": 16}
+    task_id = await create_task(fast_chain, Keypair.generate(), **rounds)
+    entries = [
+        "",
+        "",
+        "",
+        task_file("feed_peers.py") + ":GarbageFeedTask",
+        task_file("feed_peers.py") + ":SilentFeedTask",
+    ]
+    settled = range(3)
+    async with AsyncExitStack() as stack:
+        nodes = [
+            await stack.enter_async_context(
+                Node.manage(node_settings(tmp_path / f"node{i}", task_id, entry), fast_chain)
+            )
+            for i, entry in enumerate(entries)
+        ]
+        keys = [n.staking.pubkey for n in nodes]
+
+        async def all_settled() -> bool:
+            state = await fast_chain.get_task_state(task_id, {"is_distribution_required": True})
+            return all(str(r) in state["distributions_audit_record"] for r in settled)
+
+        await wait_for(all_settled, within=90)
+        async with aiohttp.ClientSession() as http:
+            used = []
+            for node in nodes[:3]:  # the honest feeds' owners audit through feeds
+                url = f"http://127.0.0.1:{node.port}/task/{task_id}/feed/stats"
+                async with http.get(url) as resp:
+                    used.append((await resp.json())["auditsFromFeed"])
+        audits_done = [
+            all(n.ledger.phase_done(task_id, "auditPayload", r) for r in settled) for n in nodes
+        ]
+    assert all(count > 0 for count in used), used
+    assert all(audits_done), audits_done  # every audit finished within its window
+    state = await fast_chain.get_task_state(
+        task_id, {"is_submission_required": True, "is_distribution_required": True}
+    )
+    for r in settled:
+        assert state["distributions_audit_record"][str(r)] == "PayoutSuccessful", r
+        # no one was accused: not the garbage feed's owner, not the silent one's
+        assert state["submissions_audit_trigger"].get(str(r), {}) == {}, r
+        submitter = next(iter(state["distribution_rewards_submission"][str(r)]))
+        paid = await fast_chain.get_distribution_list(task_id, submitter, r)
+        assert paid is not None and all(paid[k] > 0 for k in keys), (r, paid)

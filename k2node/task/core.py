@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -63,14 +64,20 @@ class CoreLogic:
         info = await ns.get_task_submission_info(round_)
         submissions = in_round(info, "submissions", round_)
         triggers = in_round(info, "submissions_audit_trigger", round_)
-        for key in audit_sample(submissions, await ns.get_submitter_pubkey()):
+
+        async def validate(key: str) -> bool:
             value = submissions[key].get("submission_value")
             try:
                 verdict = await self.validate_node(value, round_, key)
             except Exception as exc:  # our own failure is no evidence against the peer
                 log.warning("validation_error", round=round_, candidate=key, error=repr(exc))
                 verdict = True
-            is_valid = verdict is not False  # a missing answer counts as valid
+            return verdict is not False  # a missing answer counts as valid
+
+        # all at once: a slow peer delays the audit by its own time, not everyone's
+        sample = audit_sample(submissions, await ns.get_submitter_pubkey())
+        verdicts = await asyncio.gather(*(validate(key) for key in sample))
+        for key, is_valid in zip(sample, verdicts, strict=True):
             log.info("node_validated", round=round_, candidate=key, is_valid=is_valid)
             if not is_valid or key in triggers:
                 await ns.audit_submission(key, is_valid, round_)

@@ -202,12 +202,19 @@ class NamespaceWrapper:
     async def ipfs_get_json(self, cid: str, path: str = "", max_bytes: int = 1024 * 1024) -> Any:
         return json.loads(await self.ipfs_get(cid, path, max_bytes))
 
-    async def upload_signed_submission(self, round_: int, submission: Any) -> str:
-        """The template's IPFS submission mode: `submissionValues<round>.json` holding
-        `{signedMessage, submission}`, the message being sha256_hex of the submission."""
+    async def sign_submission(self, submission: Any) -> dict[str, Any]:
+        """`{signedMessage, submission}`: the template's signed submission, the message being
+        sha256_hex of the submission's JSON.stringify."""
         signed = await self.payload_signing(sha256_hex(stringify(submission)))
-        body = stringify({"signedMessage": signed, "submission": submission})
-        return await self.ipfs_upload({f"submissionValues{round_}.json": body})
+        return {"signedMessage": signed, "submission": submission}
+
+    async def upload_signed_submission(self, round_: int, submission: Any) -> str:
+        """The template's IPFS submission mode: `submissionValues<round>.json` holding the
+        signed submission. Returns its CID."""
+        return await self.upload_signed(round_, await self.sign_submission(submission))
+
+    async def upload_signed(self, round_: int, signed: dict[str, Any]) -> str:
+        return await self.ipfs_upload({f"submissionValues{round_}.json": stringify(signed)})
 
     async def fetch_signed_submission(self, cid: str, round_: int, submitter: str) -> Any:
         """The submission behind `cid` if its signer is `submitter` and the signed digest
@@ -215,14 +222,9 @@ class NamespaceWrapper:
         try:
             raw = await self.ipfs_get(cid, f"submissionValues{round_}.json")
             body = json.loads(raw)
-            opened = _verify_signature(body["signedMessage"], submitter)
-            if "data" not in opened:
-                return None
-            if json.loads(opened["data"]) != sha256_hex(stringify(body["submission"])):
-                return None
-        except (NamespaceError, ValueError, KeyError, TypeError):
+        except (NamespaceError, ValueError):
             return None
-        return body["submission"]
+        return open_signed_submission(body, submitter)
 
     # -- node services -------------------------------------------------------------------
     async def get_task_level_db_path(self) -> str:
@@ -243,3 +245,17 @@ class NamespaceWrapper:
 
     async def get_task_node_version(self) -> str:
         return str(await self.call(Method.GET_TASK_NODE_VERSION))
+
+
+def open_signed_submission(signed: Any, submitter: str) -> Any:
+    """The submission in a `{signedMessage, submission}` if `submitter` signed its digest;
+    None otherwise. The same check wherever the body came from (IPFS, a peer's feed)."""
+    try:
+        opened = _verify_signature(signed["signedMessage"], submitter)
+        if "data" not in opened:
+            return None
+        if json.loads(opened["data"]) != sha256_hex(stringify(signed["submission"])):
+            return None
+        return signed["submission"]
+    except (ValueError, KeyError, TypeError):
+        return None
