@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import plyvel
 from aiohttp import web
+from endpoints import bench_endpoints  # bench/, beside this file
 from solders.hash import Hash
 from solders.keypair import Keypair as SoldersKeypair
 from solders.pubkey import Pubkey
@@ -508,6 +509,7 @@ async def main() -> None:
         await bench_executable_fetch(tmp)
         await bench_footprint(tmp)
         await bench_api(tmp)
+        await bench_endpoints(tmp)
 
 
 if __name__ == "__main__":

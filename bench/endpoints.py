@@ -1,0 +1,112 @@
+"""Task endpoints through a running node: WebSocket messages relayed by the node against the
+same client talking to the task's server directly, and the node's memory during a 1 GB
+proxied download. Run by `bench/run.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRY = str(REPO / "tests" / "tasks" / "socket_task.py") + ":SocketTask"
+MESSAGES = 20_000
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _echo_rate(session: aiohttp.ClientSession, url: str) -> float:
+    """Messages per second, each sent and echoed back, with up to 64 in flight."""
+    async with session.ws_connect(url) as ws:
+        window = asyncio.Semaphore(64)
+
+        async def send() -> None:
+            for i in range(MESSAGES):
+                await window.acquire()
+                await ws.send_str(f"message {i}")
+
+        started = time.perf_counter()
+        sender = asyncio.create_task(send())
+        for i in range(MESSAGES):
+            msg = await ws.receive()
+            if msg.data != f"message {i}":
+                raise RuntimeError(f"the echo broke off at message {i}: {msg}")
+            window.release()
+        await sender
+        return MESSAGES / (time.perf_counter() - started)
+
+
+async def bench_endpoints(tmp: Path) -> None:
+    node = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "k2node",
+        "run",
+        "--env-file",
+        str(tmp / "none"),
+        "--data-dir",
+        str(tmp / "endpoints"),
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        env={"PATH": os.environ["PATH"], "K2NODE_TASK_ENTRY": ENTRY},
+        cwd=REPO,
+    )
+    assert node.stdout is not None
+    port = task_id = None
+    while task_id is None:
+        event = json.loads(await node.stdout.readline())
+        if event["event"] == "node_started":
+            port, task_id = event["port"], event["tasks"][0]
+    drain = asyncio.create_task(node.stdout.read())  # keep its log flowing
+    base = f"http://127.0.0.1:{port}/task/{task_id}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"{base}/") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+            relayed = await _echo_rate(session, f"{base}/echo")
+            pattern = f"k2node-*/{task_id[:16]}.sock"  # the folder the node made for sockets
+            sockets = glob.glob(os.path.join(tempfile.gettempdir(), pattern))
+            idle = _rss_mb(node.pid)
+            peak, got = idle, 0
+            async with session.get(f"{base}/big?size={1 << 30}") as resp:
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    got += len(chunk)
+                    if got % (64 << 20) < (1 << 16):
+                        peak = max(peak, _rss_mb(node.pid))
+        direct = float("nan")
+        if sockets:
+            connector = aiohttp.UnixConnector(path=sockets[0])
+            async with aiohttp.ClientSession(connector=connector) as session:
+                direct = await _echo_rate(session, "http://task/echo")
+    finally:
+        node.terminate()
+        await node.wait()
+        drain.cancel()
+    print("task endpoints: a Python task's WebSocket echo, 64 messages in flight")
+    print(
+        f"  through the node {relayed:,.0f} msg/s, straight to the task's socket {direct:,.0f}"
+        f" msg/s (ratio {relayed / direct:.2f}; target >= 0.5)"
+    )
+    print(
+        f"  1 GB proxied download: node RSS {idle:.0f} MB idle, {peak:.0f} MB at most"
+        f" (+{peak - idle:.1f} MB; target within 20 MB)"
+    )
