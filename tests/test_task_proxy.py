@@ -318,3 +318,34 @@ async def test_bad_upgrades_are_4xx_and_the_node_closes_relays_when_it_stops(env
     msg = await asyncio.wait_for(ws.receive(), 10)
     assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1001, "the node is stopping")
     await ws.close()
+
+
+async def test_hostile_requests_get_4xx_or_a_clean_close_and_stall_nothing(env: Env) -> None:
+    key = {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    for headers in (
+        {**upgrade, "Sec-WebSocket-Version": "99", **key},
+        {**upgrade, "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "short"},
+        {**upgrade, "Sec-WebSocket-Version": "13", **key, "Sec-WebSocket-Protocol": ",,,"},
+        {"Upgrade": "h2c", "Connection": "Upgrade"},  # not ours to honour: a plain request
+    ):
+        async with env.http.get(f"{env.base}/ws", headers=headers) as resp:
+            assert resp.status < 500, (headers, resp.status)
+    for path in ("/%zz", "/../../admin", "/echo/%00", "/" + "a" * 4000):
+        async with env.http.get(env.base + path) as resp:
+            assert resp.status < 500, (path, resp.status)
+
+    # a body trickled in slowly holds its own request only
+    async def trickle() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            await asyncio.sleep(0.05)
+            yield b"t" * 10
+
+    slow = asyncio.create_task(env.http.post(f"{env.base}/upload", data=trickle()))
+    started = asyncio.get_running_loop().time()
+    for _ in range(50):
+        async with env.http.get(f"{env.base}/echo/x") as resp:
+            assert resp.status == 200
+    assert asyncio.get_running_loop().time() - started < 0.9  # before the trickle ended
+    async with await slow as resp:
+        assert (await resp.json())["bytes"] == 200
