@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = structlog.get_logger("k2node.http")
 
@@ -36,6 +37,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except HttpError as exc:
         return error_response(exc.status, exc.message, **exc.extra)
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # a body that cannot be read as sent (its content encoding, chunking or length)
+        response = error_response(400, f"the request body cannot be read: {str(exc)[:120]}")
+        response.force_close()  # the rest of that body is not worth reading
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -52,5 +58,5 @@ async def json_body(request: web.Request) -> Any:
     """The request's JSON body, or a 422 saying it is not JSON."""
     try:
         return await request.json()
-    except ValueError:
+    except (ValueError, RecursionError, LookupError):  # LookupError: an unknown charset
         raise HttpError(422, "body must be a JSON object") from None

@@ -23,6 +23,10 @@ class TooLarge(IpfsError):
     pass
 
 
+class IsDirectory(IpfsError):
+    """A file was asked for and the CID names a directory: the asker's mistake."""
+
+
 class DagReader:
     """Files and directories over any source of verified blocks."""
 
@@ -73,7 +77,7 @@ class DagReader:
             return
         data = _unixfs(node, cid)
         if data.type == DIRECTORY:
-            raise IpfsError(f"{cid} is a directory")
+            raise IsDirectory(f"{cid} is a directory")
         if top and data.filesize is not None and data.filesize > max_bytes:
             raise TooLarge(f"{cid} holds {data.filesize} bytes, over {max_bytes}")
         if data.data:

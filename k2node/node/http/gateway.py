@@ -17,7 +17,7 @@ from aiohttp import BodyPartReader, web
 
 from k2node import __version__
 from k2node.http_errors import HttpError
-from k2node.ipfs.dag import IpfsError, NotFound, TooLarge
+from k2node.ipfs.dag import IpfsError, IsDirectory, NotFound, TooLarge
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.unixfs import CHUNK_SIZE, Added, Cid, UnixFsError
 
@@ -29,10 +29,13 @@ MAX_ADD_BYTES = 1024 * 1024 * 1024
 
 
 def _status_of(exc: IpfsError) -> int:
+    """The asker's mistakes are 4xx; content this node cannot serve whole is a 502."""
     if isinstance(exc, NotFound):
         return 404
     if isinstance(exc, TooLarge):
         return 413
+    if isinstance(exc, IsDirectory):
+        return 400
     return 502
 
 
@@ -93,6 +96,7 @@ class IpfsGateway:
                 return web.Response(body=await self._local.block(root), content_type=RAW_TYPE)
             if fmt == "car":
                 target = await self._local.resolve(root, path)
+                await self._local.block(target)  # held here, or a 404 before the CAR header
                 return await self._stream(
                     request, self._ipfs.car(target, local_only=True), CAR_TYPE
                 )
@@ -143,22 +147,24 @@ class IpfsGateway:
         lines: list[dict[str, str]] = []
         entries: list[tuple[str, Added]] = []
         total = 0
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name != "file":
-                continue
-            name = part.filename or ""
-            builder = self._ipfs.file_builder(version, raw_leaves)
-            # pieces go into the DAG as they arrive: an upload is never held whole
-            while piece := await part.read_chunk(CHUNK_SIZE):
-                total += len(piece)
-                if total > MAX_ADD_BYTES:
-                    raise _refusal(413, f"add takes at most {MAX_ADD_BYTES} bytes")
-                builder.write(piece)
-            added = builder.finish()
-            entries.append((name, added))
-            lines.append(
-                {"Name": name or str(added.cid), "Hash": str(added.cid), "Size": str(added.tsize)}
-            )
+        try:
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader) or part.name != "file":
+                    continue
+                name = part.filename or ""
+                builder = self._ipfs.file_builder(version, raw_leaves)
+                # pieces go into the DAG as they arrive: an upload is never held whole
+                while piece := await part.read_chunk(CHUNK_SIZE):
+                    total += len(piece)
+                    if total > MAX_ADD_BYTES:
+                        raise _refusal(413, f"add takes at most {MAX_ADD_BYTES} bytes")
+                    builder.write(piece)
+                added = builder.finish()
+                entries.append((name, added))
+                cid = str(added.cid)
+                lines.append({"Name": name or cid, "Hash": cid, "Size": str(added.tsize)})
+        except (ValueError, AssertionError) as exc:  # aiohttp's word for a broken multipart
+            raise _refusal(400, f"the multipart body is malformed: {str(exc)[:120]}") from None
         if not entries:
             raise _refusal(400, "no file part in the body")
         if wrap:
@@ -177,10 +183,11 @@ class IpfsGateway:
 
     @staticmethod
     def _kubo_error(exc: IpfsError | UnixFsError) -> HttpError:
-        """kubo's statuses: 400 for a bad argument, 413 too large, 500 for the rest."""
+        """400 for a bad argument (kubo's status), 404 and 413 where kubo says 500: what a
+        client asks for never makes a 5xx here."""
         if isinstance(exc, UnixFsError):
             return _refusal(400, str(exc))
-        return _refusal(413 if isinstance(exc, TooLarge) else 500, str(exc))
+        return _refusal(_status_of(exc), str(exc))
 
     async def _cat(self, request: web.Request) -> web.StreamResponse:
         try:

@@ -53,7 +53,6 @@ _HANDSHAKE_HEADERS = frozenset(
         "content-length",
     }
 )
-_CHUNK = 64 * 1024
 _WHOLE = 64 * 1024  # a response of known length up to this is passed on in one piece
 GOING_AWAY, INTERNAL_ERROR = 1001, 1011
 
@@ -65,6 +64,7 @@ class ProxyLimits:
     ws_message: int = 4 << 20  # bytes in one WebSocket message
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 300.0  # silence from the task, within a response or a socket
+    body_idle_s: float = 30.0  # silence from a client within its request body
 
 
 class ProxiedTask(Protocol):
@@ -81,8 +81,19 @@ class ProxiedTask(Protocol):
     def max_request_body(self) -> int | None: ...
 
 
-class _TooLarge(Exception):
-    pass
+class _BodyRefused(Exception):
+    """The client's body broke a limit while it was being passed on: the answer to give."""
+
+    def __init__(self, refusal: HttpError) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+def _refused(exc: BaseException) -> HttpError | None:
+    for found in (exc, exc.__cause__, exc.__context__):
+        if isinstance(found, _BodyRefused):
+            return found.refusal
+    return None
 
 
 class TaskProxy:
@@ -163,16 +174,19 @@ class TaskProxy:
         headers = forwarded_headers(request)
         if length is not None:
             headers["Content-Length"] = str(length)
-        body = _limited(request.content, limit) if request.body_exists else None
+        body = (
+            _limited(request.content, limit, too_large, self.limits.body_idle_s)
+            if request.body_exists
+            else None
+        )
         try:
             upstream = await session.request(
                 request.method, url, headers=headers, data=body, allow_redirects=False
             )
-        except _TooLarge:
-            raise too_large from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            if isinstance(exc.__cause__, _TooLarge) or isinstance(exc.__context__, _TooLarge):
-                raise too_large from None
+        except (_BodyRefused, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            refusal = _refused(exc)
+            if refusal is not None:
+                raise refusal from None
             raise HttpError(422, f"Task {task_id[:64]} not running") from None
         async with upstream:
             headers = CIMultiDict(
@@ -283,12 +297,24 @@ def forwarded_headers(request: web.Request) -> CIMultiDict[str]:
     return headers
 
 
-async def _limited(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+async def _limited(
+    content: aiohttp.StreamReader, limit: int, too_large: HttpError, idle_s: float
+) -> AsyncIterator[bytes]:
+    """The client's body as it comes, refused past its size limit or after `idle_s` of
+    silence (a body announced and never sent must not hold a connection to the task)."""
     seen = 0
-    async for chunk in content.iter_chunked(_CHUNK):
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                chunk = await content.readany()
+        except TimeoutError:
+            stalled = HttpError(408, f"the request body stalled for {idle_s:g} s")
+            raise _BodyRefused(stalled) from None
+        if not chunk:
+            return
         seen += len(chunk)
         if seen > limit:
-            raise _TooLarge
+            raise _BodyRefused(too_large)
         yield chunk
 
 
