@@ -44,7 +44,12 @@ async def test_a_python_tasks_routes_and_websockets_through_the_node(
                 except aiohttp.ClientError:
                     return False
 
-            await wait_for(answers, within=30)
+            await wait_for(answers, within=30)  # so its namespace secret worked
+            # the secret is on no command line and in no environment another user may read
+            task_pid = task.process.pid
+            for part in ("cmdline", "environ"):
+                seen = Path(f"/proc/{task_pid}/{part}").read_bytes()
+                assert task.context.secret.encode() not in seen, part
             # only through the node: no TCP port, a socket in a folder of this user alone
             mode = stat.S_IMODE(socket_path.parent.stat().st_mode)
             assert stat.S_ISSOCK(socket_path.stat().st_mode) and mode == 0o700

@@ -16,6 +16,9 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 # k2node's own message from a task to its node, once started: {TASK_LIMITS: {"maxRequestBody":
 # bytes}}, the largest request body the node's proxy lets through to the task's routes.
 TASK_LIMITS = "taskLimits"
+# k2node's own first message from a node to a Python task: {TASK_SECRET: its namespace
+# secret}, which then stays off the task's command line (readable by every local user).
+TASK_SECRET = "taskSecret"
 
 
 class IpcChannel:

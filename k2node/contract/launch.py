@@ -14,6 +14,8 @@ TASK_ENTRY_ENV = "K2NODE_TASK_ENTRY"
 # in a folder only the node's user can enter (JavaScript tasks keep the contract's port).
 TASK_SOCKET_ENV = "K2NODE_TASK_SOCKET"
 TASK_MODE = "service"
+# In a Python task's argv where the secret would be: it comes over the channel instead.
+SECRET_ON_CHANNEL = "-"
 # The task API a task process offers its code; an artifact's manifest names the one it needs.
 TASK_API_VERSION = 1
 

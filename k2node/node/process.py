@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import sys
@@ -20,10 +21,11 @@ from typing import Any
 import structlog
 
 import k2node
-from k2node.contract.ipc import IpcChannel
+from k2node.contract.ipc import TASK_SECRET, IpcChannel
 from k2node.contract.launch import (
     CHANNEL_FD_ENV,
     CHANNEL_MODE_ENV,
+    SECRET_ON_CHANNEL,
     TASK_ENTRY_ENV,
     TASK_SOCKET_ENV,
     TaskArgs,
@@ -62,9 +64,10 @@ class TaskSpec:
         return None if self.javascript else self.socket
 
     def command(self) -> list[str]:
-        if self.javascript:
+        if self.javascript:  # a bundle reads its secret from argv, as the contract says
             return ["node", self.entry, *self.args.argv()]
-        return [sys.executable, "-m", "k2node.task", *self.args.argv()]
+        args = dataclasses.replace(self.args, secret=SECRET_ON_CHANNEL)  # sent on the channel
+        return [sys.executable, "-m", "k2node.task", *args.argv()]
 
     def environment(self, channel_fd: int) -> dict[str, str]:
         # Only the task's own variables: never the node's secrets or settings.
@@ -124,6 +127,8 @@ class TaskProcess:
         finally:
             child.close()
         self._channel = await IpcChannel.over(parent)
+        if not self.spec.javascript:
+            await self._channel.send({TASK_SECRET: self.spec.args.secret})
         self._reader = asyncio.create_task(self._read(), name=f"ipc-{self.spec.task_id}")
         log.info("task_process_started", task_id=self.spec.task_id, pid=self._proc.pid)
 

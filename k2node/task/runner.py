@@ -8,6 +8,7 @@ K2NODE_TASK_ENTRY (`module:Class` or `path/to/file.py:Class`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -24,8 +25,8 @@ import structlog
 from aiohttp import web
 
 from k2node.artifact import VENDOR, ArtifactError, read_manifest
-from k2node.contract.ipc import TASK_LIMITS, IpcChannel
-from k2node.contract.launch import TASK_SOCKET_ENV, TaskArgs
+from k2node.contract.ipc import TASK_LIMITS, TASK_SECRET, IpcChannel
+from k2node.contract.launch import SECRET_ON_CHANNEL, TASK_SOCKET_ENV, TaskArgs
 from k2node.contract.methods import MAX_RPC_BODY, Method
 from k2node.contract.phases import PHASE_NAMES, Phase
 from k2node.contract.values import is_round
@@ -137,6 +138,12 @@ async def run_task(args: TaskArgs, entry: str, channel_fd: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     sock = socket.socket(fileno=channel_fd)
     channel = await IpcChannel.over(sock)
+    if args.secret == SECRET_ON_CHANNEL:  # the node's first message carries it
+        first = await channel.receive()
+        secret = first.get(TASK_SECRET) if first is not None else None
+        if not isinstance(secret, str):
+            raise TaskStartError("the node sent no secret on the channel")
+        args = dataclasses.replace(args, secret=secret)
     running: set[asyncio.Task[None]] = set()
     async with aiohttp.ClientSession() as session:
         ns = NamespaceWrapper(
