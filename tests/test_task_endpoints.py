@@ -48,7 +48,7 @@ async def test_a_python_tasks_routes_and_websockets_through_the_node(
             # the secret is on no command line and in no environment another user may read
             task_pid = task.process.pid
             for part in ("cmdline", "environ"):
-                seen = Path(f"/proc/{task_pid}/{part}").read_bytes()
+                seen = await asyncio.to_thread(Path(f"/proc/{task_pid}/{part}").read_bytes)
                 assert task.context.secret.encode() not in seen, part
             # only through the node: no TCP port, a socket in a folder of this user alone
             mode = stat.S_IMODE(socket_path.parent.stat().st_mode)

@@ -126,6 +126,24 @@ async def test_a_task_raising_everywhere_does_not_stop_the_node(
                 assert await resp.json() == {"status": 200, "message": "Running"}
 
 
+async def test_a_flooding_task_is_logged_within_bounds_and_keeps_working(
+    tmp_path: Path, fast_chain: LocalK2
+) -> None:
+    task_id = await create_task(fast_chain, Keypair.generate(), **FAST_ROUNDS)
+    entry = task_file("misbehaving.py") + ":FloodingTask"
+    async with Node.manage(node_settings(tmp_path / "n", task_id, entry), fast_chain) as node:
+        key = node.staking.pubkey
+
+        async def submitted() -> bool:
+            state = await fast_chain.get_task_state(task_id, {"is_submission_required": True})
+            return key in state["submissions"].get("1", {})
+
+        await wait_for(submitted, within=30)
+    log = (tmp_path / "n" / "namespace" / task_id / "task.log").read_text()
+    assert "lines dropped" in log and len(log) < 2 * 1024 * 1024
+    assert max(len(line) for line in log.splitlines()) <= 8 * 1024 + len(" [line cut]")
+
+
 @pytest.mark.parametrize(
     ("entry", "restarts"),
     [

@@ -30,10 +30,12 @@ from k2node.contract.launch import (
     TASK_SOCKET_ENV,
     TaskArgs,
 )
+from k2node.node.tasklog import TaskLog
 
 log = structlog.get_logger("k2node.process")
 
 STOP_TIMEOUT_S = 5.0
+OUTPUT_DRAIN_S = 1.0
 BACKOFF_CAP_S = 300.0
 STABLE_RESET_S = 5 * 3600.0
 _PACKAGE_ROOT = str(Path(k2node.__file__).resolve().parent.parent)
@@ -94,6 +96,7 @@ class TaskProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._channel: IpcChannel | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._output: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -111,21 +114,24 @@ class TaskProcess:
         parent, child = socket.socketpair()
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with self.spec.log_path.open("ab") as out:
-                self._proc = await asyncio.create_subprocess_exec(
-                    *self.spec.command(),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=self.spec.environment(child.fileno()),
-                    pass_fds=(child.fileno(),),
-                    start_new_session=True,  # Ctrl-C on the node's terminal is the node's
-                )
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.spec.command(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,  # into task.log, bounded (tasklog.py)
+                stderr=asyncio.subprocess.STDOUT,
+                env=self.spec.environment(child.fileno()),
+                pass_fds=(child.fileno(),),
+                start_new_session=True,  # Ctrl-C on the node's terminal is the node's
+            )
         except OSError:
             parent.close()
             raise
         finally:
             child.close()
+        assert self._proc.stdout is not None
+        self._output = asyncio.create_task(
+            TaskLog(self.spec.log_path).pump(self._proc.stdout), name=f"log-{self.spec.task_id}"
+        )
         self._channel = await IpcChannel.over(parent)
         if not self.spec.javascript:
             await self._channel.send({TASK_SECRET: self.spec.args.secret})
@@ -153,6 +159,11 @@ class TaskProcess:
         return code
 
     async def _close_channel(self) -> None:
+        if self._output is not None:  # the rest of its output, unless a child holds the pipe
+            done, _ = await asyncio.wait({self._output}, timeout=OUTPUT_DRAIN_S)
+            if not done:
+                self._output.cancel()
+            await asyncio.gather(self._output, return_exceptions=True)
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)

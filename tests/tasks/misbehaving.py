@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from k2node.examples.hello_task import HelloTask
 from k2node.task import CoreLogic
 
 
@@ -52,3 +53,13 @@ class DeafTask(CoreLogic):
 
     async def task(self, round_: int) -> None:
         return None
+
+
+class FloodingTask(HelloTask):
+    """Does its work, and writes half a million lines and a 5 MB line to its output."""
+
+    async def setup(self) -> None:
+        import sys
+
+        sys.stdout.write("flood\n" * 500_000 + "y" * 5_000_000 + "\n")
+        sys.stdout.flush()
