@@ -49,6 +49,7 @@ class Settings:
     task_max_body_mb: int = 1024  # request bodies the proxy lets through to a task
     task_ws_connections: int = 256  # WebSockets relayed to one task at once
     task_ws_message_mb: int = 4  # one relayed WebSocket message
+    task_sandbox: str = "auto"  # auto: Landlock where the kernel has it; required; off
 
     def public_url(self, port: int) -> str:
         return self.service_url or f"http://127.0.0.1:{port}"
@@ -137,6 +138,9 @@ def load_settings(
         slot_ms = -1
     if not 1 <= slot_ms <= 60_000:
         raise ConfigError(f"K2NODE_SLOT_MS must be 1-60000 ms, got {get('K2NODE_SLOT_MS')!r}")
+    sandbox = get("K2NODE_TASK_SANDBOX", "auto")
+    if sandbox not in ("auto", "required", "off"):
+        raise ConfigError(f"K2NODE_TASK_SANDBOX must be auto, required or off, got {sandbox!r}")
     log_format = get("K2NODE_LOG_FORMAT", "auto")
     if log_format not in ("auto", "json", "console"):
         raise ConfigError(f"K2NODE_LOG_FORMAT must be auto, json or console, got {log_format!r}")
@@ -166,6 +170,7 @@ def load_settings(
         ipfs_api=ipfs_api,
         log_format=log_format,
         log_level=get("K2NODE_LOG_LEVEL", "info"),
+        task_sandbox=sandbox,
         task_max_body_mb=_positive(
             "K2NODE_TASK_MAX_BODY_MB", get("K2NODE_TASK_MAX_BODY_MB", "1024"), 1 << 20
         ),

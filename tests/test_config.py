@@ -35,6 +35,9 @@ def test_defaults_and_env_file(tmp_path: Path) -> None:
         ({"K2NODE_SLOT_MS": "0"}, "K2NODE_SLOT_MS"),
         ({"INITIAL_STAKING_WALLET_BALANCE": "-1"}, "INITIAL_STAKING_WALLET_BALANCE"),
         ({"K2NODE_LOG_FORMAT": "xml"}, "K2NODE_LOG_FORMAT"),
+        ({"K2NODE_TASK_SANDBOX": "maybe"}, "K2NODE_TASK_SANDBOX"),
+        ({"K2NODE_TASK_MAX_BODY_MB": "0"}, "K2NODE_TASK_MAX_BODY_MB"),
+        ({"K2NODE_TASK_WS_CONNECTIONS": "lots"}, "K2NODE_TASK_WS_CONNECTIONS"),
     ],
 )
 def test_bad_settings_name_themselves(env: dict[str, str], named: str) -> None:

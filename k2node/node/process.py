@@ -30,6 +30,7 @@ from k2node.contract.launch import (
     TASK_SOCKET_ENV,
     TaskArgs,
 )
+from k2node.node.confine import Rules
 from k2node.node.tasklog import TaskLog
 
 log = structlog.get_logger("k2node.process")
@@ -51,6 +52,7 @@ class TaskSpec:
     task_vars: dict[str, str] = field(default_factory=dict)
     # where a Python task serves its routes; None: on its TCP port (JavaScript tasks)
     socket: Path | None = None
+    confined: Rules | None = None  # what the kernel lets it touch; None: unconfined
 
     @property
     def task_id(self) -> str:
@@ -67,9 +69,11 @@ class TaskSpec:
 
     def command(self) -> list[str]:
         if self.javascript:  # a bundle reads its secret from argv, as the contract says
-            return ["node", self.entry, *self.args.argv()]
-        args = dataclasses.replace(self.args, secret=SECRET_ON_CHANNEL)  # sent on the channel
-        return [sys.executable, "-m", "k2node.task", *args.argv()]
+            command = ["node", self.entry, *self.args.argv()]
+        else:
+            args = dataclasses.replace(self.args, secret=SECRET_ON_CHANNEL)  # on the channel
+            command = [sys.executable, "-m", "k2node.task", *args.argv()]
+        return command if self.confined is None else self.confined.command(command)
 
     def environment(self, channel_fd: int) -> dict[str, str]:
         # Only the task's own variables: never the node's secrets or settings.

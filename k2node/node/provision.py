@@ -20,6 +20,7 @@ from k2node.contract.launch import TASK_MODE, TaskArgs
 from k2node.crypto import Keypair, load_or_create_wallet
 from k2node.ipfs import IpfsBackend
 from k2node.node.agent import TaskAgent
+from k2node.node.confine import rules_for
 from k2node.node.context import TaskContext
 from k2node.node.executables import executable
 from k2node.node.ledger import Ledger
@@ -217,7 +218,14 @@ async def provision_task(
         stake=str(stake),
         node_port=node_port,
     )
-    # a short name: a Unix socket's path is limited to about 100 bytes
-    socket_path = sockets / f"{task_id[:16]}.sock"
-    spec = TaskSpec(args, entry, base / "task.log", socket=socket_path)
+    # short names: a Unix socket's path is limited to about 100 bytes
+    socket_dir = sockets / task_id[:16]
+    socket_dir.mkdir(mode=0o700, exist_ok=True)
+    confined = None
+    if settings.task_sandbox != "off":
+        writable = [base, socket_dir]
+        confined = rules_for(entry, writable, required=settings.task_sandbox == "required")
+    spec = TaskSpec(
+        args, entry, base / "task.log", socket=socket_dir / "http.sock", confined=confined
+    )
     return Provisioned(context, spec)

@@ -28,6 +28,7 @@ from k2node.ipfs import IpfsBackend
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.kubo import KuboIpfs
 from k2node.node.clock import SlotTimer
+from k2node.node.confine import landlock_abi
 from k2node.node.events import EventHub
 from k2node.node.fleet import Fleet, report_failure
 from k2node.node.http.api import NodeApi
@@ -118,6 +119,7 @@ class Node:
         plan = ShutdownPlan()
         async with AsyncExitStack() as stack:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
+            _check_sandbox(settings)
             store = Store.open(settings.data_dir / "node-db")
             plan.close(stack, "node_db", store.close)
             session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
@@ -173,6 +175,18 @@ class Node:
             yield node
             log.info("node_stopping")
         log.info("node_stopped")
+
+
+def _check_sandbox(settings: Settings) -> None:
+    abi = landlock_abi()
+    if settings.task_sandbox == "off":
+        log.warning("task_sandbox_off", reason="K2NODE_TASK_SANDBOX=off")
+    elif abi >= 1:
+        log.info("task_sandbox", landlock_abi=abi)
+    elif settings.task_sandbox == "required":
+        raise ConfigError("K2NODE_TASK_SANDBOX=required, but this kernel has no Landlock")
+    else:
+        log.warning("task_sandbox_unavailable", reason="no Landlock: tasks run unconfined")
 
 
 async def _open_settlement(

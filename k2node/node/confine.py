@@ -1,0 +1,128 @@
+"""Task processes confined by the kernel (Landlock): a task reads only its runtime, its code
+and k2node's package, and writes only its own namespace folder, so code downloaded from
+strangers cannot open the wallets, another task's folder or the rest of the machine.
+
+`python -m k2node.node.confine RULES_JSON -- COMMAND...` confines itself and then becomes
+COMMAND (exec keeps the confinement). Where the kernel has no Landlock it says so and runs
+COMMAND unconfined, unless the rules ask for it to be required.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import k2node
+
+# What a process needs from the system to start Python or Node.js and resolve names.
+SYSTEM_READ = (
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/bin",
+    "/sbin",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/proc",
+    "/sys/devices/system/cpu",
+    *mimetypes.knownfiles,  # aiohttp reads them at import
+)
+DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+
+
+@dataclass(frozen=True)
+class Rules:
+    read: list[str] = field(default_factory=list)  # files and folders, beneath included
+    list_only: list[str] = field(default_factory=list)  # folders listed, their files not read
+    write: list[str] = field(default_factory=list)  # everything beneath
+    required: bool = False  # no Landlock: refuse to run rather than run unconfined
+
+    def command(self, command: list[str]) -> list[str]:
+        rules = json.dumps(asdict(self))
+        return [sys.executable, "-m", "k2node.node.confine", rules, "--", *command]
+
+
+def rules_for(entry: str, writable: list[Path], required: bool) -> Rules:
+    """Rules for a task whose code is `entry` (a file, or `module:Class` in the package)."""
+    package = Path(k2node.__file__).resolve().parent
+    runtime = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    runtime.add(str(Path(sys.executable).resolve().parent.parent))
+    read = [*map(str, SYSTEM_READ), *sorted(runtime), str(package), *DEVICES]
+    target = entry.rpartition(":")[0] if not Path(entry).exists() else entry
+    code = Path(target)
+    if code.suffix in (".py", ".js") and code.exists():
+        read.append(str(code.resolve().parent))  # the author's project beside it
+        modules = code.resolve().parent / "node_modules"
+        if modules.exists():
+            read.append(str(modules.resolve()))
+    elif code.exists():  # a built artifact
+        read.append(str(code.resolve()))
+    # the package's parent is on the task's import path: listed, its files not readable
+    # (an editable install's parent is the repository, whose data/ holds the wallets)
+    return Rules(read, [str(package.parent)], [str(p) for p in writable], required)
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version; 0 where there is none (or no module for it)."""
+    try:
+        import landlock
+
+        return int(landlock.landlock_abi_version())
+    except Exception:  # no module, no syscall, an old kernel
+        return 0
+
+
+def _confine(rules: Rules) -> str | None:
+    """Confine this process; None when done, else why it could not be."""
+    if landlock_abi() < 1:
+        return "the kernel has no Landlock"
+    import landlock
+    from landlock import FSAccess
+
+    ruleset = landlock.Ruleset()
+    reading = FSAccess.READ_FILE | FSAccess.READ_DIR | FSAccess.EXECUTE
+    for paths, rights in (
+        (rules.read, reading),
+        (rules.list_only, FSAccess.READ_DIR),
+        (rules.write, FSAccess.all()),
+    ):
+        for path in paths:
+            if not os.path.exists(path):
+                continue
+            on_file = not os.path.isdir(path)
+            allowed = rights & FSAccess.all_file() if on_file else rights
+            if on_file and path in DEVICES:
+                allowed = FSAccess.READ_FILE | FSAccess.WRITE_FILE
+            if allowed:
+                ruleset.allow(path, rules=allowed)
+    ruleset.apply()
+    return None
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3 or argv[1] != "--":
+        print("usage: python -m k2node.node.confine RULES_JSON -- COMMAND...", file=sys.stderr)
+        return 1
+    rules = Rules(**json.loads(argv[0]))
+    why = _confine(rules)
+    if why is not None:
+        print(f"k2node: task not confined: {why}", file=sys.stderr, flush=True)
+        if rules.required:
+            return 1
+    command = argv[2:]
+    os.execvp(command[0], command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
