@@ -50,6 +50,8 @@ class Settings:
     task_ws_connections: int = 256  # WebSockets relayed to one task at once
     task_ws_message_mb: int = 4  # one relayed WebSocket message
     task_sandbox: str = "auto"  # auto: Landlock where the kernel has it; required; off
+    task_memory_mb: int = 1024  # per task process (RLIMIT_DATA)
+    task_open_files: int = 1024  # per task process
 
     def public_url(self, port: int) -> str:
         return self.service_url or f"http://127.0.0.1:{port}"
@@ -171,6 +173,12 @@ def load_settings(
         log_format=log_format,
         log_level=get("K2NODE_LOG_LEVEL", "info"),
         task_sandbox=sandbox,
+        task_memory_mb=_positive(
+            "K2NODE_TASK_MEMORY_MB", get("K2NODE_TASK_MEMORY_MB", "1024"), 1 << 20
+        ),
+        task_open_files=_positive(
+            "K2NODE_TASK_OPEN_FILES", get("K2NODE_TASK_OPEN_FILES", "1024"), 1 << 20
+        ),
         task_max_body_mb=_positive(
             "K2NODE_TASK_MAX_BODY_MB", get("K2NODE_TASK_MAX_BODY_MB", "1024"), 1 << 20
         ),

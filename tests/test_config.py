@@ -36,6 +36,7 @@ def test_defaults_and_env_file(tmp_path: Path) -> None:
         ({"INITIAL_STAKING_WALLET_BALANCE": "-1"}, "INITIAL_STAKING_WALLET_BALANCE"),
         ({"K2NODE_LOG_FORMAT": "xml"}, "K2NODE_LOG_FORMAT"),
         ({"K2NODE_TASK_SANDBOX": "maybe"}, "K2NODE_TASK_SANDBOX"),
+        ({"K2NODE_TASK_MEMORY_MB": "-5"}, "K2NODE_TASK_MEMORY_MB"),
         ({"K2NODE_TASK_MAX_BODY_MB": "0"}, "K2NODE_TASK_MAX_BODY_MB"),
         ({"K2NODE_TASK_WS_CONNECTIONS": "lots"}, "K2NODE_TASK_WS_CONNECTIONS"),
     ],

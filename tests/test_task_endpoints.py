@@ -206,7 +206,7 @@ async def test_peers_audit_through_feeds_and_bad_feeds_delay_nothing(
 
 
 @pytest.mark.skipif(landlock_abi() < 1, reason="this kernel has no Landlock")
-async def test_a_confined_task_cannot_reach_the_wallets_or_other_tasks(
+async def test_a_confined_task_cannot_reach_the_wallets_other_tasks_or_much_memory(
     tmp_path: Path, fast_chain: LocalK2
 ) -> None:
     task_id = await create_task(fast_chain, Keypair.generate(), round_time=20)
@@ -230,5 +230,6 @@ async def test_a_confined_task_cannot_reach_the_wallets_or_other_tasks(
         "shadow": "denied",
         "write-outside": "denied",
         "write-inside": "allowed",
+        "allocate-2gb": "denied",  # over K2NODE_TASK_MEMORY_MB
     }
     assert not (tmp_path / "n" / "planted.txt").exists()

@@ -2,9 +2,10 @@
 and k2node's package, and writes only its own namespace folder, so code downloaded from
 strangers cannot open the wallets, another task's folder or the rest of the machine.
 
-`python -m k2node.node.confine RULES_JSON -- COMMAND...` confines itself and then becomes
-COMMAND (exec keeps the confinement). Where the kernel has no Landlock it says so and runs
-COMMAND unconfined, unless the rules ask for it to be required.
+`python -m k2node.node.confine RULES_JSON -- COMMAND...` sets the task's resource limits
+(memory, open files), confines itself, and then becomes COMMAND (exec keeps them all).
+Where the kernel has no Landlock it says so and runs COMMAND unconfined, unless the rules
+ask for it to be required.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import resource
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,13 +49,18 @@ class Rules:
     list_only: list[str] = field(default_factory=list)  # folders listed, their files not read
     write: list[str] = field(default_factory=list)  # everything beneath
     required: bool = False  # no Landlock: refuse to run rather than run unconfined
+    landlock: bool = True  # False: the resource limits only (K2NODE_TASK_SANDBOX=off)
+    memory_mb: int = 1024  # its data segment and anonymous memory (RLIMIT_DATA)
+    open_files: int = 1024  # RLIMIT_NOFILE
 
     def command(self, command: list[str]) -> list[str]:
         rules = json.dumps(asdict(self))
         return [sys.executable, "-m", "k2node.node.confine", rules, "--", *command]
 
 
-def rules_for(entry: str, writable: list[Path], required: bool) -> Rules:
+def rules_for(
+    entry: str, writable: list[Path], mode: str, memory_mb: int, open_files: int
+) -> Rules:
     """Rules for a task whose code is `entry` (a file, or `module:Class` in the package)."""
     package = Path(k2node.__file__).resolve().parent
     runtime = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
@@ -70,7 +77,9 @@ def rules_for(entry: str, writable: list[Path], required: bool) -> Rules:
         read.append(str(code.resolve()))
     # the package's parent is on the task's import path: listed, its files not readable
     # (an editable install's parent is the repository, whose data/ holds the wallets)
-    return Rules(read, [str(package.parent)], [str(p) for p in writable], required)
+    written = [str(p) for p in writable]
+    landlock, required = mode != "off", mode == "required"
+    return Rules(read, [str(package.parent)], written, required, landlock, memory_mb, open_files)
 
 
 def landlock_abi() -> int:
@@ -115,7 +124,10 @@ def main(argv: list[str]) -> int:
         print("usage: python -m k2node.node.confine RULES_JSON -- COMMAND...", file=sys.stderr)
         return 1
     rules = Rules(**json.loads(argv[0]))
-    why = _confine(rules)
+    memory = rules.memory_mb << 20
+    resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (rules.open_files, rules.open_files))
+    why = _confine(rules) if rules.landlock else None
     if why is not None:
         print(f"k2node: task not confined: {why}", file=sys.stderr, flush=True)
         if rules.required:

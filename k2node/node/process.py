@@ -52,7 +52,7 @@ class TaskSpec:
     task_vars: dict[str, str] = field(default_factory=dict)
     # where a Python task serves its routes; None: on its TCP port (JavaScript tasks)
     socket: Path | None = None
-    confined: Rules | None = None  # what the kernel lets it touch; None: unconfined
+    confined: Rules | None = None  # what it may touch and use; None: started as is
 
     @property
     def task_id(self) -> str:

@@ -221,10 +221,13 @@ async def provision_task(
     # short names: a Unix socket's path is limited to about 100 bytes
     socket_dir = sockets / task_id[:16]
     socket_dir.mkdir(mode=0o700, exist_ok=True)
-    confined = None
-    if settings.task_sandbox != "off":
-        writable = [base, socket_dir]
-        confined = rules_for(entry, writable, required=settings.task_sandbox == "required")
+    confined = rules_for(
+        entry,
+        [base, socket_dir],
+        settings.task_sandbox,
+        settings.task_memory_mb,
+        settings.task_open_files,
+    )
     spec = TaskSpec(
         args, entry, base / "task.log", socket=socket_dir / "http.sock", confined=confined
     )

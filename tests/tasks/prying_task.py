@@ -13,7 +13,7 @@ def _try(what: str, action: object) -> None:
     try:
         action()  # type: ignore[operator]
         print(f"PRY {what} allowed", flush=True)
-    except OSError:
+    except (OSError, MemoryError):
         print(f"PRY {what} denied", flush=True)
     sys.stdout.flush()
 
@@ -27,3 +27,4 @@ class PryingTask(HelloTask):
         _try("shadow", lambda: Path("/etc/shadow").read_bytes())
         _try("write-outside", lambda: (data / "planted.txt").write_text("x"))
         _try("write-inside", lambda: (base / "mine.txt").write_text("x"))
+        _try("allocate-2gb", lambda: bytearray(2 * 1024**3))
