@@ -184,6 +184,21 @@ async def test_exit_codes_follow_the_restart_policy(
                         break
 
 
+async def test_the_example_keeps_only_its_recent_rounds(tmp_path: Path) -> None:
+    core = HelloTask()
+    async with aiohttp.ClientSession() as session:
+        core.namespace = NamespaceWrapper("t", "s", "http://127.0.0.1:9", session)
+        core.namespace._store = Store.open(tmp_path / "db")
+        for round_ in range(13):
+            await core.task(round_)
+            await core.namespace.store_set(f"signed:{round_}", {"round": round_})
+        kept = [r for r in range(13) if await core.namespace.store_get(f"result:{r}")]
+        signed = [r for r in range(13) if await core.namespace.store_get(f"signed:{r}")]
+        core.namespace.close_store()
+    assert kept == list(range(3, 13))
+    assert signed == list(range(3, 13))
+
+
 async def test_the_task_http_server_answers_bad_requests_with_json(tmp_path: Path) -> None:
     core = HelloTask()
     async with aiohttp.ClientSession() as session:

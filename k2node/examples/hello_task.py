@@ -27,6 +27,7 @@ from k2node.task.peers import PeerError
 DIFFICULTY = "000"  # hex prefix: about 4,096 hashes per round on average
 FEED_WAIT_S = 1.0  # how long an auditor waits on a submitter's feed before using IPFS
 FEED_ROUNDS = 3  # a new listener first hears the signed submissions of this many rounds
+KEEP_ROUNDS = 10  # results older than this many rounds are deleted from the task's store
 
 
 def proof_digest(seed: str, nonce: int) -> str:
@@ -52,6 +53,10 @@ class HelloTask(CoreLogic):
         nonce, digest = await asyncio.to_thread(find_proof, self.seed(round_))
         await self.namespace.store_set(f"result:{round_}", {"nonce": nonce, "digest": digest})
         await self.namespace.store_set("value", digest)
+        if round_ >= KEEP_ROUNDS:  # what audits and the feed may still ask for stays
+            old = round_ - KEEP_ROUNDS
+            await self.namespace.store_delete(f"result:{old}")
+            await self.namespace.store_delete(f"signed:{old}")
 
     async def result(self, round_: int) -> dict[str, Any]:
         found = await self.namespace.store_get(f"result:{round_}")

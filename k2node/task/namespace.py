@@ -66,6 +66,9 @@ class NamespaceWrapper:
     async def store_set(self, key: str, value: Any) -> None:
         self._db().put(f"kv/{key}", value)
 
+    async def store_delete(self, key: str) -> None:
+        self._db().delete(f"kv/{key}")
+
     # -- chain reads -----------------------------------------------------------------------
     async def get_slot(self) -> int:
         return int(await self.call(Method.GET_CURRENT_SLOT))
