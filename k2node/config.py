@@ -49,6 +49,7 @@ class Settings:
     task_max_body_mb: int = 1024  # request bodies the proxy lets through to a task
     task_ws_connections: int = 256  # WebSockets relayed to one task at once
     task_ws_message_mb: int = 4  # one relayed WebSocket message
+    http_idle_s: int = 30  # a connection with no request finished in this long is closed
     task_sandbox: str = "auto"  # auto: Landlock where the kernel has it; required; off
     task_memory_mb: int = 1024  # per task process (RLIMIT_DATA)
     task_open_files: int = 1024  # per task process
@@ -173,6 +174,7 @@ def load_settings(
         log_format=log_format,
         log_level=get("K2NODE_LOG_LEVEL", "info"),
         task_sandbox=sandbox,
+        http_idle_s=_positive("K2NODE_HTTP_IDLE_S", get("K2NODE_HTTP_IDLE_S", "30"), 3600),
         task_memory_mb=_positive(
             "K2NODE_TASK_MEMORY_MB", get("K2NODE_TASK_MEMORY_MB", "1024"), 1 << 20
         ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from k2node.crypto import Keypair
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.node.events import EventHub
 from k2node.node.http.api import NodeApi
 from k2node.node.http.proxy import ProxyLimits
+from k2node.node.runtime import Node
+from k2node.settlement.local import LocalK2
+from tests.conftest import create_task, node_settings
 
 TASK = "Task1111111111111111111111111111111111111111"
 UNKNOWN = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
@@ -121,3 +126,37 @@ async def test_a_body_announced_and_never_sent_is_408_not_a_held_connection(node
         task_server.close()
         await task_server.wait_closed()
         SERVED.server_port = 9
+
+
+async def test_a_client_that_never_finishes_its_headers_is_let_go(
+    tmp_path: Path, fast_chain: LocalK2
+) -> None:
+    task_id = await create_task(fast_chain, Keypair.generate(), round_time=200)
+    settings = node_settings(tmp_path / "n", task_id, http_idle_s=1)
+    async with Node.manage(settings, fast_chain) as node:
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+        started = time.monotonic()
+        header = b"GET / HTTP/1.1\r\nHost: n\r\nX-Slow: " + b"a" * 100
+        closed = False
+        for byte in header:  # a slowloris: one byte every 50 ms, never the end
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            except ConnectionError:
+                closed = True
+                break
+            if reader.at_eof():
+                closed = True
+                break
+            await asyncio.sleep(0.05)
+            if time.monotonic() - started > 5:
+                break
+        if not closed:
+            closed = await asyncio.wait_for(reader.read(), 5) == b""
+        assert closed and time.monotonic() - started < 4
+        writer.close()
+        async with (  # and the node serves the next client
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{node.port}/") as resp,
+        ):
+            assert resp.status == 200

@@ -234,7 +234,12 @@ async def _open_ipfs(
 async def _serve(
     app: web.Application, settings: Settings, stack: AsyncExitStack, plan: ShutdownPlan
 ) -> int:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    # A connection that has not finished a request this long after it opened, or after its
+    # last answer, is closed: slow or idle clients cannot pin the node (a long request or
+    # a WebSocket being served is not idle).
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=settings.http_idle_s
+    )
     await runner.setup()
     plan.add(stack, "http_server", HTTP_STOP_S, runner.cleanup)
     await web.TCPSite(runner, settings.server_host, settings.server_port).start()
