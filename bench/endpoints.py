@@ -8,23 +8,15 @@ import asyncio
 import glob
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+from nodes import REPO, rss_mb, spawn_node  # bench/, beside this file
 
-REPO = Path(__file__).resolve().parents[1]
 ENTRY = str(REPO / "tests" / "tasks" / "socket_task.py") + ":SocketTask"
 MESSAGES = 20_000
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def _echo_rate(session: aiohttp.ClientSession, url: str) -> float:
@@ -49,20 +41,8 @@ async def _echo_rate(session: aiohttp.ClientSession, url: str) -> float:
 
 
 async def bench_endpoints(tmp: Path) -> None:
-    node = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "k2node",
-        "run",
-        "--env-file",
-        str(tmp / "none"),
-        "--data-dir",
-        str(tmp / "endpoints"),
-        "--port",
-        "0",
-        stdout=asyncio.subprocess.PIPE,
-        env={"PATH": os.environ["PATH"], "K2NODE_TASK_ENTRY": ENTRY},
-        cwd=REPO,
+    node = await spawn_node(
+        tmp / "endpoints", 0, asyncio.subprocess.PIPE, {"K2NODE_TASK_ENTRY": ENTRY}
     )
     assert node.stdout is not None
     port = task_id = None
@@ -85,13 +65,13 @@ async def bench_endpoints(tmp: Path) -> None:
             relayed = await _echo_rate(session, f"{base}/echo")
             pattern = f"k2node-*/{task_id[:16]}.sock"  # the folder the node made for sockets
             sockets = glob.glob(os.path.join(tempfile.gettempdir(), pattern))
-            idle = _rss_mb(node.pid)
+            idle = rss_mb(node.pid)
             peak, got = idle, 0
             async with session.get(f"{base}/big?size={1 << 30}") as resp:
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     got += len(chunk)
                     if got % (64 << 20) < (1 << 16):
-                        peak = max(peak, _rss_mb(node.pid))
+                        peak = max(peak, rss_mb(node.pid))
         direct = float("nan")
         if sockets:
             connector = aiohttp.UnixConnector(path=sockets[0])

@@ -25,6 +25,7 @@ import aiohttp
 import plyvel
 from aiohttp import web
 from endpoints import bench_endpoints  # bench/, beside this file
+from nodes import REPO, rss_mb, spawn_node
 from solders.hash import Hash
 from solders.keypair import Keypair as SoldersKeypair
 from solders.pubkey import Pubkey
@@ -373,38 +374,10 @@ def bench_ipfs_add(tmp: Path, size: int = 100 * 1024 * 1024) -> None:
     print(f"  adding 1 GB streamed: peak Python memory {peak / 1e6:.1f} MB (target: a few MB)")
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-async def _spawn_node(data_dir: Path, port: int, stdout: int) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "k2node",
-        "run",
-        "--env-file",
-        str(data_dir / "none"),
-        "--data-dir",
-        str(data_dir),
-        "--port",
-        str(port),
-        stdout=stdout,
-        env={"PATH": os.environ["PATH"]},
-        cwd=REPO,
-    )
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def bench_footprint(tmp: Path) -> None:
     """`k2node run` from nothing: time to the first finished phase; node and task RSS."""
     started = time.perf_counter()
-    proc = await _spawn_node(tmp / "footprint", 0, asyncio.subprocess.PIPE)
+    proc = await spawn_node(tmp / "footprint", 0, asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     task_pid = first_phase = None
     while first_phase is None:
@@ -414,8 +387,8 @@ async def bench_footprint(tmp: Path) -> None:
         if event["event"] == "phase_done":
             first_phase = time.perf_counter() - started
     await asyncio.sleep(2)
-    node_rss = await asyncio.to_thread(_rss_mb, proc.pid)
-    task_rss = await asyncio.to_thread(_rss_mb, task_pid) if task_pid else float("nan")
+    node_rss = await asyncio.to_thread(rss_mb, proc.pid)
+    task_rss = await asyncio.to_thread(rss_mb, task_pid) if task_pid else float("nan")
     proc.terminate()
     await proc.wait()
     print("footprint: k2node run on an empty data directory")
@@ -480,7 +453,7 @@ async def bench_api(tmp: Path) -> None:
     bare.terminate()
     await bare.wait()
     port = _free_port()
-    node = await _spawn_node(tmp / "api", port, asyncio.subprocess.DEVNULL)
+    node = await spawn_node(tmp / "api", port, asyncio.subprocess.DEVNULL)
     await _wait_http(f"http://127.0.0.1:{port}/")
     tasks_url = f"http://127.0.0.1:{port}/tasks"
     async with aiohttp.ClientSession() as session, session.get(tasks_url) as resp:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -244,3 +246,37 @@ def node_settings(data_dir: Path, task_id: str, entry: str = "", **extra: Any) -
 
 def task_file(name: str) -> str:
     return str(REPO / "tests" / "tasks" / name)
+
+
+NPM_CACHE = Path.home() / ".cache" / "k2node-tests"
+
+
+def npm_modules(package: str, folder: str, name: str) -> Path:
+    """A node_modules holding `package` (an npm spec whose module is `name`), installed once
+    into ~/.cache/k2node-tests/<folder>; the test is skipped, saying why, where Node.js, npm
+    or the registry is missing."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("Node.js and npm are not installed on this machine")
+    cache = NPM_CACHE / folder
+    modules = cache / "node_modules"
+    if not (modules / name).is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [
+                "npm",
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+                "--prefix",
+                str(cache),
+                package,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"npm could not install {package}: {done.stderr.strip()[-300:]}")
+    return modules

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from k2node.crypto import Keypair
 from k2node.node.confine import landlock_abi
 from k2node.node.runtime import Node
 from k2node.settlement.local import LocalK2
-from tests.conftest import create_task, node_settings, task_file, wait_for
+from tests.conftest import create_task, node_settings, npm_modules, task_file, wait_for
 
 
 async def test_a_python_tasks_routes_and_websockets_through_the_node(
@@ -89,27 +88,11 @@ async def test_a_python_tasks_routes_and_websockets_through_the_node(
 
 
 WS_PACKAGE = "ws@8.18.0"
-WS_CACHE = Path.home() / ".cache" / "k2node-tests" / "ws"
 
 
 @pytest.fixture(scope="module")
 def ws_modules() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("Node.js and npm are not installed on this machine")
-    modules = WS_CACHE / "node_modules"
-    if not (modules / "ws").is_dir():
-        WS_CACHE.mkdir(parents=True, exist_ok=True)
-        command = ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix"]
-        done = subprocess.run(
-            [*command, str(WS_CACHE), WS_PACKAGE],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"npm could not install {WS_PACKAGE}: {done.stderr.strip()[-300:]}")
-    return modules
+    return npm_modules(WS_PACKAGE, "ws", "ws")
 
 
 async def test_a_javascript_tasks_websocket_through_the_node(

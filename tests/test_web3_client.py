@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +20,15 @@ from k2node.node.runtime import Node
 from k2node.settlement.local import LocalK2
 from k2node.settlement.program import LAMPORTS_PER_SIGNATURE
 from k2node.settlement.service import K2Service
-from tests.conftest import REPO, create_task, stake
+from tests.conftest import REPO, create_task, npm_modules, stake
 
 WEB3 = "@solana/web3.js@1.98.0"
-CACHE = Path.home() / ".cache" / "k2node-tests" / "web3js"
 SCRIPT = REPO / "tests" / "js" / "web3_client.js"
 
 
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("Node.js and npm are not installed on this machine")
-    modules = CACHE / "node_modules"
-    if not (modules / "@solana" / "web3.js").is_dir():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(CACHE), WEB3],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"npm could not install {WEB3}: {done.stderr.strip()[-300:]}")
-    return modules
+    return npm_modules(WEB3, "web3js", "@solana/web3.js")
 
 
 async def _client(node_modules: Path, url: str, task_id: str) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def rules_for(
     package = Path(k2node.__file__).resolve().parent
     runtime = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     runtime.add(str(Path(sys.executable).resolve().parent.parent))
-    read = [*map(str, SYSTEM_READ), *sorted(runtime), str(package), *DEVICES]
+    read = [*map(str, SYSTEM_READ), *sorted(runtime), str(package)]
     target = entry.rpartition(":")[0] if not Path(entry).exists() else entry
     code = Path(target)
     if code.suffix in (".py", ".js") and code.exists():
@@ -105,14 +105,13 @@ def _confine(rules: Rules) -> str | None:
         (rules.read, reading),
         (rules.list_only, FSAccess.READ_DIR),
         (rules.write, FSAccess.all()),
+        (list(DEVICES), FSAccess.READ_FILE | FSAccess.WRITE_FILE),
     ):
         for path in paths:
             if not os.path.exists(path):
                 continue
             on_file = not os.path.isdir(path)
             allowed = rights & FSAccess.all_file() if on_file else rights
-            if on_file and path in DEVICES:
-                allowed = FSAccess.READ_FILE | FSAccess.WRITE_FILE
             if allowed:
                 ruleset.allow(path, rules=allowed)
     ruleset.apply()

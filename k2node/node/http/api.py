@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -21,7 +20,7 @@ from k2node.node.events import EventHub
 from k2node.node.http.events import EventStream
 from k2node.node.http.gateway import IpfsGateway
 from k2node.node.http.namespace_rpc import NamespaceRpc
-from k2node.node.http.proxy import ProxyLimits, TaskProxy
+from k2node.node.http.proxy import ProxiedTask, ProxyLimits, TaskProxy
 from k2node.node.http.registry import NodeRegistry
 from k2node.node.provision import K2_RPC_PATH
 from k2node.settlement.service import K2Service
@@ -29,23 +28,11 @@ from k2node.settlement.service import K2Service
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 
-class ServedTask(Protocol):
+class ServedTask(ProxiedTask, Protocol):
     """A task as the HTTP surface sees it (the node's RunningTask)."""
 
     @property
     def context(self) -> TaskContext: ...
-
-    @property
-    def running(self) -> bool: ...
-
-    @property
-    def server_socket(self) -> Path | None: ...
-
-    @property
-    def server_port(self) -> int: ...
-
-    @property
-    def max_request_body(self) -> int | None: ...
 
     async def manual_phase(self, name: str, round_: int, retry: bool) -> dict[str, Any]: ...
 

@@ -231,14 +231,7 @@ class TaskProxy:
             )
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         protocols = [p for p in offered if p]
-        ws = web.WebSocketResponse(
-            protocols=protocols,
-            autoping=False,
-            autoclose=False,
-            max_msg_size=self.limits.ws_message,
-            compress=False,
-        )
-        if not ws.can_prepare(request).ok:
+        if not self._client_socket(protocols).can_prepare(request).ok:
             raise HttpError(400, "not a valid WebSocket upgrade request")
         headers = forwarded_headers(request)
         for name in _HANDSHAKE_HEADERS:
@@ -258,13 +251,8 @@ class TaskProxy:
             raise HttpError(status, f"the task refused the WebSocket ({exc.status})") from None
         except (aiohttp.ClientError, TimeoutError, OSError):
             raise HttpError(422, f"Task {task_id[:64]} not running") from None
-        ws = web.WebSocketResponse(  # the subprotocol the task chose, and only that one
-            protocols=[upstream.protocol] if upstream.protocol else (),
-            autoping=False,
-            autoclose=False,
-            max_msg_size=self.limits.ws_message,
-            compress=False,
-        )
+        # the subprotocol the task chose, and only that one
+        ws = self._client_socket([upstream.protocol] if upstream.protocol else [])
         relays.add(ws)
         try:
             await ws.prepare(request)
@@ -275,6 +263,16 @@ class TaskProxy:
                 self._relays.pop(task_id, None)
             await upstream.close()
         return ws
+
+    def _client_socket(self, protocols: list[str]) -> web.WebSocketResponse:
+        """The client's side of a relay: pings, pongs and closes are relayed, not answered."""
+        return web.WebSocketResponse(
+            protocols=protocols,
+            autoping=False,
+            autoclose=False,
+            max_msg_size=self.limits.ws_message,
+            compress=False,
+        )
 
 
 def forwarded_headers(request: web.Request) -> CIMultiDict[str]:
