@@ -63,7 +63,7 @@ async def bench_endpoints(tmp: Path) -> None:
                     pass
                 await asyncio.sleep(0.05)
             relayed = await _echo_rate(session, f"{base}/echo")
-            pattern = f"k2node-*/{task_id[:16]}.sock"  # the folder the node made for sockets
+            pattern = f"k2node-*/{task_id[:16]}/http.sock"  # the folder the node made for sockets
             sockets = glob.glob(os.path.join(tempfile.gettempdir(), pattern))
             idle = rss_mb(node.pid)
             peak, got = idle, 0
