@@ -22,9 +22,10 @@ class StoreError(Exception):
 
 
 class Store:
-    def __init__(self, db: Any, path: Path) -> None:
+    def __init__(self, db: Any, path: Path, owned: bool = True) -> None:
         self._db = db
         self.path = path
+        self._owned = owned  # a view's database is its parent's to close
 
     @classmethod
     def open(cls, path: Path, **options: Any) -> Store:
@@ -36,9 +37,15 @@ class Store:
             raise StoreError(f"cannot open database {path}: {exc}") from None
         return cls(db, path)
 
+    def view(self, prefix: str) -> Store:
+        """The keys under `prefix` as a store of their own, in this database: many small
+        stores (a simulation's nodes) without a database, and its open files, each."""
+        return Store(self._db.prefixed_db(prefix.encode()), self.path, owned=False)
+
     def close(self) -> None:
         if self._db is not None:
-            self._db.close()
+            if self._owned:
+                self._db.close()
             # Drop it now: a plyvel DB freed during interpreter shutdown reports an error.
             self._db = None
 

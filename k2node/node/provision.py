@@ -96,11 +96,13 @@ async def deploy_task(
     manager: Keypair,
     task_config: Path,
     executable_cid: str | None = None,
+    task_key: SoldersKeypair | None = None,
 ) -> str:
     """Create a task from a config-task.yml as the create-task CLI does (a new task account
-    and stake pot beside it), funding the manager's wallet from the faucet."""
+    and stake pot beside it), funding the manager's wallet from the faucet. `task_key`: the
+    task account's key (a simulation's, derived from its seed); a new one by default."""
     fields, space = _task_fields(task_config, executable_cid)
-    task, stake_pot = SoldersKeypair(), SoldersKeypair().pubkey()
+    task, stake_pot = task_key or SoldersKeypair(), SoldersKeypair().pubkey()
     needs = fields["total_bounty_amount"] + minimum_balance(space) + STAKE_POT_SEED_LAMPORTS
     await ensure_balance(settlement, manager.pubkey, needs + FEES_RESERVE)
     payer = Pubkey.from_string(manager.pubkey)

@@ -8,8 +8,9 @@ watchdog restarts the process.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -20,7 +21,7 @@ from k2node.node.clock import Clock
 from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
 from k2node.node.payouts import Payouts, Watchdog
-from k2node.node.process import KeptProcess, TaskSpec
+from k2node.node.process import KeptProcess, OnReply, TaskSpec
 from k2node.node.scheduler import Scheduler
 from k2node.settlement.base import TransactionError
 
@@ -32,6 +33,27 @@ KEEP_LEDGER_ROUNDS = 20
 TIMERS_RETRY_S = 1.0
 
 
+class TaskChannel(Protocol):
+    """Where a task's phases go and its replies come from: its kept OS process in a node,
+    or the task's code in this process for k2node.testing."""
+
+    started: asyncio.Event  # set once the task is up and may be sent phases
+
+    @property
+    def running(self) -> bool: ...
+
+    async def run(self) -> None: ...
+
+    async def send(self, message: dict[str, Any]) -> bool: ...
+
+    def request_restart(self, reason: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+ChannelFactory = Callable[[TaskSpec, OnReply], TaskChannel]
+
+
 class RunningTask:
     def __init__(
         self,
@@ -40,12 +62,17 @@ class RunningTask:
         clock: Clock,
         events: EventHub,
         restart_backoff_s: float = 1.0,
+        channel: ChannelFactory | None = None,
     ) -> None:
         self.context = context
         self.spec = spec  # its HTTP server: spec.server_socket, or spec.args.port
         agent = context.agent
         self.scheduler = Scheduler(clock, agent, self._send, self, events)
-        self.process = KeptProcess(spec, self._on_message, restart_backoff_s)
+        self.process: TaskChannel = (
+            channel(spec, self._on_message)
+            if channel is not None
+            else KeptProcess(spec, self._on_message, restart_backoff_s)
+        )
         self.max_request_body: int | None = None  # as the task asked, over its channel
         self.payouts = Payouts(agent, events)
         self.watchdog = Watchdog(agent, self.process.request_restart)

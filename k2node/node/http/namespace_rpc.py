@@ -21,7 +21,7 @@ from k2node.node.http import rpc_chain, rpc_files  # noqa: F401 - they register 
 from k2node.node.http.rpc_methods import METHODS, Handler
 from k2node.settlement.base import TransactionError
 
-__all__ = ["METHODS", "NamespaceRpc"]
+__all__ = ["METHODS", "MethodRefused", "NamespaceRpc", "call_method"]
 
 log = structlog.get_logger("k2node.rpc")
 
@@ -36,6 +36,35 @@ def _arity_ok(fn: Handler, params: list[Any]) -> bool:
     except TypeError:
         return False
     return True
+
+
+class MethodRefused(Exception):
+    """A namespace call the node does not carry out: its HTTP status and the reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def call_method(ctx: TaskContext, name: str, params: list[Any], events: EventHub) -> Any:
+    """Carry out one namespace method for the task of `ctx`: what the HTTP surface serves,
+    and what k2node.testing calls in-process."""
+    fn = METHODS.get(name)
+    if fn is None:
+        raise MethodRefused(422, f"unknown method {name[:64]!r}")
+    if not _arity_ok(fn, params):
+        raise MethodRefused(422, f"wrong number of arguments for {name}")
+    try:
+        result = await fn(ctx, *params)
+    except (ActionError, TransactionError, IpfsError, ValueError, OSError) as exc:
+        log.info("rpc_refused", task_id=ctx.task_id, method=name, error=str(exc))
+        raise MethodRefused(422, f"{name}: {exc}") from None
+    if name in _LOGGED:
+        # a chain action's last argument is its round (a publication's is a CID version)
+        chain = name in CHAIN_ACTIONS and params and is_int(params[-1])
+        round_ = params[-1] if chain else None
+        events.emit("rpc_action", task_id=ctx.task_id, method=name, round=round_, result=result)
+    return result
 
 
 class NamespaceRpc:
@@ -57,20 +86,8 @@ class NamespaceRpc:
         ctx = self._context_of(task_id)
         if ctx is None or not secrets.compare_digest(ctx.secret.encode(), secret.encode()):
             raise HttpError(401, "Invalid secret provided")
-        name, params = args[0], args[1:]
-        fn = METHODS.get(name)
-        if fn is None:
-            raise HttpError(422, f"unknown method {name[:64]!r}")
-        if not _arity_ok(fn, params):
-            raise HttpError(422, f"wrong number of arguments for {name}")
         try:
-            result = await fn(ctx, *params)
-        except (ActionError, TransactionError, IpfsError, ValueError, OSError) as exc:
-            log.info("rpc_refused", task_id=task_id, method=name, error=str(exc))
-            raise HttpError(422, f"{name}: {exc}") from None
-        if name in _LOGGED:
-            round_ = params[-1] if params and is_int(params[-1]) else None
-            self._events.emit(
-                "rpc_action", task_id=task_id, method=name, round=round_, result=result
-            )
+            result = await call_method(ctx, args[0], args[1:], self._events)
+        except MethodRefused as exc:
+            raise HttpError(exc.status, str(exc)) from None
         return web.json_response({"response": result})

@@ -1,0 +1,163 @@
+"""Virtual time for the node's timers and the local K2: it moves only when a test (or a
+simulation) advances it, and then only once every timer waits on it and no phase is running.
+
+The node's own scheduler runs on it unchanged: its sleeps park on this clock, and advancing
+wakes them in deadline order, so a round of many nodes takes as long as their work, not
+as long as the round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from dataclasses import dataclass, field
+
+from k2node.contract.units import SlotClock
+from k2node.node.clock import SlotTimer
+from k2node.settlement.base import SlotClocked
+
+# Where virtual time starts; any value works, a round one reads well in logs.
+EPOCH = 1_000_000.0
+# A sleep until a slot wakes this far into it, so that the slot has begun.
+INTO_SLOT_S = 1e-6
+# A test is told, not hung, when something keeps running this long in real time.
+SETTLE_TIMEOUT_S = 60.0
+
+
+class StuckError(RuntimeError):
+    """Virtual time cannot move: something has kept running too long in real time."""
+
+
+@dataclass(order=True)
+class _Waiter:
+    deadline: float
+    seq: int
+    future: asyncio.Future[None] = field(compare=False)
+    timer: bool = field(compare=False)  # a timer's sleep (else a running phase's)
+    woken: bool = field(default=False, compare=False)
+
+
+class VirtualClock:
+    """Wall time (seconds) for a simulated network; call it for the time."""
+
+    def __init__(self, start: float = EPOCH) -> None:
+        self.now = start
+        self._waiters: list[_Waiter] = []
+        self._seq = 0
+        self._timers = 0  # timers alive
+        self._parked = 0  # of them, waiting on the clock
+        self._busy = 0  # phases running
+        self._changed = asyncio.Event()
+        self.settle_timeout_s = SETTLE_TIMEOUT_S
+
+    def __call__(self) -> float:
+        return self.now
+
+    def timer(self, slots: SlotClock) -> SimTimer:
+        """A timer for one scheduler: it counts as running until it first sleeps."""
+        self._timers += 1
+        return SimTimer(slots, self)
+
+    @property
+    def quiet(self) -> bool:
+        return self._busy == 0 and self._parked == self._timers
+
+    def _poke(self) -> None:
+        self._changed.set()
+
+    # -- what runs on the clock ------------------------------------------------------------
+    async def park(self, deadline: float, timer: bool) -> None:
+        """Wait until virtual time reaches `deadline`."""
+        self._seq += 1
+        waiter = _Waiter(
+            max(deadline, self.now), self._seq, asyncio.get_running_loop().create_future(), timer
+        )
+        heapq.heappush(self._waiters, waiter)
+        if timer:
+            self._parked += 1
+        else:
+            self._busy -= 1
+        self._poke()
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            if not waiter.woken:  # the advance did not count it back: do it here
+                waiter.future.cancel()
+                if timer:
+                    self._parked -= 1
+                else:
+                    self._busy += 1
+            if timer:
+                self._timers -= 1  # a timer is cancelled when its task stops: it is gone
+                self._poke()
+            raise
+
+    def job_started(self) -> None:
+        self._busy += 1
+
+    def job_ended(self) -> None:
+        self._busy -= 1
+        self._poke()
+
+    # -- what moves it -------------------------------------------------------------------
+    async def settle(self) -> None:
+        """Return once every timer waits on the clock and no phase runs."""
+        timeout_s = self.settle_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not self.quiet:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise StuckError(
+                f"virtual time is stuck: after {timeout_s:g} s of real time {self._busy} "
+                f"phase(s) still run and {self._timers - self._parked} timer(s) are not waiting"
+            ) from None
+
+    async def advance_to(self, when: float) -> None:
+        """Move time to `when`, waking every sleep due on the way, in deadline order."""
+        while True:
+            await self.settle()
+            while self._waiters and self._waiters[0].future.done():
+                heapq.heappop(self._waiters)  # cancelled
+            if not self._waiters or self._waiters[0].deadline > when:
+                break
+            due = self._waiters[0].deadline
+            self.now = max(self.now, due)
+            while self._waiters and self._waiters[0].deadline <= due:
+                waiter = heapq.heappop(self._waiters)
+                if waiter.future.done():
+                    continue
+                waiter.woken = True
+                if waiter.timer:
+                    self._parked -= 1
+                else:
+                    self._busy += 1
+                waiter.future.set_result(None)
+        self.now = max(self.now, when)
+
+    async def advance(self, seconds: float) -> None:
+        await self.advance_to(self.now + seconds)
+
+
+class SimTimer(SlotTimer):
+    """The scheduler's clock in virtual time: its sleeps park on the VirtualClock."""
+
+    def __init__(self, slots: SlotClock, clock: VirtualClock) -> None:
+        super().__init__(SlotClocked(slots, clock))
+        self._clock = clock
+
+    async def sleep(self, seconds: float) -> None:
+        await self._clock.park(self._clock.now + max(0.0, seconds), timer=True)
+
+    async def sleep_until_slot(self, slot: int) -> bool:
+        if self.current_slot() >= slot:
+            return False
+        await self._clock.park(self.wall_time_of_slot(slot) + INTO_SLOT_S, timer=True)
+        return True
+
+
+async def sleep_in_phase(clock: VirtualClock, until: float) -> None:
+    """For code running in a phase (a simulated adversary): let virtual time move on to
+    `until` while this phase waits."""
+    await clock.park(until, timer=False)
