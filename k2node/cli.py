@@ -67,7 +67,32 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--raw-leaves", action="store_true", default=None)
     cat = verbs.add_parser("cat", help="write a file's verified bytes to stdout")
     cat.add_argument("cid")
+    sim = sub.add_parser(
+        "simulate", help="run a task on many nodes in virtual time, some of them cheating"
+    )
+    sim.add_argument("task", help="the task: path/to/task.py:Class or module:Class")
+    sim.add_argument("--nodes", type=int, default=10)
+    sim.add_argument("--rounds", type=int, default=10)
+    for flag, role in ADVERSARY_FLAGS.items():
+        sim.add_argument(f"--{flag}", type=float, default=0.0, metavar="SHARE", help=role)
+    sim.add_argument("--seed", type=int, help="the same seed gives the same run")
+    sim.add_argument("--config", type=Path, help="config-task.yml (default: beside the task)")
+    sim.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    sim.add_argument("--log-level", default="error", help="the nodes' logs on stderr")
+    new = sub.add_parser("new", help="write a new task project, tests included")
+    new.add_argument("name", help="the project's folder (and the task's name)")
     return parser
+
+
+# `k2node simulate` flags: each adversary's share of the nodes.
+ADVERSARY_FLAGS = {
+    "liars": "share of nodes submitting wrong values",
+    "silent": "share of nodes submitting nothing",
+    "late": "share of nodes submitting after the window",
+    "greedy-distributor": "share of nodes whose distribution list pays themselves",
+    "false-accusers": "share of nodes voting against every node they audit",
+    "colluders": "share of nodes lying and voting for each other's lies",
+}
 
 
 async def _serve_k2(args: argparse.Namespace) -> int:
@@ -268,6 +293,15 @@ def main(argv: list[str] | None = None) -> int:
             settings = load_settings(args.env_file, os.environ, overrides)
             configure_logging(settings.log_format, "warning", sys.stderr)
             return run_main(deploy_command(args, settings))
+        if args.command == "simulate":
+            from k2node.testing.command import simulate_command
+
+            configure_logging("console", args.log_level, sys.stderr)
+            return run_main(simulate_command(args))
+        if args.command == "new":
+            from k2node.authoring import new_project
+
+            return new_project(args.name)
         if args.command == "k2":
             configure_logging(args.log_format)
             return run_main(_serve_k2(args))

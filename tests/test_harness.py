@@ -201,7 +201,7 @@ class _Hangs(HelloTask):
 async def test_a_phase_that_never_ends_is_reported_not_hung(tmp_path: Path) -> None:
     async with TaskHarness.start(_Hangs, tmp_path, nodes=1) as h:
         h.clock.settle_timeout_s = 0.5
-        with pytest.raises(StuckError, match="1 phase"):
+        with pytest.raises(StuckError, match=r"phase\(s\) still run"):
             await h.run_rounds(2)
 
 

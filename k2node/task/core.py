@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import structlog
@@ -32,6 +33,8 @@ class CoreLogic:
     # The largest request body the node lets through to `routes()`, in bytes; None: the
     # node's own limit (K2NODE_TASK_MAX_BODY_MB), which also caps this one.
     max_request_body: int | None = None
+    # Draws each audit's sample; None: the system's randomness (a simulation seeds one).
+    audit_rng: random.Random | None = None
 
     async def setup(self) -> None:
         """Runs once after the task's database is open, before the first phase."""
@@ -75,7 +78,7 @@ class CoreLogic:
             return verdict is not False  # a missing answer counts as valid
 
         # all at once: a slow peer delays the audit by its own time, not everyone's
-        sample = audit_sample(submissions, await ns.get_submitter_pubkey())
+        sample = audit_sample(submissions, await ns.get_submitter_pubkey(), self.audit_rng)
         verdicts = await asyncio.gather(*(validate(key) for key in sample))
         for key, is_valid in zip(sample, verdicts, strict=True):
             log.info("node_validated", round=round_, candidate=key, is_valid=is_valid)

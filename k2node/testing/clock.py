@@ -9,7 +9,10 @@ as long as the round.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from k2node.contract.units import SlotClock
@@ -22,6 +25,15 @@ EPOCH = 1_000_000.0
 INTO_SLOT_S = 1e-6
 # A test is told, not hung, when something keeps running this long in real time.
 SETTLE_TIMEOUT_S = 60.0
+
+
+@dataclass
+class _Turn:
+    held: bool = False
+
+
+# The running phase's turn (see VirtualClock.turn).
+_TURN: contextvars.ContextVar[_Turn | None] = contextvars.ContextVar("turn", default=None)
 
 
 class StuckError(RuntimeError):
@@ -48,6 +60,7 @@ class VirtualClock:
         self._parked = 0  # of them, waiting on the clock
         self._busy = 0  # phases running
         self._changed = asyncio.Event()
+        self._turn = asyncio.Lock()  # FIFO: phases run one at a time, in the order sent
         self.settle_timeout_s = SETTLE_TIMEOUT_S
 
     def __call__(self) -> float:
@@ -78,8 +91,15 @@ class VirtualClock:
         else:
             self._busy -= 1
         self._poke()
+        turn = _TURN.get() if not timer else None
+        if turn is not None and turn.held:
+            self._turn.release()
+            turn.held = False
         try:
             await waiter.future
+            if turn is not None:
+                await self._turn.acquire()
+                turn.held = True
         except asyncio.CancelledError:
             if not waiter.woken:  # the advance did not count it back: do it here
                 waiter.future.cancel()
@@ -91,6 +111,21 @@ class VirtualClock:
                 self._timers -= 1  # a timer is cancelled when its task stops: it is gone
                 self._poke()
             raise
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Run a phase in its turn: phases due at the same time run one after another in
+        the order they were sent, so the same seed gives the same run whatever threads the
+        phases wait on. A phase waiting on the clock gives its turn up meanwhile."""
+        turn = _Turn()
+        _TURN.set(turn)
+        await self._turn.acquire()
+        turn.held = True
+        try:
+            yield
+        finally:
+            if turn.held:
+                self._turn.release()
 
     def job_started(self) -> None:
         self._busy += 1

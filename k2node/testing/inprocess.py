@@ -102,7 +102,9 @@ class InProcessTask:
     async def _phase(self, message: dict[str, Any]) -> None:
         try:
             structlog.contextvars.bind_contextvars(task_id=self.namespace.task_id)
-            self._on_reply(await run_phase(self.core, message))
+            async with self._clock.turn():
+                reply = await run_phase(self.core, message)
+            self._on_reply(reply)
         finally:
             self._clock.job_ended()
 
