@@ -26,6 +26,7 @@ import plyvel
 from aiohttp import web
 from endpoints import bench_endpoints  # bench/, beside this file
 from nodes import REPO, rss_mb, spawn_node
+from simulation import bench_simulation
 from solders.hash import Hash
 from solders.keypair import Keypair as SoldersKeypair
 from solders.pubkey import Pubkey
@@ -483,6 +484,8 @@ async def main() -> None:
         await bench_footprint(tmp)
         await bench_api(tmp)
         await bench_endpoints(tmp)
+        configure_logging("json", "error", sys.stderr)  # as `k2node simulate` logs
+        await bench_simulation(tmp)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,13 @@ ALLOWED = {
         "http_errors",
         "artifact",
     },
+    # an author's tests and simulations: the node's own parts around the task's code
+    "testing": {"contract", "config", "crypto", "store", "ipfs", "settlement", "node", "task"},
+    "authoring": set(),
+    "templates": set(),
     "cli": {
+        "testing",
+        "authoring",
         "config",
         "crypto",
         "logs",

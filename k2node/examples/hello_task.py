@@ -14,6 +14,7 @@ recomputes the hash.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from typing import Any
@@ -34,7 +35,10 @@ def proof_digest(seed: str, nonce: int) -> str:
     return hashlib.sha256(f"{seed}:{nonce}".encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=16)
 def find_proof(seed: str) -> tuple[int, str]:
+    """The first nonce that works: every node finds the same one, so a process running
+    many nodes (a simulation) finds it once."""
     nonce = 0
     while not (digest := proof_digest(seed, nonce)).startswith(DIFFICULTY):
         nonce += 1

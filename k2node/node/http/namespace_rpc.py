@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import secrets
 from collections.abc import Callable
@@ -30,9 +31,14 @@ ContextOf = Callable[[str], TaskContext | None]
 _LOGGED = CHAIN_ACTIONS | PUBLISHES
 
 
+@functools.cache
+def _signature(fn: Handler) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
 def _arity_ok(fn: Handler, params: list[Any]) -> bool:
     try:
-        inspect.signature(fn).bind(None, *params)
+        _signature(fn).bind(None, *params)
     except TypeError:
         return False
     return True
