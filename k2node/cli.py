@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--config", type=Path, help="config-task.yml (default: beside the task)")
     sim.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     sim.add_argument("--log-level", default="error", help="the nodes' logs on stderr")
+    devnet = sub.add_parser("devnet", help="a K2 service and N nodes on loopback, one command")
+    devnet.add_argument("task", nargs="?", help="path/to/task.py:Class (default: the example)")
+    devnet.add_argument("--nodes", type=int, default=3)
+    devnet.add_argument("--liars", type=int, default=0, help="how many run a lying variant")
+    devnet.add_argument("--data-dir", type=Path, default=Path("data/devnet"))
+    devnet.add_argument("--slot-ms", type=float, default=400.0)
     new = sub.add_parser("new", help="write a new task project, tests included")
     new.add_argument("name", help="the project's folder (and the task's name)")
     return parser
@@ -160,6 +166,19 @@ async def _serve(settings: Settings) -> int:
 
     with stop_on_signals() as stop:
         return await run_node(settings, stop)
+
+
+async def _devnet(args: argparse.Namespace) -> int:
+    from k2node.devnet import DevnetError, run_devnet
+
+    try:
+        with stop_on_signals() as stop:
+            return await run_devnet(
+                args.nodes, args.task, args.liars, args.data_dir, args.slot_ms, stop
+            )
+    except DevnetError as exc:
+        print(f"k2node devnet: {exc}", file=sys.stderr)
+        return 2
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -298,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
 
             configure_logging("console", args.log_level, sys.stderr)
             return run_main(simulate_command(args))
+        if args.command == "devnet":
+            return run_main(_devnet(args))
         if args.command == "new":
             from k2node.authoring import new_project
 

@@ -38,8 +38,10 @@ ALLOWED = {
     # an author's tests and simulations: the node's own parts around the task's code
     "testing": {"contract", "config", "crypto", "store", "ipfs", "settlement", "node", "task"},
     "authoring": set(),
+    "devnet": {"config", "crypto", "node", "settlement"},
     "templates": set(),
     "cli": {
+        "devnet",
         "testing",
         "authoring",
         "config",

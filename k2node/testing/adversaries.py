@@ -50,7 +50,9 @@ class Adversary(CoreLogic):
 
 class Liar(Adversary):
     async def fetch_submission(self, round_: int) -> str | None:
-        return f"lie-{round_}-{self.plot.rng.getrandbits(64):016x}"
+        # (a devnet's lying node has no plot: its own dice)
+        rng = self.plot.rng if hasattr(self, "plot") else random
+        return f"lie-{round_}-{rng.getrandbits(64):016x}"
 
 
 class Silent(Adversary):
