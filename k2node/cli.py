@@ -29,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--env-file", type=Path, default=Path(".env-local"))
     run.add_argument("--data-dir", help="where wallets, databases and task folders live")
     run.add_argument("--port", help="HTTP port (SERVER_PORT)")
+    run.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart a DEVELOPMENT task (not the node) when its sources change (K2NODE_RELOAD)",
+    )
     k2 = sub.add_parser("k2", help="run the local K2 as a JSON-RPC service nodes share")
     k2.add_argument("--host", default="127.0.0.1")
     k2.add_argument("--port", type=int, default=8899)
@@ -187,6 +192,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
         overrides["K2NODE_DATA_DIR"] = args.data_dir
     if args.port:
         overrides["SERVER_PORT"] = args.port
+    if getattr(args, "reload", False):
+        overrides["K2NODE_RELOAD"] = "true"
     return overrides
 
 

@@ -49,6 +49,7 @@ class Settings:
     task_max_body_mb: int = 1024  # request bodies the proxy lets through to a task
     task_ws_connections: int = 256  # WebSockets relayed to one task at once
     task_ws_message_mb: int = 4  # one relayed WebSocket message
+    reload: bool = False  # restart a DEVELOPMENT task's process when its sources change
     http_idle_s: int = 30  # a connection with no request finished in this long is closed
     task_sandbox: str = "auto"  # auto: Landlock where the kernel has it; required; off
     task_memory_mb: int = 1024  # per task process (RLIMIT_DATA)
@@ -190,6 +191,7 @@ def load_settings(
         task_ws_message_mb=_positive(
             "K2NODE_TASK_WS_MESSAGE_MB", get("K2NODE_TASK_WS_MESSAGE_MB", "4"), 1024
         ),
+        reload=_bool("K2NODE_RELOAD", get("K2NODE_RELOAD", "false")),
     )
 
 

@@ -205,6 +205,8 @@ class KeptProcess:
         self._restart = asyncio.Event()
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()  # set once the first process is up
+        self.starts = 0  # processes started so far
+        self._started_another = asyncio.Event()
         self.stopped_for_good = False
 
     @property
@@ -222,8 +224,21 @@ class KeptProcess:
         log.warning("task_restart_requested", task_id=self.spec.task_id, reason=reason)
         self._restart.set()
 
+    async def restart(self, reason: str, timeout_s: float = STOP_TIMEOUT_S + 30) -> bool:
+        """Restart the process now; True once its successor is up."""
+        before = self.starts
+        self.request_restart(reason)
+        async with asyncio.timeout(timeout_s):
+            while self.starts == before:
+                if self.stopped_for_good or self._stopping.is_set():
+                    return False
+                self._started_another.clear()
+                await self._started_another.wait()
+        return True
+
     def stop(self) -> None:
         self._stopping.set()
+        self._started_another.set()
 
     async def run(self) -> None:
         """Run the task until `stop()` or until it exits with code 1."""
@@ -238,8 +253,11 @@ class KeptProcess:
             except OSError as exc:  # e.g. `node` missing for a JavaScript task
                 log.error("task_start_failed", task_id=spec.task_id, error=str(exc))
                 self.stopped_for_good = True
+                self._started_another.set()
                 return
             self.started.set()
+            self.starts += 1
+            self._started_another.set()
             await self._until_exit_restart_or_stop(proc)
             if self._stopping.is_set():
                 return
@@ -257,6 +275,7 @@ class KeptProcess:
                     log_file=str(spec.log_path),
                 )
                 self.stopped_for_good = True
+                self._started_another.set()
                 return
             delay = min(self._backoff_base_s * 2 ** (failures + 1), BACKOFF_CAP_S)
             failures += 1

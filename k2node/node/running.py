@@ -8,6 +8,7 @@ watchdog restarts the process.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
 from k2node.node.payouts import Payouts, Watchdog
 from k2node.node.process import KeptProcess, OnReply, TaskSpec
+from k2node.node.reload import changed_sources
 from k2node.node.scheduler import Scheduler
 from k2node.settlement.base import TransactionError
 
@@ -31,6 +33,8 @@ log = structlog.get_logger("k2node.node")
 KEEP_LEDGER_ROUNDS = 20
 # A K2 hiccup must not end the timers for good: they start again after this pause.
 TIMERS_RETRY_S = 1.0
+# A reload waits this long for the phases running to finish before it restarts the task.
+RELOAD_WAIT_S = 60.0
 
 
 class TaskChannel(Protocol):
@@ -48,6 +52,10 @@ class TaskChannel(Protocol):
 
     def request_restart(self, reason: str) -> None: ...
 
+    async def restart(self, reason: str) -> bool:
+        """Restart now; True once the task is up again."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -63,6 +71,7 @@ class RunningTask:
         events: EventHub,
         restart_backoff_s: float = 1.0,
         channel: ChannelFactory | None = None,
+        watch: Path | None = None,
     ) -> None:
         self.context = context
         self.spec = spec  # its HTTP server: spec.server_socket, or spec.args.port
@@ -78,7 +87,14 @@ class RunningTask:
         self.watchdog = Watchdog(agent, self.process.request_restart)
         self._clock = clock
         self._timers_job: asyncio.Task[None] | None = None
+        self._watch_job: asyncio.Task[None] | None = None
         self._stopped = False
+        self._watch = watch  # the sources to reload the task from when they change
+        self._in_flight: set[tuple[str, int]] = set()  # phases sent, not yet answered
+        self._idle = asyncio.Event()  # set while none is
+        self._idle.set()
+        self._open = asyncio.Event()  # cleared while the task is being reloaded
+        self._open.set()
 
     @property
     def task_id(self) -> str:
@@ -102,10 +118,21 @@ class RunningTask:
             body = limits.get("maxRequestBody")
             self.max_request_body = body if is_int(body) and body > 0 else None
             return
+        if "phaseDone" in message:
+            label = message.get("phaseLabel") or message["phaseDone"]
+            self._in_flight.discard((str(label), message.get("roundNumber", -1)))
+            if not self._in_flight:
+                self._idle.set()
         self.scheduler.on_phase_done(message)
 
     async def _send(self, message: dict[str, Any]) -> bool:
-        return await self.process.send(message)
+        await self._open.wait()  # a reload finishes before the next phase goes out
+        delivered = await self.process.send(message)
+        if delivered and "functionCall" in message:
+            label = message.get("phaseLabel") or message["functionCall"]
+            self._in_flight.add((str(label), message["roundNumber"]))
+            self._idle.clear()
+        return delivered
 
     async def run(self, timers: bool) -> None:
         """Keep the process (and, with timers on, the timers) going until `stop()`. The
@@ -115,12 +142,56 @@ class RunningTask:
             group.create_task(self.process.run(), name=f"process-{self.task_id}")
             if timers and not self._stopped:  # (a stop may come before this runs)
                 self._timers_job = group.create_task(self._timers(), name=f"timers-{self.task_id}")
+            if self._watch is not None:
+                self._watch_job = group.create_task(
+                    self._reloads(self._watch), name=f"reload-{self.task_id}"
+                )
 
     def stop(self) -> None:
         self._stopped = True
         self.process.stop()
-        if self._timers_job is not None:
-            self._timers_job.cancel()
+        for job in (self._timers_job, self._watch_job):
+            if job is not None:
+                job.cancel()
+
+    # -- --reload: new code between phases ------------------------------------------------
+    async def _reloads(self, folder: Path) -> None:
+        log.info("task_sources_watched", task_id=self.task_id, folder=str(folder))
+        async for changed in changed_sources(folder):
+            await self.reload(changed)
+
+    async def reload(self, changed: Path) -> None:
+        """Restart the task process with its new code once its running phases are done,
+        holding the next phase until the new process is up."""
+        self._open.clear()
+        try:
+            log.info(
+                "task_source_changed",
+                task_id=self.task_id,
+                file=str(changed),
+                phases_running=sorted(self._in_flight),
+            )
+            try:
+                await asyncio.wait_for(self._idle.wait(), RELOAD_WAIT_S)
+            except TimeoutError:
+                log.warning(
+                    "task_reload_interrupts", task_id=self.task_id, phases=sorted(self._in_flight)
+                )
+            self._in_flight.clear()
+            self._idle.set()
+            started = time.monotonic()
+            try:
+                up = await self.process.restart(f"{changed.name} changed")
+            except TimeoutError:
+                up = False
+            log.info(
+                "task_reloaded" if up else "task_reload_failed",
+                task_id=self.task_id,
+                file=str(changed),
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
+        finally:
+            self._open.set()
 
     async def _timers(self) -> None:
         await self.process.started.wait()

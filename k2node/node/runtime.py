@@ -37,6 +37,7 @@ from k2node.node.ledger import Ledger
 from k2node.node.peers import Peers
 from k2node.node.process import STOP_TIMEOUT_S
 from k2node.node.provision import Wallets, example_task, load_wallets, provision_task
+from k2node.node.reload import source_folder
 from k2node.node.running import RunningTask
 from k2node.settlement.base import Settlement, TransactionError
 from k2node.settlement.local import LocalK2
@@ -160,7 +161,12 @@ class Node:
                 ready = await provision_task(
                     settings, settlement, ledger, wallets, ipfs, task_id, stake, port, sockets
                 )
-                return RunningTask(ready.context, ready.spec, timer, events, restart_backoff_s)
+                watch = None
+                if settings.reload:
+                    watch = source_folder(ready.spec.entry, settings.data_dir / "executables")
+                return RunningTask(
+                    ready.context, ready.spec, timer, events, restart_backoff_s, watch=watch
+                )
 
             stakes = list(settings.task_stakes) + [0] * len(task_ids)
             await fleet.start_all(list(zip(task_ids, stakes, strict=False)), start)

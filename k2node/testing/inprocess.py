@@ -119,6 +119,10 @@ class InProcessTask:
         log.warning("task_restart_requested", task_id=self.namespace.task_id, reason=reason)
         self.restarts_requested.append(reason)
 
+    async def restart(self, reason: str) -> bool:
+        self.request_restart(reason)
+        return self.running
+
     def stop(self) -> None:
         self._stop.set()
 
