@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, help="the same seed gives the same run")
     sim.add_argument("--config", type=Path, help="config-task.yml (default: beside the task)")
     sim.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    sim.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if an honest node was slashed or cheating paid off (for CI)",
+    )
     sim.add_argument("--log-level", default="error", help="the nodes' logs on stderr")
     devnet = sub.add_parser("devnet", help="a K2 service and N nodes on loopback, one command")
     devnet.add_argument("task", nargs="?", help="path/to/task.py:Class (default: the example)")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from k2node.cli import main
 from k2node.contract.distribution import SLASH_DENOMINATOR, SLASH_NUMERATOR
 from k2node.contract.task_state import PAYOUT_SUCCESSFUL
 from k2node.contract.units import ROE_PER_KOII
 from k2node.examples.hello_task import HelloTask
 from k2node.testing.adversaries import Role
 from k2node.testing.simulation import SimReport, assign_roles, simulate
+from tests.conftest import REPO
 
 NODES, ROUNDS = 12, 6
 STAKE = 1 * ROE_PER_KOII  # the example's minimum stake, what each simulated node stakes
@@ -106,22 +108,42 @@ def test_roles_are_placed_by_share() -> None:
 HELLO = "k2node/examples/hello_task.py:HelloTask"
 
 
-def test_command_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["simulate", HELLO, "--nodes", "4", "--rounds", "2", "--liars", "0.25",
-                 "--seed", "5", "--json"])  # fmt: skip
-    assert code == 0
-    report = json.loads(capsys.readouterr().out)
+def _simulate(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command in a process of its own (it sets up logging for the whole process)."""
+    return subprocess.run(
+        [sys.executable, "-m", "k2node", "simulate", HELLO, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
+def test_command_json() -> None:
+    run = _simulate("--nodes", "4", "--rounds", "2", "--liars", "0.25", "--seed", "5", "--json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout)
     assert report["nodes"] == 4 and report["rounds"] == 2 and report["seed"] == 5
     assert report["roles"] == {"liar": 1, "honest": 3}
     assert [r["round"] for r in report["per_round"]] == [0, 1]
     assert report["honest_slashed"] == [] and report["cheaters_gained"] == []
 
 
-def test_command_text(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["simulate", HELLO, "--nodes", "3", "--rounds", "1", "--seed", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "round 0: 3 submissions" in out
-    assert "honest nodes slashed: never" in out and "cheaters gained: never" in out
+def test_command_text() -> None:
+    run = _simulate("--nodes", "3", "--rounds", "1", "--seed", "1")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "round 0: 3 submissions" in run.stdout
+    assert "honest nodes slashed: never" in run.stdout
+    assert "cheating paid off: never" in run.stdout
+
+
+def test_check_fails_when_cheating_pays_off() -> None:
+    run = _simulate("--nodes", "12", "--rounds", "6", "--colluders", "0.42", "--seed", "3",
+                    "--check")  # fmt: skip
+    assert run.returncode == 1, run.stdout[-2000:]
+    assert "cheating paid off: yes" in run.stdout
+    honest = _simulate("--nodes", "4", "--rounds", "2", "--liars", "0.25", "--seed", "5", "--check")
+    assert honest.returncode == 0, honest.stdout[-2000:]
 
 
 @pytest.mark.parametrize(
@@ -132,13 +154,16 @@ def test_command_text(capsys: pytest.CaptureFixture[str]) -> None:
         (["--nodes", "0"], "at least one node"),
     ],
 )
-def test_command_refuses_bad_input(
-    capsys: pytest.CaptureFixture[str], args: list[str], message: str
-) -> None:
-    assert main(["simulate", HELLO, "--rounds", "1", *args]) == 2
-    assert message in capsys.readouterr().err
+def test_command_refuses_bad_input(args: list[str], message: str) -> None:
+    run = _simulate("--rounds", "1", *args)
+    assert run.returncode == 2 and message in run.stderr
 
 
-def test_command_refuses_an_unknown_task(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["simulate", "no/such/file.py:Task", "--rounds", "1"]) == 2
-    assert "cannot import task entry" in capsys.readouterr().err
+def test_command_refuses_an_unknown_task() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "k2node", "simulate", "no/such/file.py:Task", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and "cannot import task entry" in run.stderr

@@ -74,8 +74,11 @@ def load_entry(spec: str) -> CoreLogic:
     raise TaskStartError(f"task entry {spec!r} is not a CoreLogic subclass")
 
 
-async def run_phase(core: CoreLogic, message: dict[str, Any]) -> dict[str, Any]:
-    """Run one phase message; return the phaseDone reply (k2node extension)."""
+async def run_phase(
+    core: CoreLogic, message: dict[str, Any], logged: bool = True
+) -> dict[str, Any]:
+    """Run one phase message; return the phaseDone reply (k2node extension). `logged`:
+    the outcome in the task's log (in-process, the node logs it already)."""
     name = message["functionCall"]
     round_ = message.get("roundNumber")
     reply: dict[str, Any] = {"phaseDone": name, "roundNumber": round_}
@@ -103,9 +106,9 @@ async def run_phase(core: CoreLogic, message: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # the task's failure must not end the process
         ok, error = False, f"{type(exc).__name__}: {exc}"
     ms = round((time.perf_counter() - started) * 1000, 3)
-    if ok:
+    if logged and ok:
         log.info("phase_done", ms=ms)
-    else:
+    elif logged:
         log.warning("phase_failed", ms=ms, error=error)
     return reply | {"ok": ok, "ms": ms} | ({"error": error} if error else {})
 

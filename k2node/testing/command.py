@@ -45,7 +45,9 @@ async def simulate_command(args: argparse.Namespace) -> int:
             mix,
             args.seed,
             args.config,
-            on_round=None if args.json else lambda rep: console.print(round_line(rep)),
+            on_round=None
+            if args.json
+            else lambda rep: console.print(round_line(rep), soft_wrap=True),
         )
     except (ValueError, TaskStartError, ConfigError) as exc:
         print(f"k2node simulate: {exc}", file=sys.stderr)
@@ -56,4 +58,4 @@ async def simulate_command(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=1))
     else:
         print_summary(report, console)
-    return 0
+    return 1 if args.check and not report.sound else 0

@@ -102,15 +102,16 @@ class InProcessTask:
     async def _phase(self, message: dict[str, Any]) -> None:
         try:
             structlog.contextvars.bind_contextvars(task_id=self.namespace.task_id)
+            await asyncio.sleep(0)  # the node logs the phase as sent first, as with a process
             async with self._clock.turn():
-                reply = await run_phase(self.core, message)
+                reply = await run_phase(self.core, message, logged=False)
             self._on_reply(reply)
         finally:
             self._clock.job_ended()
 
     async def run_now(self, message: dict[str, Any]) -> dict[str, Any]:
         """Run one phase to its end and return the task's reply (timers off)."""
-        reply = await run_phase(self.core, message)
+        reply = await run_phase(self.core, message, logged=False)
         self._on_reply(reply)
         return reply
 

@@ -61,11 +61,19 @@ class SimReport:
     slashes_roe: dict[str, int]
     honest_slashed: list[dict[str, Any]]
     cheaters_gained: list[dict[str, Any]]
+    honest_unpaid: list[dict[str, Any]]  # submitted, in a paid list, and given 0
+    rounds_unpaid: list[int]  # no list paid: everyone's work went unpaid
     payout_retries: int
     elapsed_s: float
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def sound(self) -> bool:
+        """The two answers an author needs are both no: no honest node was slashed, and
+        cheating never paid off."""
+        return not self.honest_slashed and not self.cheaters_gained
 
 
 class _Tally:
@@ -75,6 +83,7 @@ class _Tally:
         self.slashes: dict[str, int] = dict.fromkeys(map(str, Role), 0)
         self.honest_slashed: list[dict[str, Any]] = []
         self.cheaters_gained: list[dict[str, Any]] = []
+        self.honest_unpaid: list[dict[str, Any]] = []
 
     def role(self, key: str) -> str:
         return str(self.role_of.get(key, "unknown"))
@@ -111,6 +120,8 @@ class _Tally:
                 self.rewards[role] = self.rewards.get(role, 0) + amount
                 if role in (Role.LIAR, Role.COLLUDER, Role.SILENT, Role.LATE):
                     self.cheaters_gained.append({"round": n, "role": role, "key": key})
+            elif amount == 0 and role == Role.HONEST:
+                self.honest_unpaid.append({"round": n, "key": key})
             elif amount < 0:
                 report.slashed[role] = report.slashed.get(role, 0) + 1
                 report.slashed_roe[role] = report.slashed_roe.get(role, 0) - amount
@@ -177,6 +188,8 @@ async def simulate(
         {k: v for k, v in tally.slashes.items() if k in counts},
         tally.honest_slashed,
         tally.cheaters_gained,
+        tally.honest_unpaid,
+        [rep.round for rep in reports if rep.record != PAYOUT_SUCCESSFUL],
         sum(rep.retried for rep in reports),
         round(time.perf_counter() - started, 3),
     )
