@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -46,6 +47,15 @@ async def _no_peers() -> list[str]:
     return []
 
 
+@dataclass
+class IpfsStats:
+    """What the store counts as it works (the node's metrics read them)."""
+
+    bytes_stored: int = 0
+    bytes_fetched: int = 0  # from peers, verified
+    verification_failures: int = 0
+
+
 class EmbeddedIpfs:
     def __init__(
         self,
@@ -60,6 +70,7 @@ class EmbeddedIpfs:
         self._peers = peers
         self.reader = DagReader(self.block)
         self.local_reader = DagReader(self._held_block)  # never asks a peer
+        self.stats = IpfsStats()
 
     @classmethod
     def open(
@@ -75,6 +86,7 @@ class EmbeddedIpfs:
     # -- blocks ----------------------------------------------------------------------------
     def _put(self, cid: Cid, block: bytes) -> None:
         self._store.put_bytes(_BLOCK_PREFIX + cid.multihash, block)
+        self.stats.bytes_stored += len(block)
 
     def has(self, cid: Cid) -> bool:
         return self._store.has_bytes(_BLOCK_PREFIX + cid.multihash)
@@ -85,6 +97,7 @@ class EmbeddedIpfs:
             try:
                 cid.verify(block)
             except UnixFsError as exc:
+                self.stats.verification_failures += 1
                 raise IpfsError(f"stored block of {cid} is corrupt") from exc
         return block
 
@@ -95,6 +108,7 @@ class EmbeddedIpfs:
         try:
             cid.verify(block)
         except UnixFsError as exc:
+            self.stats.verification_failures += 1
             raise IpfsError(str(exc)) from None
         self._put(cid, block)
 
@@ -148,6 +162,7 @@ class EmbeddedIpfs:
                 continue
             self._good = peer
             self._resting.pop(peer, None)
+            self.stats.bytes_fetched += len(block)
             return block
         raise NotFound(f"block {cid} could not be fetched: {'; '.join(problems)[:500]}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -22,6 +23,8 @@ Subscription = asyncio.Queue[dict[str, Any]]
 class EventHub:
     def __init__(self) -> None:
         self._queues: set[Subscription] = set()
+        # called with each event as it is published (the metrics): quick, and never raising
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def emit(self, event: str, **fields: Any) -> None:
         """Log `event` and publish it to every subscriber."""
@@ -33,6 +36,8 @@ class EventHub:
         self.publish({"event": event, "time": time.time(), "level": "warning", **fields})
 
     def publish(self, message: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            listener(message)
         for queue in self._queues:
             if queue.full():
                 queue.get_nowait()  # the slow subscriber loses its oldest event

@@ -34,6 +34,7 @@ from k2node.node.fleet import Fleet, report_failure
 from k2node.node.http.api import NodeApi
 from k2node.node.http.proxy import ProxyLimits
 from k2node.node.ledger import Ledger
+from k2node.node.metrics import NodeMetrics
 from k2node.node.peers import Peers
 from k2node.node.process import STOP_TIMEOUT_S
 from k2node.node.provision import Wallets, example_task, load_wallets, provision_task
@@ -135,6 +136,12 @@ class Node:
             peers = Peers(settlement, task_ids, own_urls)
             ipfs, embedded = await _open_ipfs(settings, session, peers, stack, plan)
             events = EventHub()
+            metrics = NodeMetrics()
+            events.listeners.append(metrics.observe)
+            stats = embedded.stats if embedded is not None else None
+            metrics.watch(lambda: {i: t.process for i, t in tasks.items()}, stats)
+            if isinstance(settlement, RpcSettlement):
+                settlement.observe = metrics.k2_call
             k2 = K2Service(settlement) if isinstance(settlement, LocalK2) else None
             limits = ProxyLimits(
                 max_body=settings.task_max_body_mb << 20,
@@ -142,7 +149,14 @@ class Node:
                 ws_message=settings.task_ws_message_mb << 20,
             )
             api = NodeApi(
-                tasks, wallets.main.pubkey, settings.admin_token, events, embedded, k2, limits
+                tasks,
+                wallets.main.pubkey,
+                settings.admin_token,
+                events,
+                embedded,
+                k2,
+                limits,
+                metrics,
             )
             port = await _serve(api.app(), settings, stack, plan)
             own_urls.add(settings.public_url(port))

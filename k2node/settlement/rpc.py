@@ -16,6 +16,7 @@ import itertools
 import json
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -115,6 +116,8 @@ class RpcSettlement(SlotClocked):
         super().__init__(slots, time.time)
         self._url = url
         self._session = session
+        # told of each call: its method, seconds, and whether it was answered (the metrics)
+        self.observe: Callable[[str, float, bool], None] | None = None
 
     @classmethod
     async def connect(cls, url: str, session: aiohttp.ClientSession) -> RpcSettlement:
@@ -128,7 +131,15 @@ class RpcSettlement(SlotClocked):
         return cls(url, session, slots)
 
     async def _call(self, method: str, *params: Any) -> Any:
-        return await _call(self._session, self._url, method, *params)
+        if self.observe is None:
+            return await _call(self._session, self._url, method, *params)
+        started, ok = time.monotonic(), False
+        try:
+            answer = await _call(self._session, self._url, method, *params)
+            ok = True
+            return answer
+        finally:
+            self.observe(method, time.monotonic() - started, ok)
 
     @property
     def url(self) -> str:

@@ -22,6 +22,7 @@ from k2node.node.http.gateway import IpfsGateway
 from k2node.node.http.namespace_rpc import NamespaceRpc
 from k2node.node.http.proxy import ProxiedTask, ProxyLimits, TaskProxy
 from k2node.node.http.registry import NodeRegistry
+from k2node.node.metrics import CONTENT_TYPE, NodeMetrics
 from k2node.node.provision import K2_RPC_PATH
 from k2node.settlement.service import K2Service
 
@@ -47,6 +48,7 @@ class NodeApi:
         ipfs: EmbeddedIpfs | None = None,
         k2: K2Service | None = None,
         proxy_limits: ProxyLimits | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self._tasks = tasks
         self._main_pubkey = main_pubkey
@@ -56,11 +58,14 @@ class NodeApi:
         self._ipfs = ipfs
         self._k2 = k2
         self._proxy = TaskProxy(proxy_limits or ProxyLimits())
+        self._metrics = metrics
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_RPC_BODY, middlewares=[json_errors])
         app.router.add_get("/", self._status)
         app.router.add_get("/id", self._id)
+        if self._metrics is not None:
+            app.router.add_get("/metrics", self._serve_metrics)
         app.router.add_get("/tasks", self._list_tasks)
         app.router.add_post(NAMESPACE_PATH, self._rpc.handle)
         app.router.add_get("/events", self._events.handle)
@@ -76,6 +81,10 @@ class NodeApi:
         app.on_shutdown.append(lambda _: self._events.close())
         app.on_shutdown.append(lambda _: self._proxy.close())
         return app
+
+    async def _serve_metrics(self, _: web.Request) -> web.Response:
+        assert self._metrics is not None
+        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     def _context_of(self, task_id: str) -> TaskContext | None:
         task = self._tasks.get(task_id)

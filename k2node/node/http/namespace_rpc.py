@@ -63,7 +63,10 @@ async def call_method(ctx: TaskContext, name: str, params: list[Any], events: Ev
     try:
         result = await fn(ctx, *params)
     except (ActionError, TransactionError, IpfsError, ValueError, OSError) as exc:
-        log.info("rpc_refused", task_id=ctx.task_id, method=name, error=str(exc))
+        if name in _LOGGED:  # an action refused: an event (and a metric) of its own
+            events.emit("rpc_refused", task_id=ctx.task_id, method=name, error=str(exc))
+        else:
+            log.info("rpc_refused", task_id=ctx.task_id, method=name, error=str(exc))
         raise MethodRefused(422, f"{name}: {exc}") from None
     if name in _LOGGED:
         # a chain action's last argument is its round (a publication's is a CID version)
