@@ -39,8 +39,10 @@ ALLOWED = {
     "testing": {"contract", "config", "crypto", "store", "ipfs", "settlement", "node", "task"},
     "authoring": set(),
     "devnet": {"config", "crypto", "node", "settlement"},
+    "operator": {"config", "contract", "crypto", "node", "settlement", "store"},
     "templates": set(),
     "cli": {
+        "operator",
         "devnet",
         "testing",
         "authoring",

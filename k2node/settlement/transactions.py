@@ -142,3 +142,9 @@ def with_stake_pot(
 def claim(task: Pubkey, claimer: Pubkey, stake_pot: Pubkey, beneficiary: Pubkey) -> Instruction:
     accounts = {"task": task, "signer": claimer, "stake_pot": stake_pot, "beneficiary": beneficiary}
     return instruction(Ix.CLAIM_REWARD, {}, accounts)
+
+
+def withdraw(task: Pubkey, staking: Pubkey) -> Instruction:
+    """Unstake: the whole stake back to the staking account (refused within 3 rounds of
+    its last submission)."""
+    return instruction(Ix.WITHDRAW, {}, {"task": task, "signer": staking})
