@@ -18,6 +18,7 @@ from k2node.config import ConfigError, Settings, load_settings
 from k2node.crypto import WalletError, load_or_create_wallet
 from k2node.eventloop import EventLoopError, run_main
 from k2node.logs import configure_logging
+from k2node.operator.commands import OPERATOR_COMMANDS, add_operator_commands
 from k2node.store import StoreError
 
 
@@ -95,34 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     devnet.add_argument("--liars", type=int, default=0, help="how many run a lying variant")
     devnet.add_argument("--data-dir", type=Path, default=Path("data/devnet"))
     devnet.add_argument("--slot-ms", type=float, default=400.0)
-    for name, helps in OPERATOR_COMMANDS.items():
-        verb = sub.add_parser(name, help=helps)
-        verb.add_argument("--env-file", type=Path, default=Path(".env-local"))
-        verb.add_argument("--data-dir", help="the node's data directory")
-        verb.add_argument("--port", help="the running node's HTTP port (SERVER_PORT)")
-        if name in ("status", "tasks"):
-            verb.add_argument("--json", action="store_true", help="as JSON, for scripts")
-        else:
-            verb.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-        if name in ("stake", "unstake"):
-            verb.add_argument("task", help="the task's id")
-        if name == "stake":
-            verb.add_argument("amount", help="KOII to add to your stake")
-        if name == "claim":
-            verb.add_argument("task", nargs="?", help="the task's id (default: all of them)")
-            verb.add_argument("--all", action="store_true", help="every task this node runs")
+    add_operator_commands(sub)
     new = sub.add_parser("new", help="write a new task project, tests included")
     new.add_argument("name", help="the project's folder (and the task's name)")
     return parser
 
-
-OPERATOR_COMMANDS = {
-    "status": "this node's tasks, stake, rewards and wallets (from the node, or K2)",
-    "tasks": "the tasks K2 offers, with their bounty and minimum stake",
-    "stake": "add KOII to your stake on a task",
-    "unstake": "take your stake back from a task (3 rounds after your last submission)",
-    "claim": "move your rewards into your main wallet",
-}
 
 # `k2node simulate` flags: each adversary's share of the nodes.
 ADVERSARY_FLAGS = {
@@ -353,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
 
             configure_logging("console", args.log_level, sys.stderr)
             return run_main(simulate_command(args))
+        if args.command == "logs":
+            from k2node.operator.logview import logs_command
+
+            return logs_command(args)
         if args.command in OPERATOR_COMMANDS:
             from k2node.operator.command import operator_command
 
