@@ -24,14 +24,13 @@ from typing import Any
 
 import yaml
 
-from k2node.contract.launch import TASK_API_VERSION
+from k2node.contract.launch import TASK_API_VERSION, declared_variables
 
 MANIFEST = "k2node-task.json"
 CONFIG = "config-task.yml"
 VENDOR = "vendor"
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 _SKIPPED_DIRS = frozenset({"__pycache__", "tests", "dist", "build", "node_modules", VENDOR})
-_VARIABLE_TYPES = ("TASK_VARIABLE", "GLOBAL_VARIABLE")
 _ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 MAX_MANIFEST_BYTES = 64 * 1024
 # What pip writes beside a vendored package that depends on the machine or the moment.
@@ -108,16 +107,6 @@ def _config(project: Path) -> dict[str, Any]:
     if not isinstance(raw, dict) or not isinstance(raw.get("task_name"), str):
         raise ArtifactError(f"{project / CONFIG} must name the task (task_name)")
     return raw
-
-
-def _variables(config: dict[str, Any]) -> tuple[str, ...]:
-    tags = config.get("requirementsTags") or []
-    names = {
-        str(tag["value"])
-        for tag in tags
-        if isinstance(tag, dict) and tag.get("type") in _VARIABLE_TYPES and tag.get("value")
-    }
-    return tuple(sorted(names))
 
 
 def _sources(project: Path) -> dict[str, bytes]:
@@ -223,7 +212,9 @@ def _remove(target: Path, info: Path) -> None:
 def build(project: Path, out: Path) -> Manifest:
     """Build the artifact of `project` at `out`; the same sources give the same bytes."""
     config = _config(project)
-    manifest = Manifest(config["task_name"], _entry(project), TASK_API_VERSION, _variables(config))
+    manifest = Manifest(
+        config["task_name"], _entry(project), TASK_API_VERSION, declared_variables(config)
+    )
     files = {**_sources(project), **_vendored(project)}
     files[MANIFEST] = json.dumps(manifest.to_json(), indent=1, sort_keys=True).encode()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,9 @@ class Settings:
     task_sandbox: str = "auto"  # auto: Landlock where the kernel has it; required; off
     task_memory_mb: int = 1024  # per task process (RLIMIT_DATA)
     task_open_files: int = 1024  # per task process
+    # .env-local and the environment, merged: where tasks' declared variables are found
+    # (never logged, never shown: repr and equality leave it out)
+    variables: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def public_url(self, port: int) -> str:
         return self.service_url or f"http://127.0.0.1:{port}"
@@ -192,6 +195,7 @@ def load_settings(
             "K2NODE_TASK_WS_MESSAGE_MB", get("K2NODE_TASK_WS_MESSAGE_MB", "4"), 1024
         ),
         reload=_bool("K2NODE_RELOAD", get("K2NODE_RELOAD", "false")),
+        variables=values,
     )
 
 

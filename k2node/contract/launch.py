@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 # The fork channel's descriptor and framing, as Node.js's child_process.fork sets them.
 CHANNEL_FD_ENV = "NODE_CHANNEL_FD"
@@ -18,6 +21,31 @@ TASK_MODE = "service"
 SECRET_ON_CHANNEL = "-"
 # The task API a task process offers its code; an artifact's manifest names the one it needs.
 TASK_API_VERSION = 1
+
+
+# requirementsTags of these types in config-task.yml name the variables a task reads.
+VARIABLE_TYPES = ("TASK_VARIABLE", "GLOBAL_VARIABLE")
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Set by the node itself: a task cannot have them from the operator's environment.
+RESERVED_VARIABLES = frozenset(
+    {"PATH", "PYTHONPATH", CHANNEL_FD_ENV, CHANNEL_MODE_ENV, TASK_ENTRY_ENV, TASK_SOCKET_ENV}
+)
+
+
+def declared_variables(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The task variables a config-task.yml's requirementsTags declare, sorted; names that
+    are not environment variable names, or that the node sets itself, are left out."""
+    tags = config.get("requirementsTags") or []
+    if not isinstance(tags, list):
+        return ()
+    names = {
+        str(tag["value"])
+        for tag in tags
+        if isinstance(tag, dict) and tag.get("type") in VARIABLE_TYPES and tag.get("value")
+    }
+    return tuple(
+        sorted(n for n in names if _VARIABLE_NAME.match(n) and n not in RESERVED_VARIABLES)
+    )
 
 
 class LaunchError(ValueError):

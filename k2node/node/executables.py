@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml
 
 from k2node.artifact import ArtifactError, read_manifest
+from k2node.contract.launch import declared_variables
 from k2node.ipfs import IpfsBackend, IpfsError
 from k2node.ipfs.unixfs import Cid, FileBuilder, UnixFsError
 
@@ -54,6 +56,27 @@ def _same_cid(data: bytes, cid: Cid) -> bool:
     builder = FileBuilder(lambda _cid, _block: None, cid.version)
     builder.write(data)
     return builder.finish().cid == cid
+
+
+class TaskVariablesMissing(Exception):
+    """The task declares variables the operator has not set: it cannot start."""
+
+
+def declared_for(entry: str, state: dict[str, Any], task_config: Path) -> tuple[str, ...]:
+    """The variables a task reads: its artifact's manifest names them; a DEVELOPMENT task's
+    config-task.yml (K2NODE_TASK_CONFIG) declares them; a JavaScript bundle names none."""
+    if entry.endswith(".zip"):
+        try:
+            return read_manifest(Path(entry)).task_variables
+        except ArtifactError as exc:
+            raise ExecutableError(str(exc)) from None
+    if state["task_executable_network"] != "DEVELOPMENT" or not task_config.is_file():
+        return ()
+    try:
+        raw = yaml.safe_load(task_config.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ExecutableError(f"{task_config}: {exc}") from None
+    return declared_variables(raw) if isinstance(raw, dict) else ()
 
 
 async def executable(

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from k2node.node.executables import ExecutableError
+from k2node.node.executables import ExecutableError, TaskVariablesMissing
 from k2node.node.running import RunningTask
 
 log = structlog.get_logger("k2node.node")
@@ -44,6 +44,8 @@ class Fleet:
         for task_id, stake in wanted:
             try:
                 self.add(await start(task_id, stake))
+            except TaskVariablesMissing as exc:  # the operator's to set: no point retrying
+                log.error("task_not_started", task_id=task_id, error=str(exc))
             except ExecutableError as exc:  # the others run all the same
                 log.error("task_unavailable", task_id=task_id, error=str(exc))
                 unavailable.append((task_id, stake))

@@ -3,6 +3,7 @@ and the arguments its process starts with."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import string
@@ -22,7 +23,7 @@ from k2node.ipfs import IpfsBackend
 from k2node.node.agent import TaskAgent
 from k2node.node.confine import rules_for
 from k2node.node.context import TaskContext
-from k2node.node.executables import executable
+from k2node.node.executables import TaskVariablesMissing, declared_for, executable
 from k2node.node.ledger import Ledger
 from k2node.node.process import TaskSpec
 from k2node.settlement import transactions, wire
@@ -188,6 +189,13 @@ async def provision_task(
             "run that one instead"
         )
     entry = await executable(state, settings.data_dir / "executables", ipfs, settings.task_entry)
+    needed = await asyncio.to_thread(declared_for, entry, state, settings.task_config)
+    missing = [name for name in needed if name not in settings.variables]
+    if missing:  # names only: their values are the operator's secrets
+        raise TaskVariablesMissing(
+            f"the task reads {', '.join(missing)}: set {'them' if len(missing) > 1 else 'it'} "
+            "in .env-local or the environment"
+        )
     public_url = settings.public_url(node_port)
     base = settings.data_dir / "namespace" / task_id
     base.mkdir(parents=True, exist_ok=True)
@@ -231,6 +239,11 @@ async def provision_task(
         settings.task_open_files,
     )
     spec = TaskSpec(
-        args, entry, base / "task.log", socket=socket_dir / "http.sock", confined=confined
+        args,
+        entry,
+        base / "task.log",
+        task_vars={name: settings.variables[name] for name in needed},
+        socket=socket_dir / "http.sock",
+        confined=confined,
     )
     return Provisioned(context, spec)

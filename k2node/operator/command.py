@@ -68,6 +68,9 @@ def _print_status(found: Status, console: Console) -> None:
         ]
         if t.stake > 0 and t.unstake_opens_round is not None:
             lines.append(f"unstaking opens at round {t.unstake_opens_round}")
+        if t.variables:
+            shown = ", ".join(f"{name} {state}" for name, state in t.variables.items())
+            lines.append(f"task variables: {shown}")
         for line in lines:
             console.print(f"  {line}", soft_wrap=True)
 
@@ -77,7 +80,7 @@ async def operator_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         async with reach(settings) as r:
             if args.command == "status":
-                found = await status(r, r.task_ids(settings))
+                found = await status(r, r.task_ids(settings), settings)
                 if args.json:
                     print(json.dumps(found.to_json(), indent=1))
                 else:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from k2node.config import Settings
 from k2node.contract.rounds import Schedule
 from k2node.contract.task_state import OPTION_SECTIONS, PAYOUT_SUCCESSFUL
+from k2node.node.executables import ExecutableError, declared_for
 from k2node.operator.reach import Reach
 from k2node.settlement.base import Settlement, TransactionError
 from k2node.settlement.task_ix import WITHDRAW_COOLDOWN_ROUNDS
@@ -32,6 +34,7 @@ class TaskStatus:
     unstake_opens_round: int | None = None  # None: it is open (or there is no stake)
     bounty_left: int = 0
     bounty_per_round: int = 0
+    variables: dict[str, str] = field(default_factory=dict)  # name -> set or missing
 
 
 @dataclass
@@ -103,7 +106,22 @@ def _state_word(state: dict[str, Any], here: list[str] | None) -> str:
     return "running" if state["task_id"] in here else "not run by this node"
 
 
-async def task_status(reach: Reach, task_id: str) -> TaskStatus:
+def _variables(state: dict[str, Any], settings: Settings) -> dict[str, str]:
+    """The task's declared variables, each set or missing here (never their values)."""
+    entry = settings.task_entry
+    if state["task_executable_network"] == "IPFS":
+        kept = settings.data_dir / "executables" / f"{state['task_audit_program']}.zip"
+        if not kept.is_file():
+            return {}
+        entry = str(kept)
+    try:
+        names = declared_for(entry, state, settings.task_config)
+    except ExecutableError:
+        return {}
+    return {name: "set" if name in settings.variables else "missing" for name in names}
+
+
+async def task_status(reach: Reach, task_id: str, settings: Settings) -> TaskStatus:
     k2 = reach.settlement
     try:
         state = await k2.get_task_state(task_id, ALL_SECTIONS)
@@ -130,15 +148,16 @@ async def task_status(reach: Reach, task_id: str) -> TaskStatus:
         unstake_opens_round=unstake_opens(last, round_),
         bounty_left=int(state["total_bounty_amount"]),
         bounty_per_round=int(state["bounty_amount_per_round"]),
+        variables=_variables(state, settings),
     )
 
 
-async def status(reach: Reach, task_ids: list[str]) -> Status:
+async def status(reach: Reach, task_ids: list[str], settings: Settings) -> Status:
     k2 = reach.settlement
     main = {"pubkey": reach.main.pubkey, "balance": await k2.get_balance(reach.main.pubkey)}
     staking = None
     if reach.staking is not None:
         key = reach.staking.pubkey
         staking = {"pubkey": key, "balance": await k2.get_balance(key)}
-    tasks = [await task_status(reach, t) for t in task_ids]
+    tasks = [await task_status(reach, t, settings) for t in task_ids]
     return Status(reach.node_tasks is not None, main, staking, tasks, k2.slot_ms)
