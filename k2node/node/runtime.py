@@ -9,6 +9,7 @@ bounds, whose sum stays under systemd's stop timeout.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -35,6 +36,7 @@ from k2node.node.http.api import NodeApi
 from k2node.node.http.proxy import ProxyLimits
 from k2node.node.ledger import Ledger
 from k2node.node.metrics import NodeMetrics
+from k2node.node.notify import Notifier
 from k2node.node.peers import Peers
 from k2node.node.process import STOP_TIMEOUT_S
 from k2node.node.provision import Wallets, example_task, load_wallets, provision_task
@@ -267,6 +269,15 @@ async def _serve(
 
 
 async def run_node(settings: Settings, stop: asyncio.Event) -> int:
-    async with Node.manage(settings):
-        await stop.wait()
+    notifier = Notifier(os.environ)
+    try:
+        async with Node.manage(settings) as node:
+            notifier.send(f"READY=1\nSTATUS=serving on port {node.port}, {len(node.tasks)} tasks")
+            pinging = asyncio.create_task(notifier.watchdog(), name="sd-watchdog")
+            await stop.wait()
+            notifier.send("STOPPING=1")
+            pinging.cancel()
+            await asyncio.gather(pinging, return_exceptions=True)
+    finally:
+        notifier.close()
     return 0
