@@ -50,6 +50,7 @@ class Settings:
     task_ws_connections: int = 256  # WebSockets relayed to one task at once
     task_ws_message_mb: int = 4  # one relayed WebSocket message
     reload: bool = False  # restart a DEVELOPMENT task's process when its sources change
+    auto_claim: int = 0  # ROE: claim a task's rewards once they reach this; 0: never
     http_idle_s: int = 30  # a connection with no request finished in this long is closed
     task_sandbox: str = "auto"  # auto: Landlock where the kernel has it; required; off
     task_memory_mb: int = 1024  # per task process (RLIMIT_DATA)
@@ -196,6 +197,7 @@ def load_settings(
         ),
         reload=_bool("K2NODE_RELOAD", get("K2NODE_RELOAD", "false")),
         variables=values,
+        auto_claim=_koii_to_roe("K2NODE_AUTO_CLAIM", get("K2NODE_AUTO_CLAIM", "0")),
     )
 
 

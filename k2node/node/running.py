@@ -72,6 +72,7 @@ class RunningTask:
         restart_backoff_s: float = 1.0,
         channel: ChannelFactory | None = None,
         watch: Path | None = None,
+        auto_claim: int = 0,
     ) -> None:
         self.context = context
         self.spec = spec  # its HTTP server: spec.server_socket, or spec.args.port
@@ -90,6 +91,8 @@ class RunningTask:
         self._watch_job: asyncio.Task[None] | None = None
         self._stopped = False
         self._watch = watch  # the sources to reload the task from when they change
+        self._auto_claim = auto_claim  # ROE: claim rewards once they reach this (0: never)
+        self._events = events
         self._in_flight: set[tuple[str, int]] = set()  # phases sent, not yet answered
         self._idle = asyncio.Event()  # set while none is
         self._idle.set()
@@ -209,6 +212,22 @@ class RunningTask:
         await self.payouts.settle(round_, state)
         self.watchdog.check(round_)
         self.context.agent.ledger.prune(self.task_id, round_ - KEEP_LEDGER_ROUNDS)
+        if self._auto_claim > 0:
+            await self._claim_if_due(round_)
+
+    async def _claim_if_due(self, round_: int) -> None:
+        agent = self.context.agent
+        state = await agent.state({"is_available_balances_required": True})
+        if int(state["available_balances"].get(agent.staking.pubkey, 0)) < self._auto_claim:
+            return
+        try:
+            claimed = await agent.claim()
+        except TransactionError as exc:
+            self._events.warn("auto_claim_refused", task_id=self.task_id, error=str(exc))
+            return
+        self._events.emit(
+            "rewards_claimed", task_id=self.task_id, round=round_, amount=claimed["claimed"]
+        )
 
     async def payout_due(self, round_: int) -> None:
         await self.payouts.trigger_if_mine(round_)

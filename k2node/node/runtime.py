@@ -181,7 +181,13 @@ class Node:
                 if settings.reload:
                     watch = source_folder(ready.spec.entry, settings.data_dir / "executables")
                 return RunningTask(
-                    ready.context, ready.spec, timer, events, restart_backoff_s, watch=watch
+                    ready.context,
+                    ready.spec,
+                    timer,
+                    events,
+                    restart_backoff_s,
+                    watch=watch,
+                    auto_claim=settings.auto_claim,
                 )
 
             stakes = list(settings.task_stakes) + [0] * len(task_ids)

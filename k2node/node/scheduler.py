@@ -21,6 +21,8 @@ from k2node.node.agent import TaskAgent
 from k2node.node.clock import Clock
 from k2node.node.events import EventHub
 
+# What a paused task is not sent: new work and its submission.
+WORK_PHASES = frozenset({Phase.EXECUTE_TASK, Phase.SUBMIT_PAYLOAD})
 # How long after a round opens its re-sync and bookkeeping wait, at most a quarter slot.
 BOOKKEEPING_DELAY_S = 0.02
 
@@ -46,6 +48,7 @@ class Scheduler:
         self._events = events
         self.delays_ms: list[float] = []  # dispatch delay after a window opens (metrics)
         self._awake_from: int | None = None  # the first slot the timers saw
+        self.paused = False  # the bounty cannot pay a round: no new work is sent
 
     @property
     def task_id(self) -> str:
@@ -67,6 +70,7 @@ class Scheduler:
                 state = await self._state()
                 continue
             start = schedule.round_start(r)
+            self._check_bounty(r, state)
             # The round's opening messages need only the schedule: they go out first, and
             # the re-sync with K2 and the bookkeeping follow.
             opened = [p for p in phases_of_round(r, state) if p.slot == start and not p.retry]
@@ -81,9 +85,24 @@ class Scheduler:
                     await self._run_phase(phase)
             await clock.sleep_until_slot(Schedule.of(state).round_start(r + 1))
 
+    def _check_bounty(self, r: int, state: dict[str, Any]) -> None:
+        """A task whose bounty cannot pay a round gets no new work or submissions from this
+        node (they would cost fees for nothing); audits, lists and payouts of the rounds
+        already submitted go on. One line when it pauses, one when it resumes."""
+        left, per_round = int(state["total_bounty_amount"]), int(state["bounty_amount_per_round"])
+        paused = left < per_round
+        if paused != self.paused:
+            self.paused = paused
+            event = "task_paused" if paused else "task_resumed"
+            self._events.emit(
+                event, task_id=self.task_id, round=r, bounty_left=left, bounty_per_round=per_round
+            )
+
     async def _run_phase(self, phase: TimedPhase) -> None:
         clock = self._clock
         ledger = self._agent.ledger
+        if self.paused and phase.kind in WORK_PHASES:
+            return
         if phase.kind != PAYOUT and ledger.phase_done(self.task_id, phase.label, phase.round_):
             return
         await clock.sleep_until_slot(phase.slot)
