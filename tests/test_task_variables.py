@@ -18,8 +18,7 @@ from k2node.crypto import Keypair, load_wallet
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.node.provision import deploy_task
 from k2node.node.runtime import Node
-from k2node.operator.reach import Reach
-from k2node.operator.status import status
+from k2node.node.standing import standing
 from k2node.settlement.local import LocalK2
 from tests.conftest import REPO, task_file, wait_for
 
@@ -94,14 +93,9 @@ async def test_a_task_gets_its_variables_and_a_missing_one_stops_only_its_task(
     # no value of any variable reached the log
     assert not any("from-env-local" in str(e) or "from-environment" in str(e) for e in logs)
     # `k2node status` shows each task's variables as set or missing, never their values
-    reach = Reach(
-        fast_chain,
-        load_wallet(data / "wallets" / "id.json"),
-        load_wallet(data / "wallets" / "staking.json"),
-        None,
-        "",
-    )
-    shown = await status(reach, [dev_task, ipfs_task], settings)
+    main = load_wallet(data / "wallets" / "id.json").pubkey
+    staking = load_wallet(data / "wallets" / "staking.json").pubkey
+    shown = await standing(fast_chain, main, staking, None, [dev_task, ipfs_task], settings)
     assert [t.variables for t in shown.tasks] == [
         {"API_KEY": "set", "REGION": "set"},
         {"NOT_SET_ANYWHERE": "missing"},

@@ -42,6 +42,7 @@ from k2node.node.process import STOP_TIMEOUT_S
 from k2node.node.provision import Wallets, example_task, load_wallets, provision_task
 from k2node.node.reload import source_folder
 from k2node.node.running import RunningTask
+from k2node.node.standing import standing
 from k2node.settlement.base import Settlement, TransactionError
 from k2node.settlement.local import LocalK2
 from k2node.settlement.rpc import K2Unreachable, RpcSettlement
@@ -150,6 +151,20 @@ class Node:
                 ws_connections=settings.task_ws_connections,
                 ws_message=settings.task_ws_message_mb << 20,
             )
+
+            settled: Settlement = settlement  # (narrowed: the closure below keeps the type)
+
+            async def current_standing() -> dict[str, Any]:
+                found = await standing(
+                    settled,
+                    wallets.main.pubkey,
+                    wallets.staking.pubkey,
+                    list(tasks),
+                    task_ids,
+                    settings,
+                )
+                return found.to_json()
+
             api = NodeApi(
                 tasks,
                 wallets.main.pubkey,
@@ -159,6 +174,7 @@ class Node:
                 k2,
                 limits,
                 metrics,
+                current_standing,
             )
             port = await _serve(api.app(), settings, stack, plan)
             own_urls.add(settings.public_url(port))

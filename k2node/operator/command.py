@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from k2node.config import Settings
+from k2node.node.standing import Status, standing
 from k2node.operator.money import (
     Plan,
     carry_out,
@@ -20,7 +21,6 @@ from k2node.operator.money import (
     plan_unstake,
 )
 from k2node.operator.reach import OperatorError, Reach, reach
-from k2node.operator.status import Status, status
 
 
 def _confirmed(plan: Plan, yes: bool, console: Console) -> bool:
@@ -80,7 +80,11 @@ async def operator_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         async with reach(settings) as r:
             if args.command == "status":
-                found = await status(r, r.task_ids(settings), settings)
+                staking = r.staking.pubkey if r.staking else None
+                ids = r.task_ids(settings)
+                found = await standing(
+                    r.settlement, r.main.pubkey, staking, r.node_tasks, ids, settings
+                )
                 if args.json:
                     print(json.dumps(found.to_json(), indent=1))
                 else:

@@ -14,8 +14,8 @@ from k2node.contract.rounds import Schedule
 from k2node.contract.units import ROE_PER_KOII
 from k2node.crypto import Keypair
 from k2node.node.http.rpc_chain import ALLOWLISTED
+from k2node.node.standing import last_submission, unstake_opens
 from k2node.operator.reach import OperatorError, Reach
-from k2node.operator.status import last_submission, unstake_opens
 from k2node.settlement import transactions, wire
 from k2node.settlement.base import TransactionError
 from k2node.settlement.program import LAMPORTS_PER_SIGNATURE

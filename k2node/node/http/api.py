@@ -3,8 +3,11 @@ node registrations, events, admin calls and, with the embedded store, the IPFS g
 
 from __future__ import annotations
 
+import functools
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from importlib import resources
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -27,6 +30,28 @@ from k2node.node.provision import K2_RPC_PATH
 from k2node.settlement.service import K2Service
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
+STANDING_FRESH_S = 1.0
+Standing = Callable[[], Awaitable[dict[str, Any]]]
+# The page runs only its own script and talks only to this node.
+_PAGE_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'"
+)
+
+
+def _prefers_html(accept: str) -> bool:
+    """Whether the client asks for HTML before JSON (a browser does; scripts do not)."""
+    kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if "text/html" not in kinds:
+        return False
+    return "application/json" not in kinds or kinds.index("text/html") < kinds.index(
+        "application/json"
+    )
+
+
+@functools.cache
+def _status_page() -> str:
+    return (resources.files("k2node.node.http") / "status_page.html").read_text()
 
 
 class ServedTask(ProxiedTask, Protocol):
@@ -49,6 +74,7 @@ class NodeApi:
         k2: K2Service | None = None,
         proxy_limits: ProxyLimits | None = None,
         metrics: NodeMetrics | None = None,
+        standing: Standing | None = None,
     ) -> None:
         self._tasks = tasks
         self._main_pubkey = main_pubkey
@@ -59,11 +85,15 @@ class NodeApi:
         self._k2 = k2
         self._proxy = TaskProxy(proxy_limits or ProxyLimits())
         self._metrics = metrics
+        self._standing = standing
+        self._standing_cache: tuple[float, dict[str, Any]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_RPC_BODY, middlewares=[json_errors])
         app.router.add_get("/", self._status)
         app.router.add_get("/id", self._id)
+        if self._standing is not None:
+            app.router.add_get("/standing", self._serve_standing)
         if self._metrics is not None:
             app.router.add_get("/metrics", self._serve_metrics)
         app.router.add_get("/tasks", self._list_tasks)
@@ -104,10 +134,26 @@ class NodeApi:
         stakes: dict[str, int] = state["stake_list"]
         return stakes
 
-    async def _status(self, _: web.Request) -> web.Response:
+    async def _status(self, request: web.Request) -> web.Response:
+        """A browser gets the status page; JSON clients the node's state, as always."""
+        if _prefers_html(request.headers.get("Accept", "")) and self._standing is not None:
+            return web.Response(
+                text=_status_page(),
+                content_type="text/html",
+                headers={"Cache-Control": "no-cache", "Content-Security-Policy": _PAGE_POLICY},
+            )
         return web.json_response(
             {"status": "running", "version": __version__, "tasks": len(self._tasks)}
         )
+
+    async def _serve_standing(self, _: web.Request) -> web.Response:
+        """Where this node stands in its tasks (`k2node status --json`), at most once a
+        second however many pages ask."""
+        assert self._standing is not None
+        now = time.monotonic()
+        if self._standing_cache is None or now - self._standing_cache[0] > STANDING_FRESH_S:
+            self._standing_cache = (now, await self._standing())
+        return web.json_response(self._standing_cache[1])
 
     async def _id(self, _: web.Request) -> web.Response:
         return web.json_response(self._main_pubkey)

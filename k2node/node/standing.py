@@ -1,4 +1,5 @@
-"""`k2node status`: each task as this node stands in it, and the wallets, as data."""
+"""Where this node stands: each task as it stands in it, and its wallets, as data. What
+`k2node status` prints and the status page (`GET /standing`) shows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from k2node.config import Settings
 from k2node.contract.rounds import Schedule
 from k2node.contract.task_state import OPTION_SECTIONS, PAYOUT_SUCCESSFUL
 from k2node.node.executables import ExecutableError, declared_for
-from k2node.operator.reach import Reach
 from k2node.settlement.base import Settlement, TransactionError
 from k2node.settlement.task_ix import WITHDRAW_COOLDOWN_ROUNDS
 
@@ -121,8 +121,9 @@ def _variables(state: dict[str, Any], settings: Settings) -> dict[str, str]:
     return {name: "set" if name in settings.variables else "missing" for name in names}
 
 
-async def task_status(reach: Reach, task_id: str, settings: Settings) -> TaskStatus:
-    k2 = reach.settlement
+async def task_status(
+    k2: Settlement, me: str, here: list[str] | None, task_id: str, settings: Settings
+) -> TaskStatus:
     try:
         state = await k2.get_task_state(task_id, ALL_SECTIONS)
     except TransactionError:
@@ -130,12 +131,11 @@ async def task_status(reach: Reach, task_id: str, settings: Settings) -> TaskSta
     state["task_id"] = task_id
     schedule = Schedule.of(state)
     round_, phase, slots_left = phase_of(schedule, k2.current_slot())
-    me = reach.staking.pubkey if reach.staking else ""
     last = last_submission(state, me)
     return TaskStatus(
         task_id=task_id,
         name=state["task_name"],
-        state=_state_word(state, reach.node_tasks),
+        state=_state_word(state, here),
         round=round_,
         phase=phase,
         seconds_to_next_round=round(slots_left * k2.slot_ms / 1000, 1),
@@ -152,12 +152,19 @@ async def task_status(reach: Reach, task_id: str, settings: Settings) -> TaskSta
     )
 
 
-async def status(reach: Reach, task_ids: list[str], settings: Settings) -> Status:
-    k2 = reach.settlement
-    main = {"pubkey": reach.main.pubkey, "balance": await k2.get_balance(reach.main.pubkey)}
-    staking = None
-    if reach.staking is not None:
-        key = reach.staking.pubkey
-        staking = {"pubkey": key, "balance": await k2.get_balance(key)}
-    tasks = [await task_status(reach, t, settings) for t in task_ids]
-    return Status(reach.node_tasks is not None, main, staking, tasks, k2.slot_ms)
+async def standing(
+    k2: Settlement,
+    main: str,
+    staking: str | None,
+    here: list[str] | None,
+    task_ids: list[str],
+    settings: Settings,
+) -> Status:
+    """`here`: the tasks the node runs; None when no node runs."""
+    main_wallet = {"pubkey": main, "balance": await k2.get_balance(main)}
+    staking_wallet = None
+    if staking is not None:
+        staking_wallet = {"pubkey": staking, "balance": await k2.get_balance(staking)}
+    me = staking or ""
+    tasks = [await task_status(k2, me, here, t, settings) for t in task_ids]
+    return Status(here is not None, main_wallet, staking_wallet, tasks, k2.slot_ms)
