@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean venv
+.PHONY: run test lint bench clean venv compose-test
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q
+
+# docker compose for real (root, and Debian's docker.io, docker-compose, debootstrap)
+compose-test: $(STAMP)
+	$(PY) -m pytest -q -m compose tests/test_compose.py
 
 bench: $(STAMP)
 	$(PY) bench/run.py
