@@ -209,6 +209,7 @@ async def ipfs_command(args: argparse.Namespace, settings: Settings) -> int:
     from k2node.ipfs.embedded import EmbeddedIpfs
     from k2node.ipfs.kubo import KuboIpfs
     from k2node.ipfs.unixfs import Cid, UnixFsError
+    from k2node.progress import file_chunks
 
     try:
         store: EmbeddedIpfs | None = EmbeddedIpfs.open(settings.data_dir / "ipfs")
@@ -217,7 +218,8 @@ async def ipfs_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if store is not None:
             if args.verb == "add":
-                cid = store.add_path(args.file, args.cid_version, args.raw_leaves)
+                chunks = file_chunks(args.file, f"adding {args.file.name}")
+                cid = store.add_chunks(chunks, args.cid_version, args.raw_leaves).cid
                 print(f"added {cid} {args.file.name}")
             else:
                 async for piece in store.cat(Cid.parse(args.cid), max_bytes=1 << 62):

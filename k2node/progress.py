@@ -1,0 +1,33 @@
+"""Progress of a long operation at the command line: a bar on a terminal, nothing on a pipe
+(a log or a script reading the output sees only the result)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+READ_SIZE = 256 * 1024
+
+
+def file_chunks(path: Path, label: str) -> Iterator[bytes]:
+    """The file's bytes in chunks, its progress shown on stderr when that is a terminal."""
+    with path.open("rb") as source:
+        chunks = iter(lambda: source.read(READ_SIZE), b"")
+        if not sys.stderr.isatty():
+            yield from chunks
+            return
+        columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+        with Progress(f"[bold]{label}", *columns, transient=True) as progress:
+            task = progress.add_task(label, total=path.stat().st_size)
+            for chunk in chunks:
+                progress.advance(task, len(chunk))
+                yield chunk

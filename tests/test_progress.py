@@ -1,0 +1,39 @@
+"""Long operations show a progress bar on a terminal and nothing on a pipe."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _add(data_dir: Path, file: Path) -> list[str]:
+    return [sys.executable, "-m", "k2node", "ipfs", "--data-dir", str(data_dir), "add", str(file)]
+
+
+def test_a_pipe_gets_the_result_alone(tmp_path: Path) -> None:
+    file = tmp_path / "big.bin"
+    file.write_bytes(os.urandom(3 * 1024 * 1024))
+    run = subprocess.run(_add(tmp_path / "d", file), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert run.stdout.startswith("added Qm") and run.stdout.endswith(" big.bin\n")
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="no `script` to give it a terminal")
+def test_a_terminal_gets_a_bar_and_the_same_result(tmp_path: Path) -> None:
+    file = tmp_path / "big.bin"
+    file.write_bytes(os.urandom(3 * 1024 * 1024))
+    piped = subprocess.run(_add(tmp_path / "a", file), capture_output=True, text=True, timeout=60)
+    command = " ".join(_add(tmp_path / "b", file))
+    on_terminal = subprocess.run(
+        ["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60
+    )
+    assert on_terminal.returncode == 0, on_terminal.stdout[-2000:]
+    shown = on_terminal.stdout
+    assert "adding big.bin" in shown and "━" in shown and "MB" in shown
+    assert piped.stdout.strip() in shown  # the same CID either way
