@@ -12,20 +12,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from solders.pubkey import Pubkey
 
 from k2node.config import Settings
 from k2node.contract.units import ROE_PER_KOII
+from k2node.crypto import Keypair
 from k2node.node.runtime import Node
 from k2node.operator.money import roe_of
 from k2node.operator.reach import OperatorError
 from k2node.settlement.local import LocalK2
-from tests.conftest import wait_for
+from k2node.settlement.service import K2Service
+from tests.conftest import create_task, node_settings, wait_for
 
 SLOT_MS = "100"  # the example's 20-slot rounds take 2 s
 
 
-async def _k2node(data: Path, *args: str, port: int = 9) -> subprocess.CompletedProcess[str]:
+async def _k2node(
+    data: Path, *args: str, port: int = 9, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The command in a process of its own, as an operator runs it (while this test's loop
     goes on serving the node it may ask)."""
     command = [sys.executable, "-m", "k2node", *args, "--data-dir", str(data), "--port", str(port)]
@@ -34,7 +39,7 @@ async def _k2node(data: Path, *args: str, port: int = 9) -> subprocess.Completed
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=os.environ | {"K2NODE_SLOT_MS": SLOT_MS},
+        env=os.environ | {"K2NODE_SLOT_MS": SLOT_MS} | (env or {}),
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
@@ -153,3 +158,35 @@ def test_amounts_are_koii(text: str, roe: int) -> None:
 def test_bad_amounts_are_refused(text: str) -> None:
     with pytest.raises(OperatorError):
         roe_of(text)
+
+
+async def test_on_a_devnet_the_commands_go_to_its_k2(tmp_path: Path) -> None:
+    """A node on a `k2node k2` service: status and claim reach that K2 (K2_NODE_URL)."""
+    k2 = LocalK2.open(tmp_path / "k2", float(SLOT_MS))
+    service = TestClient(TestServer(K2Service(k2).app()))
+    await service.start_server()
+    try:
+        task_id = await create_task(
+            k2, Keypair.generate(), round_time=20, submission_window=8, audit_window=8
+        )
+        url = str(service.make_url("/"))
+        data = tmp_path / "node"
+        async with Node.manage(node_settings(data, task_id, k2_node_url=url)) as node:
+            me = node.staking.pubkey
+
+            async def rewarded() -> bool:
+                state = await k2.get_task_state(task_id, {"is_available_balances_required": True})
+                return state["available_balances"].get(me, 0) > 0
+
+            await wait_for(rewarded, within=60)
+            extra = {"K2_NODE_URL": url, "TASKS": task_id}
+            seen = _json(await _k2node(data, "status", "--json", port=node.port, env=extra))
+            assert seen["node_running"] is True
+            assert seen["tasks"][0]["claimable"] > 0
+            done = await _k2node(data, "claim", task_id, "--yes", port=node.port, env=extra)
+            assert done.returncode == 0 and "claimed" in done.stdout, done.stderr
+            state = await k2.get_task_state(task_id, {"is_available_balances_required": True})
+            assert state["available_balances"][me] == 0
+    finally:
+        await service.close()
+        k2.close()
