@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -18,15 +19,23 @@ from rich.progress import (
 READ_SIZE = 256 * 1024
 
 
+def progress_bar(label: str) -> Progress | None:
+    """A byte-counting bar on stderr when that is a terminal; None on a pipe."""
+    if not sys.stderr.isatty():
+        return None
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    return Progress(f"[bold]{label}", *columns, console=Console(stderr=True), transient=True)
+
+
 def file_chunks(path: Path, label: str) -> Iterator[bytes]:
     """The file's bytes in chunks, its progress shown on stderr when that is a terminal."""
     with path.open("rb") as source:
         chunks = iter(lambda: source.read(READ_SIZE), b"")
-        if not sys.stderr.isatty():
+        shown = progress_bar(label)
+        if shown is None:
             yield from chunks
             return
-        columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-        with Progress(f"[bold]{label}", *columns, transient=True) as progress:
+        with shown as progress:
             task = progress.add_task(label, total=path.stat().st_size)
             for chunk in chunks:
                 progress.advance(task, len(chunk))

@@ -19,6 +19,7 @@ ALLOWED = {
     "logs": set(),
     "http_errors": set(),
     "eventloop": set(),
+    "progress": set(),
     "config": {"contract"},
     "artifact": {"contract"},
     "ipfs": {"store"},
@@ -26,6 +27,7 @@ ALLOWED = {
     "task": {"contract", "crypto", "store", "logs", "http_errors", "artifact", "eventloop"},
     "examples": {"task", "contract", "crypto"},
     "node": {
+        "progress",
         "contract",
         "crypto",
         "store",
@@ -42,6 +44,7 @@ ALLOWED = {
     "operator": {"config", "contract", "crypto", "node", "settlement", "store"},
     "templates": set(),
     "cli": {
+        "progress",
         "operator",
         "devnet",
         "testing",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from k2node.ipfs.embedded import EmbeddedIpfs
+from k2node.node import executables
 
 
 def _add(data_dir: Path, file: Path) -> list[str]:
@@ -37,3 +41,24 @@ def test_a_terminal_gets_a_bar_and_the_same_result(tmp_path: Path) -> None:
     shown = on_terminal.stdout
     assert "adding big.bin" in shown and "━" in shown and "MB" in shown
     assert piped.stdout.strip() in shown  # the same CID either way
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_fetching_an_executable_shows_a_bar_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EmbeddedIpfs.open(tmp_path / "ipfs")
+    try:
+        data = os.urandom(2 * 1024 * 1024)
+        cid = await store.publish(data)
+        assert await executables._fetch_once(store, cid) == data  # a pipe: no bar
+        terminal = _Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        assert await executables._fetch_once(store, cid) == data
+        assert f"fetching {cid[:16]}" in terminal.getvalue()
+    finally:
+        store.close()

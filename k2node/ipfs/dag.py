@@ -53,6 +53,13 @@ class DagReader:
         except UnixFsError as exc:
             raise IpfsError(f"block {cid} is not a dag-pb node: {exc}") from None
 
+    async def file_size(self, cid: Cid) -> int | None:
+        """A file's size as its root block says (a raw block: its length)."""
+        node = await self._node(cid)
+        if node is None:
+            return len(await self.block(cid))
+        return _unixfs(node, cid).filesize
+
     async def cat(
         self, cid: Cid, path: str = "", max_bytes: int = DEFAULT_MAX_BYTES
     ) -> AsyncIterator[bytes]:

@@ -22,7 +22,9 @@ import yaml
 from k2node.artifact import ArtifactError, read_manifest
 from k2node.contract.launch import declared_variables
 from k2node.ipfs import IpfsBackend, IpfsError
+from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.unixfs import Cid, FileBuilder, UnixFsError
+from k2node.progress import progress_bar
 
 log = structlog.get_logger("k2node.node")
 
@@ -147,10 +149,26 @@ def _keep(folder: Path, text: str, data: bytes) -> str:
     return str(path)
 
 
+async def _fetch_once(ipfs: IpfsBackend, cid: str) -> bytes:
+    """The executable's bytes; with the node on a terminal, a bar shows the fetch."""
+    shown = progress_bar(f"fetching {cid[:16]}…") if isinstance(ipfs, EmbeddedIpfs) else None
+    if shown is None:
+        return await ipfs.fetch(cid, max_bytes=MAX_EXECUTABLE_BYTES)
+    assert isinstance(ipfs, EmbeddedIpfs)
+    root = Cid.parse(cid)
+    pieces = []
+    with shown as progress:
+        task = progress.add_task("fetch", total=await ipfs.reader.file_size(root))
+        async for piece in ipfs.cat(root, max_bytes=MAX_EXECUTABLE_BYTES):
+            pieces.append(piece)
+            progress.advance(task, len(piece))
+    return b"".join(pieces)
+
+
 async def _fetch(ipfs: IpfsBackend, cid: str) -> bytes:
     for attempt in range(FETCH_ATTEMPTS):
         try:
-            return await ipfs.fetch(cid, max_bytes=MAX_EXECUTABLE_BYTES)
+            return await _fetch_once(ipfs, cid)
         except IpfsError as exc:
             if attempt == FETCH_ATTEMPTS - 1:
                 raise ExecutableError(f"cannot fetch {cid}: {exc}") from None
