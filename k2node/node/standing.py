@@ -25,6 +25,7 @@ class TaskStatus:
     round: int
     phase: str  # submission, audit, or work (between the windows)
     seconds_to_next_round: float
+    round_seconds: float
     stake: int
     minimum_stake: int
     last_submission_round: int | None
@@ -127,7 +128,7 @@ async def task_status(
     try:
         state = await k2.get_task_state(task_id, ALL_SECTIONS)
     except TransactionError:
-        return TaskStatus(task_id, "", "unknown to K2", 0, "", 0.0, 0, 0, None, 0)
+        return TaskStatus(task_id, "", "unknown to K2", 0, "", 0.0, 0.0, 0, 0, None, 0)
     state["task_id"] = task_id
     schedule = Schedule.of(state)
     round_, phase, slots_left = phase_of(schedule, k2.current_slot())
@@ -139,6 +140,7 @@ async def task_status(
         round=round_,
         phase=phase,
         seconds_to_next_round=round(slots_left * k2.slot_ms / 1000, 1),
+        round_seconds=round(schedule.round_time * k2.slot_ms / 1000, 3),
         stake=int(state["stake_list"].get(me, 0)),
         minimum_stake=int(state["minimum_stake_amount"]),
         last_submission_round=last,

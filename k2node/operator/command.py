@@ -7,7 +7,6 @@ import json
 import sys
 
 from rich.console import Console
-from rich.table import Table
 
 from k2node.config import Settings
 from k2node.node.standing import Status, standing
@@ -67,7 +66,16 @@ def _print_status(found: Status, console: Console) -> None:
             f"bounty left {koii(t.bounty_left)}, {koii(t.bounty_per_round)} a round",
         ]
         if t.stake > 0 and t.unstake_opens_round is not None:
-            lines.append(f"unstaking opens at round {t.unstake_opens_round}")
+            wait_s = (
+                t.unstake_opens_round - t.round - 1
+            ) * t.round_seconds + t.seconds_to_next_round
+            lines.append(
+                f"unstaking opens at round {t.unstake_opens_round}, in about {wait_s:.0f} s "
+                f"(3 rounds after the last submission; while the node runs this task it "
+                f"submits every round: stop it first)"
+            )
+        elif t.stake > 0:
+            lines.append(f"unstaking: open now (k2node unstake {t.task_id})")
         if t.variables:
             shown = ", ".join(f"{name} {state}" for name, state in t.variables.items())
             lines.append(f"task variables: {shown}")
@@ -95,20 +103,15 @@ async def operator_command(args: argparse.Namespace, settings: Settings) -> int:
                 if args.json:
                     print(json.dumps(rows, indent=1))
                     return 0
-                table = Table(title="tasks on K2")
-                for column in ("task", "active", "bounty left", "per round", "minimum stake",
-                               "nodes"):  # fmt: skip
-                    table.add_column(column)
                 for row in rows:
-                    table.add_row(
-                        f"{row['name']}\n{row['task_id']}",
-                        "yes" if row["active"] else "no",
-                        koii(row["bounty_left"]),
-                        koii(row["bounty_per_round"]),
-                        koii(row["minimum_stake"]),
-                        str(row["nodes"]),
+                    active = "active" if row["active"] else "stopped"
+                    console.print(f"\n[bold]{row['name']}[/bold] {row['task_id']}: {active}")
+                    console.print(
+                        f"  bounty left {koii(row['bounty_left'])}, {koii(row['bounty_per_round'])}"
+                        f" a round; minimum stake {koii(row['minimum_stake'])}; "
+                        f"{row['nodes']} nodes",
+                        soft_wrap=True,
                     )
-                console.print(table)
                 return 0
             if args.command == "stake":
                 plans = [await plan_stake(r, args.task, args.amount)]
