@@ -127,12 +127,10 @@ def verify_signature(signed: str, pubkey: str) -> dict[str, str]:
         return invalid
 
 
-def web3_account(keypair: Keypair) -> dict[str, Any]:
-    """The shape `getSubmitterAccount` answers to JavaScript tasks (a web3.js Keypair)."""
-    secret = keypair.secret_bytes
-    return {
-        "_keypair": {
-            "publicKey": {"_bn": keypair.public_bytes.hex()},
-            "secretKey": {str(i): b for i, b in enumerate(secret)},
-        }
-    }
+def web3_account(keypair: Keypair, with_secret: bool = True) -> dict[str, Any]:
+    """The shape `getSubmitterAccount` answers (a web3.js Keypair); without the secret key
+    for tasks that sign through the node."""
+    shown: dict[str, Any] = {"publicKey": {"_bn": keypair.public_bytes.hex()}}
+    if with_secret:
+        shown["secretKey"] = {str(i): b for i, b in enumerate(keypair.secret_bytes)}
+    return {"_keypair": shown}

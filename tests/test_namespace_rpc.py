@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from k2node.node.agent import TaskAgent
 from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
 from k2node.node.http.api import NodeApi
+from k2node.node.http.namespace_rpc import METHODS
 from k2node.node.ledger import Ledger
 from k2node.settlement import transactions, wire
 from k2node.settlement.local import LocalK2
@@ -107,12 +109,31 @@ async def test_reads_answer_in_contract_shapes(env: Env) -> None:
         "distributions_audit_trigger",
         "distributions_audit_record",
     }
+    # a Python task signs through the node: it sees the staking public key alone
     status, body = await env.call("getSubmitterAccount")
-    secret = body["response"]["_keypair"]["secretKey"]
-    assert bytes(secret[str(i)] for i in range(64)) == env.ctx.agent.staking.secret_bytes
+    shown = body["response"]["_keypair"]
+    assert "secretKey" not in shown and shown["publicKey"]["_bn"] == (
+        env.ctx.agent.staking.public_bytes.hex()
+    )
     status, body = await env.call("getTaskLevelDBPath")
     assert status == 200 and body["response"].endswith("/db")
     assert (await env.call("getDistributionList", env.peer.pubkey, 0)) == (200, {"response": None})
+
+
+async def test_a_javascript_task_is_handed_the_keypair_its_wrapper_signs_with(
+    env: Env,
+) -> None:
+    javascript = dataclasses.replace(env.ctx, javascript=True)
+    account = await METHODS["getSubmitterAccount"](javascript)
+    secret = account["_keypair"]["secretKey"]
+    assert bytes(secret[str(i)] for i in range(64)) == env.ctx.agent.staking.secret_bytes
+
+
+async def test_the_rpc_answers_only_this_machine(env: Env) -> None:
+    body = {"args": ["getRound"], "taskId": env.ctx.task_id, "secret": env.ctx.secret}
+    proxied = {"X-Forwarded-For": "203.0.113.9"}  # through a proxy: not the node's own task
+    resp = await env.client.post("/namespace-wrapper", json=body, headers=proxied)
+    assert resp.status == 403 and "own tasks only" in (await resp.json())["message"]
 
 
 async def test_sign_and_verify(env: Env) -> None:

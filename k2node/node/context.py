@@ -18,6 +18,9 @@ class TaskContext:
     ipfs: IpfsBackend | None = None
     rpc_url: str = ""  # K2's JSON-RPC for the task: the K2's URL, or the node's own /k2
     transfers_allowed: bool = False  # may the task move the operator's money (sendTransaction)
+    # A JavaScript task's wrapper signs with the staking key itself, so it is handed the
+    # keypair; a Python task signs through the node and sees the public key alone.
+    javascript: bool = False
 
     @property
     def task_id(self) -> str:

@@ -213,7 +213,15 @@ async def provision_task(
     rpc_url = settings.k2_node_url or f"{public_url}{K2_RPC_PATH}"
     transfers = task_id in settings.task_transfers
     context = TaskContext(
-        agent, state["task_name"], secret, stake, public_url, ipfs, rpc_url, transfers
+        agent,
+        state["task_name"],
+        secret,
+        stake,
+        public_url,
+        ipfs,
+        rpc_url,
+        transfers,
+        javascript=entry.endswith(".js"),
     )
     port = free_port()
     args = TaskArgs(

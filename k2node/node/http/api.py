@@ -22,14 +22,13 @@ from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
 from k2node.node.http.events import EventStream
 from k2node.node.http.gateway import IpfsGateway
-from k2node.node.http.namespace_rpc import NamespaceRpc
+from k2node.node.http.namespace_rpc import LOOPBACK, NamespaceRpc
 from k2node.node.http.proxy import ProxiedTask, ProxyLimits, TaskProxy
 from k2node.node.http.registry import NodeRegistry
 from k2node.node.metrics import CONTENT_TYPE, NodeMetrics
 from k2node.node.provision import K2_RPC_PATH
 from k2node.settlement.service import K2Service
 
-_LOOPBACK = frozenset({"127.0.0.1", "::1"})
 STANDING_FRESH_S = 1.0
 Standing = Callable[[], Awaitable[dict[str, Any]]]
 # The page runs only its own script and talks only to this node.
@@ -167,7 +166,7 @@ class NodeApi:
         )
 
     def is_admin(self, request: web.Request) -> bool:
-        if request.remote in _LOOPBACK and "X-Forwarded-For" not in request.headers:
+        if request.remote in LOOPBACK and "X-Forwarded-For" not in request.headers:
             return True
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         return bool(self._admin_token) and secrets.compare_digest(

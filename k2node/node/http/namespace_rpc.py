@@ -27,6 +27,7 @@ __all__ = ["METHODS", "MethodRefused", "NamespaceRpc", "call_method"]
 log = structlog.get_logger("k2node.rpc")
 
 ContextOf = Callable[[str], TaskContext | None]
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
 # Methods logged as one event each: they change K2's state or publish content.
 _LOGGED = CHAIN_ACTIONS | PUBLISHES
 
@@ -82,6 +83,10 @@ class NamespaceRpc:
         self._events = events
 
     async def handle(self, request: web.Request) -> web.Response:
+        # the node's own tasks run on this machine: whatever SERVER_HOST exposes, the RPC
+        # (and the staking key it signs with) is not for the network
+        if request.remote not in LOOPBACK or "X-Forwarded-For" in request.headers:
+            raise HttpError(403, "the namespace RPC answers this node's own tasks only")
         body = await json_body(request)
         if not isinstance(body, dict):
             raise HttpError(422, "body must be a JSON object")

@@ -119,7 +119,7 @@ async def _payout(ctx: TaskContext, round_: Any) -> dict[str, Any]:
 @method(Method.GET_SUBMITTER_ACCOUNT)
 async def _submitter_account(ctx: TaskContext, task_type: Any = "KOII") -> dict[str, Any]:
     koii_only(task_type)
-    return web3_account(ctx.agent.staking)
+    return web3_account(ctx.agent.staking, with_secret=ctx.javascript)
 
 
 @method(Method.SIGN_DATA)
