@@ -52,6 +52,7 @@ class Settings:
     reload: bool = False  # restart a DEVELOPMENT task's process when its sources change
     auto_claim: int = 0  # ROE: claim a task's rewards once they reach this; 0: never
     http_idle_s: int = 30  # a connection with no request finished in this long is closed
+    http_max_connections: int = 512  # open at once; past it a connection gets a 503
     task_sandbox: str = "auto"  # auto: Landlock where the kernel has it; required; off
     task_memory_mb: int = 1024  # per task process (RLIMIT_DATA)
     task_open_files: int = 1024  # per task process
@@ -180,6 +181,9 @@ def load_settings(
         log_level=get("K2NODE_LOG_LEVEL", "info"),
         task_sandbox=sandbox,
         http_idle_s=_positive("K2NODE_HTTP_IDLE_S", get("K2NODE_HTTP_IDLE_S", "30"), 3600),
+        http_max_connections=_positive(
+            "K2NODE_HTTP_MAX_CONNECTIONS", get("K2NODE_HTTP_MAX_CONNECTIONS", "512"), 1_000_000
+        ),
         task_memory_mb=_positive(
             "K2NODE_TASK_MEMORY_MB", get("K2NODE_TASK_MEMORY_MB", "1024"), 1 << 20
         ),

@@ -33,6 +33,7 @@ from k2node.node.confine import landlock_abi
 from k2node.node.events import EventHub
 from k2node.node.fleet import Fleet, report_failure
 from k2node.node.http.api import NodeApi
+from k2node.node.http.capped import CappedSite
 from k2node.node.http.proxy import ProxyLimits
 from k2node.node.ledger import Ledger
 from k2node.node.metrics import NodeMetrics
@@ -286,7 +287,10 @@ async def _serve(
     )
     await runner.setup()
     plan.add(stack, "http_server", HTTP_STOP_S, runner.cleanup)
-    await web.TCPSite(runner, settings.server_host, settings.server_port).start()
+    site = CappedSite(
+        runner, settings.server_host, settings.server_port, settings.http_max_connections
+    )
+    await site.start()
     return int(runner.addresses[0][1])
 
 
