@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean venv compose-test
+.PHONY: run test lint bench clean venv compose-test soak
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ test: lint
 # docker compose for real (root, and Debian's docker.io, docker-compose, debootstrap)
 compose-test: $(STAMP)
 	$(PY) -m pytest -q -m compose tests/test_compose.py
+
+# the long fault variants (30 kill -9 of a node: about 2 minutes)
+soak: $(STAMP)
+	$(PY) -m pytest -q -m soak
 
 bench: $(STAMP)
 	$(PY) bench/run.py
