@@ -241,13 +241,21 @@ async def bench_submissions(tmp: Path, n: int = 10_000) -> None:
     txs = _submissions(task_id, stakers, payer, blockhash)
     signing_ms = (time.perf_counter() - started) * 1000 / n
     started = time.perf_counter()
-    for raw in txs:
-        await k2.send(raw)
+    pending = list(txs)
+
+    async def sender() -> None:  # 32 at a time, as over HTTP: their syncs are shared
+        while pending:
+            await k2.send(pending.pop())
+
+    await asyncio.gather(*(sender() for _ in range(32)))
     await k2.aclose()  # a snapshot the run started counts, as it does in the service
     in_process = time.perf_counter() - started
     print(f"K2 wire transactions, {n:,} submissions in one round")
     print(f"  the node builds and signs one in {signing_ms:.3f} ms (target < 1 ms)")
-    print(f"  local K2 in process: {in_process:.2f} s ({n / in_process:,.0f}/s, checks included)")
+    print(
+        f"  local K2 in process, 32 senders: {in_process:.2f} s ({n / in_process:,.0f}/s, "
+        "checks and durable log included; target >= 3,000/s)"
+    )
     task_id, stakers, payer = await _staked_load(tmp / "k2-service", n)
     port = _free_port()
     service = await asyncio.create_subprocess_exec(

@@ -17,6 +17,9 @@ import plyvel
 _encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
+_SYNC_KEY = b"\x00synced"
+
+
 class StoreError(Exception):
     pass
 
@@ -57,8 +60,14 @@ class Store:
         raw = self._db.get(key.encode())
         return None if raw is None else json.loads(raw)
 
-    def put(self, key: str, value: Any) -> None:
-        self._db.put(key.encode(), _encode(value).encode())
+    def put(self, key: str, value: Any, sync: bool = False) -> None:
+        """`sync`: on disk (fsync'd) before this returns, with every write before it."""
+        self._db.put(key.encode(), _encode(value).encode(), sync=sync)
+
+    def sync(self) -> None:
+        """Make every write so far durable: one synced write carries LevelDB's log, and all
+        that was appended to it before, to the disk."""
+        self._db.put(_SYNC_KEY, b"", sync=True)
 
     def put_many(self, items: dict[str, Any], delete: list[str] | None = None) -> None:
         with self._db.write_batch(transaction=True) as batch:

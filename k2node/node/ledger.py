@@ -81,7 +81,10 @@ class Ledger:
                 pass
         tx = await make_tx()
         wire_b64 = base64.b64encode(tx.wire).decode()
-        self.store.put(key, {"status": PENDING, "signature": tx.signature, "wire": wire_b64})
+        # on disk before it leaves: after a power cut the node finds it pending and asks K2,
+        # rather than signing the action afresh (a second transaction for it)
+        entry = {"status": PENDING, "signature": tx.signature, "wire": wire_b64}
+        self.store.put(key, entry, sync=True)
         return await self._send(key, tx.signature, tx.wire)
 
     async def _send(self, key: str, signature: str, raw: bytes) -> dict[str, Any]:
@@ -97,7 +100,8 @@ class Ledger:
         return self._confirm(key, signature)
 
     def _confirm(self, key: str, signature: str, already: bool = False) -> dict[str, Any]:
-        self.store.put(key, {"status": CONFIRMED, "signature": signature})
+        # on disk before the phase that asked for it can be marked done
+        self.store.put(key, {"status": CONFIRMED, "signature": signature}, sync=True)
         return {"signature": signature, "already": True} if already else {"signature": signature}
 
     async def reconcile(self, task_id: str) -> tuple[int, int]:

@@ -65,6 +65,7 @@ class LocalK2(SlotClocked):
         snapshots: Snapshots,
         slots: SlotClock,
         clock: Callable[[], float],
+        durable: bool = True,
     ) -> None:
         super().__init__(slots, clock)
         self._store = store
@@ -78,6 +79,12 @@ class LocalK2(SlotClocked):
         self._snapshot_task: asyncio.Task[None] | None = None
         self._hashes: dict[Hash, int] = {}  # recent blockhash -> its slot
         self.tx_count: dict[str, int] = {}  # received transactions by instruction (tests, metrics)
+        # Group commit: an answer waits until its log entry is on disk; the entries written
+        # while the loop runs are synced together, once, on its next turn.
+        self._durable = durable
+        self._synced_seq = self._seq
+        self._sync_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._sync_due = False
 
     @classmethod
     def open(
@@ -85,8 +92,10 @@ class LocalK2(SlotClocked):
         path: Path,
         slot_ms: float = DEFAULT_SLOT_MS,
         clock: Callable[[], float] = time.time,
+        durable: bool = True,
     ) -> LocalK2:
-        """Open (or create) the local K2 at `path` and replay it to its last state."""
+        """Open (or create) the local K2 at `path` and replay it to its last state.
+        `durable`: answer only once what was answered is on disk (off for simulations)."""
         if slot_ms <= 0:
             raise ValueError("slot time must be positive")
         store = Store.open(path)
@@ -104,7 +113,7 @@ class LocalK2(SlotClocked):
             log.warning("k2_slot_time_kept", stored=meta["slot_ms"], asked=slot_ms)
         snapshots, world = Snapshots.load(store)
         slots = SlotClock(float(meta["genesis"]), float(meta["slot_ms"]))
-        k2 = cls(store, world, snapshots, slots, clock)
+        k2 = cls(store, world, snapshots, slots, clock, durable)
         replayed = 0
         for _key, entry in store.items(LOG_PREFIX):
             snapshots.saw_log_entry(entry["seq"])
@@ -117,7 +126,7 @@ class LocalK2(SlotClocked):
                     world.signatures[signature] = entry["slot"]
             else:
                 apply(world, Transaction.from_bytes(base64.b64decode(entry["tx"])), entry["slot"])
-            k2._seq = entry["seq"]
+            k2._seq = k2._synced_seq = entry["seq"]
             replayed += 1
         log.info(
             "k2_opened",
@@ -231,10 +240,12 @@ class LocalK2(SlotClocked):
         `signature` is remembered as a transaction's, for clients that confirm it."""
         async with self._lock:
             slot = self.current_slot()
+            self._log({"airdrop": [pubkey, amount, signature], "slot": slot})  # then applied
             airdrop(self._world, pubkey, amount)
             if signature is not None:
                 self._world.signatures[signature] = slot
-            self._log({"airdrop": [pubkey, amount, signature], "slot": slot})
+            seq = self._seq
+        await self._on_disk(seq)
 
     async def send(self, raw: bytes) -> str:
         """Check and apply a wire transaction; its signature, or TransactionError saying why."""
@@ -262,17 +273,54 @@ class LocalK2(SlotClocked):
             slot = self.current_slot()
             if not self._recent(tx.message.recent_blockhash, slot):
                 raise BlockhashExpired("Blockhash not found (older than 150 slots, or unknown)")
-            apply(self._world, tx, slot)  # raises, the world unchanged, when refused
-            self._log({"tx": base64.b64encode(raw).decode(), "slot": slot})
+            journal = apply(self._world, tx, slot)  # raises, the world unchanged, if refused
+            try:
+                self._log({"tx": base64.b64encode(raw).decode(), "slot": slot})
+            except Exception as exc:  # disk full, say: memory must not run ahead of disk
+                self._world.undo(journal)
+                self._world.signatures.pop(signature, None)
+                log.error("k2_log_write_failed", error=str(exc))
+                raise TransactionError(f"K2 could not write its log ({exc}): not applied") from None
+            seq = self._seq
+        await self._on_disk(seq)
         return signature
 
     def _log(self, entry: dict[str, Any]) -> None:
-        """Append an applied change to the log; the caller holds the lock."""
+        """Append a change to the log (not yet synced); the caller holds the lock."""
+        self._store.put(log_key(self._seq + 1), {"seq": self._seq + 1, **entry})
         self._seq += 1
-        self._store.put(log_key(self._seq), {"seq": self._seq, **entry})
         self._since_snapshot += 1
         if self._since_snapshot >= self._snapshot_spacing():
             self._start_snapshot()
+
+    async def _on_disk(self, seq: int) -> None:
+        """Return once the log is on disk up to entry `seq` (group commit)."""
+        if not self._durable or seq <= self._synced_seq:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._sync_waiters.append((seq, done))
+        if not self._sync_due:
+            self._sync_due = True
+            asyncio.get_running_loop().call_soon(self._sync)
+        await done
+
+    def _sync(self) -> None:
+        self._sync_due = False
+        upto, waiters = self._seq, self._sync_waiters
+        self._sync_waiters = []
+        try:
+            self._store.sync()
+        except Exception as exc:
+            log.error("k2_log_sync_failed", error=str(exc))
+            failure = TransactionError(f"K2 could not make its log durable: {exc}")
+            for _, done in waiters:
+                if not done.done():
+                    done.set_exception(failure)
+            return
+        self._synced_seq = upto
+        for _, done in waiters:
+            if not done.done():
+                done.set_result(None)
 
     # -- snapshots ---------------------------------------------------------------------
     def _snapshot_spacing(self) -> int:

@@ -55,8 +55,9 @@ def instruction_names(tx: Transaction) -> list[str]:
     return names
 
 
-def apply(world: World, tx: Transaction, slot: int) -> None:
-    """Apply a transaction whose signatures and blockhash the caller has checked."""
+def apply(world: World, tx: Transaction, slot: int) -> Journal:
+    """Apply a transaction whose signatures and blockhash the caller has checked; what it
+    changed, as it was before (for `undo` when its log entry cannot be written)."""
     message = tx.message
     signature = str(tx.signatures[0])
     journal = world.journal = Journal()
@@ -82,6 +83,7 @@ def apply(world: World, tx: Transaction, slot: int) -> None:
         world.journal = None
     world.signatures[signature] = slot
     _forget_old_signatures(world, slot)
+    return journal
 
 
 def _instruction(

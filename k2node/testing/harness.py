@@ -150,7 +150,8 @@ class TaskHarness:
                 stack.callback(shutil.rmtree, folder, True)
             folder.mkdir(parents=True, exist_ok=True)
             clock = VirtualClock()
-            k2 = LocalK2.open(folder / "k2", slot_ms, clock=clock)
+            # a simulation's K2 need not survive a power cut: no syncing
+            k2 = LocalK2.open(folder / "k2", slot_ms, clock=clock, durable=False)
             stack.push_async_callback(k2.aclose)
             manager = seeded_keypair(seed, "manager")
             account = task_key or seeded_keypair(seed, "task")
