@@ -17,9 +17,6 @@ import plyvel
 _encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
-_SYNC_KEY = b"\x00synced"
-
-
 class StoreError(Exception):
     pass
 
@@ -64,13 +61,10 @@ class Store:
         """`sync`: on disk (fsync'd) before this returns, with every write before it."""
         self._db.put(key.encode(), _encode(value).encode(), sync=sync)
 
-    def sync(self) -> None:
-        """Make every write so far durable: one synced write carries LevelDB's log, and all
-        that was appended to it before, to the disk."""
-        self._db.put(_SYNC_KEY, b"", sync=True)
-
-    def put_many(self, items: dict[str, Any], delete: list[str] | None = None) -> None:
-        with self._db.write_batch(transaction=True) as batch:
+    def put_many(
+        self, items: dict[str, Any], delete: list[str] | None = None, sync: bool = False
+    ) -> None:
+        with self._db.write_batch(transaction=True, sync=sync) as batch:
             for key, value in items.items():
                 batch.put(key.encode(), _encode(value).encode())
             for key in delete or []:

@@ -212,3 +212,15 @@ async def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     async with TaskHarness.start(HelloTask, tmp_path / "w", nodes=1) as h:
         with pytest.raises(ValueError, match="window must be one of"):
             await h.advance_to_window("lunch", 0)
+
+
+class _BrokenSetup(HelloTask):
+    async def setup(self) -> None:
+        raise RuntimeError("the task's setup failed")
+
+
+async def test_a_task_whose_setup_fails_stops_the_harness_with_its_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="the task's setup failed"):
+        async with asyncio.timeout(30):
+            async with TaskHarness.start(_BrokenSetup, tmp_path, nodes=2):
+                pass

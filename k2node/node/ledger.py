@@ -43,8 +43,9 @@ class Action(StrEnum):
 
 
 class Ledger:
-    def __init__(self, store: Store, settlement: Settlement) -> None:
+    def __init__(self, store: Store, settlement: Settlement, durable: bool = True) -> None:
         self.store = store
+        self._durable = durable  # sync what must survive a power cut (off in simulations)
         self._settlement = settlement
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -84,7 +85,7 @@ class Ledger:
         # on disk before it leaves: after a power cut the node finds it pending and asks K2,
         # rather than signing the action afresh (a second transaction for it)
         entry = {"status": PENDING, "signature": tx.signature, "wire": wire_b64}
-        self.store.put(key, entry, sync=True)
+        self.store.put(key, entry, sync=self._durable)
         return await self._send(key, tx.signature, tx.wire)
 
     async def _send(self, key: str, signature: str, raw: bytes) -> dict[str, Any]:
@@ -101,7 +102,7 @@ class Ledger:
 
     def _confirm(self, key: str, signature: str, already: bool = False) -> dict[str, Any]:
         # on disk before the phase that asked for it can be marked done
-        self.store.put(key, {"status": CONFIRMED, "signature": signature}, sync=True)
+        self.store.put(key, {"status": CONFIRMED, "signature": signature}, sync=self._durable)
         return {"signature": signature, "already": True} if already else {"signature": signature}
 
     async def reconcile(self, task_id: str) -> tuple[int, int]:

@@ -247,6 +247,7 @@ class KeptProcess:
         while not self._stopping.is_set():
             proc = TaskProcess(spec, self._on_reply)
             self._process = proc
+            self._restart.clear()  # a new process answers any restart asked for before it
             started = time.monotonic()
             try:
                 await proc.start()

@@ -131,7 +131,8 @@ class RunningTask:
     async def _send(self, message: dict[str, Any]) -> bool:
         await self._open.wait()  # a reload finishes before the next phase goes out
         delivered = await self.process.send(message)
-        if delivered and "functionCall" in message:
+        # only a k2node task says when a phase is done (JavaScript tasks do not)
+        if delivered and "functionCall" in message and not self.spec.javascript:
             label = message.get("phaseLabel") or message["functionCall"]
             self._in_flight.add((str(label), message["roundNumber"]))
             self._idle.clear()

@@ -167,6 +167,11 @@ async def carry_out(reach: Reach, plan: Plan) -> str:
         return await reach.settlement.send(signed.wire)
     except TransactionError as exc:
         raise OperatorError(f"K2 refused it: {exc}") from None
+    except OSError as exc:  # unreachable, or not on its disk: it may yet stand
+        raise OperatorError(
+            f"K2 did not confirm it ({exc}); transaction {signed.signature} may yet stand: "
+            "run `k2node status` before trying again"
+        ) from None
 
 
 async def list_tasks(reach: Reach) -> list[dict[str, Any]]:

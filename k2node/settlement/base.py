@@ -25,6 +25,11 @@ class DuplicateTransaction(TransactionError):
     """This exact signed transaction was applied before."""
 
 
+class LogNotDurable(OSError):
+    """K2 applied the transaction but could not get its log to disk: not a refusal (it may
+    stand once the disk recovers); ask again by its signature."""
+
+
 class BlockhashExpired(TransactionError):
     """The transaction's blockhash is too old (or unknown): it was not applied."""
 

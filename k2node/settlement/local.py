@@ -33,6 +33,7 @@ from k2node.settlement.base import (
     Account,
     BlockhashExpired,
     DuplicateTransaction,
+    LogNotDurable,
     SlotClocked,
     TransactionError,
 )
@@ -83,6 +84,7 @@ class LocalK2(SlotClocked):
         # while the loop runs are synced together, once, on its next turn.
         self._durable = durable
         self._synced_seq = self._seq
+        self._unsynced: dict[str, Any] = {}  # log entries applied, not yet on disk
         self._sync_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._sync_due = False
 
@@ -125,7 +127,11 @@ class LocalK2(SlotClocked):
                 if signature is not None:
                     world.signatures[signature] = entry["slot"]
             else:
-                apply(world, Transaction.from_bytes(base64.b64decode(entry["tx"])), entry["slot"])
+                try:
+                    tx = Transaction.from_bytes(base64.b64decode(entry["tx"]))
+                    apply(world, tx, entry["slot"])
+                except TransactionError as exc:  # refused as it was when sent: no change
+                    log.warning("k2_log_entry_refused", seq=entry["seq"], error=str(exc))
             k2._seq = k2._synced_seq = entry["seq"]
             replayed += 1
         log.info(
@@ -145,6 +151,7 @@ class LocalK2(SlotClocked):
         """
         if self._store.closed:
             return
+        self._write_unsynced()
         self._snapshot_thread.shutdown(wait=True)  # a snapshot being written completes first
         task = self._snapshot_task
         if task is not None and not task.done() and not task.get_loop().is_closed():
@@ -163,6 +170,7 @@ class LocalK2(SlotClocked):
         if task is not None and not task.done():
             await asyncio.wait({task})
         async with self._lock:  # a snapshot asked for by hand, if any, is done too
+            self._sync()  # what was answered, or is waiting to be, goes to disk first
             self._snapshot_thread.shutdown(wait=False)
             self._store.close()
 
@@ -213,7 +221,10 @@ class LocalK2(SlotClocked):
         return self._world.signatures.get(signature)
 
     async def transaction_applied(self, signature: str) -> bool:
-        return signature in self._world.signatures
+        if signature not in self._world.signatures:
+            return False
+        await self._on_disk(self._seq)  # applied means on disk, for whoever asks
+        return True
 
     def blockhash_of(self, slot: int) -> Hash:
         genesis = repr(self.wall_time_of_slot(0)).encode()
@@ -240,10 +251,10 @@ class LocalK2(SlotClocked):
         `signature` is remembered as a transaction's, for clients that confirm it."""
         async with self._lock:
             slot = self.current_slot()
-            self._log({"airdrop": [pubkey, amount, signature], "slot": slot})  # then applied
-            airdrop(self._world, pubkey, amount)
+            airdrop(self._world, pubkey, amount)  # raises, nothing changed, if refused
             if signature is not None:
                 self._world.signatures[signature] = slot
+            self._log({"airdrop": [pubkey, amount, signature], "slot": slot})
             seq = self._seq
         await self._on_disk(seq)
 
@@ -268,27 +279,29 @@ class LocalK2(SlotClocked):
             self.tx_count[name] = self.tx_count.get(name, 0) + 1
         signature = str(tx.signatures[0])
         async with self._lock:  # free unless a snapshot is being written
-            if signature in self._world.signatures:
-                raise DuplicateTransaction("This transaction has already been processed")
-            slot = self.current_slot()
-            if not self._recent(tx.message.recent_blockhash, slot):
-                raise BlockhashExpired("Blockhash not found (older than 150 slots, or unknown)")
-            journal = apply(self._world, tx, slot)  # raises, the world unchanged, if refused
-            try:
+            duplicate = signature in self._world.signatures
+            if not duplicate:
+                slot = self.current_slot()
+                if not self._recent(tx.message.recent_blockhash, slot):
+                    raise BlockhashExpired("Blockhash not found (older than 150 slots, or unknown)")
+                apply(self._world, tx, slot)  # raises, the world unchanged, when refused
                 self._log({"tx": base64.b64encode(raw).decode(), "slot": slot})
-            except Exception as exc:  # disk full, say: memory must not run ahead of disk
-                self._world.undo(journal)
-                self._world.signatures.pop(signature, None)
-                log.error("k2_log_write_failed", error=str(exc))
-                raise TransactionError(f"K2 could not write its log ({exc}): not applied") from None
             seq = self._seq
-        await self._on_disk(seq)
+        await self._on_disk(seq)  # "already processed" too only once it is on disk
+        if duplicate:
+            raise DuplicateTransaction("This transaction has already been processed")
         return signature
 
     def _log(self, entry: dict[str, Any]) -> None:
-        """Append a change to the log (not yet synced); the caller holds the lock."""
-        self._store.put(log_key(self._seq + 1), {"seq": self._seq + 1, **entry})
+        """Append an applied change to the log; the caller holds the lock. Durable, it is
+        kept until the next sync writes it with the others in one synced batch (a synced
+        batch is on disk whole, whatever LevelDB's own log files do meanwhile)."""
         self._seq += 1
+        value = {"seq": self._seq, **entry}
+        if self._durable:
+            self._unsynced[log_key(self._seq)] = value
+        else:
+            self._store.put(log_key(self._seq), value)
         self._since_snapshot += 1
         if self._since_snapshot >= self._snapshot_spacing():
             self._start_snapshot()
@@ -309,10 +322,10 @@ class LocalK2(SlotClocked):
         upto, waiters = self._seq, self._sync_waiters
         self._sync_waiters = []
         try:
-            self._store.sync()
-        except Exception as exc:
-            log.error("k2_log_sync_failed", error=str(exc))
-            failure = TransactionError(f"K2 could not make its log durable: {exc}")
+            self._write_unsynced()
+        except Exception as exc:  # a full disk, say: kept, and tried again at the next sync
+            log.error("k2_log_sync_failed", error=str(exc), unsynced=len(self._unsynced))
+            failure = LogNotDurable(f"K2 could not get its log to disk: {exc}")
             for _, done in waiters:
                 if not done.done():
                     done.set_exception(failure)
@@ -321,6 +334,11 @@ class LocalK2(SlotClocked):
         for _, done in waiters:
             if not done.done():
                 done.set_result(None)
+
+    def _write_unsynced(self) -> None:
+        if self._unsynced:
+            self._store.put_many(self._unsynced, sync=True)
+            self._unsynced = {}
 
     # -- snapshots ---------------------------------------------------------------------
     def _snapshot_spacing(self) -> int:

@@ -55,9 +55,8 @@ def instruction_names(tx: Transaction) -> list[str]:
     return names
 
 
-def apply(world: World, tx: Transaction, slot: int) -> Journal:
-    """Apply a transaction whose signatures and blockhash the caller has checked; what it
-    changed, as it was before (for `undo` when its log entry cannot be written)."""
+def apply(world: World, tx: Transaction, slot: int) -> None:
+    """Apply a transaction whose signatures and blockhash the caller has checked."""
     message = tx.message
     signature = str(tx.signatures[0])
     journal = world.journal = Journal()
@@ -83,7 +82,6 @@ def apply(world: World, tx: Transaction, slot: int) -> Journal:
         world.journal = None
     world.signatures[signature] = slot
     _forget_old_signatures(world, slot)
-    return journal
 
 
 def _instruction(

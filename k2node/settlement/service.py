@@ -31,6 +31,7 @@ from k2node.settlement.base import (
     TRANSACTION_REFUSED,
     BlockhashExpired,
     DuplicateTransaction,
+    LogNotDurable,
     TransactionError,
 )
 from k2node.settlement.local import LocalK2
@@ -132,12 +133,15 @@ class K2Service:
             body = orjson.loads(await request.read())  # NaN and deep nesting are refused
         except orjson.JSONDecodeError:
             return self._reply(None, error=RpcError(PARSE_ERROR, "body is not JSON"))
-        if isinstance(body, list):  # a batch
-            if not body or len(body) > 100:
-                error = RpcError(INVALID_REQUEST, "a batch holds 1-100 requests")
-                return self._reply(None, error=error)
-            return _json([await self._answer(call) for call in body])
-        return _json(await self._answer(body))
+        try:
+            if isinstance(body, list):  # a batch
+                if not body or len(body) > 100:
+                    error = RpcError(INVALID_REQUEST, "a batch holds 1-100 requests")
+                    return self._reply(None, error=error)
+                return _json([await self._answer(call) for call in body])
+            return _json(await self._answer(body))
+        except LogNotDurable as exc:  # applied, not yet on disk: not a refusal, ask again
+            return web.json_response({"status": 503, "message": str(exc)}, status=503)
 
     async def _answer(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or body.get("jsonrpc") != "2.0":

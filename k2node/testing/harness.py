@@ -188,7 +188,7 @@ class TaskHarness:
         k2, db, timers = self.k2, parts.db, parts.timers
         await k2.airdrop(main.pubkey, NODE_FUNDS_KOII * ROE_PER_KOII)
         base = parts.folder / f"node{i}"
-        ledger = Ledger(db.view(f"node{i}/ledger/"), k2)
+        ledger = Ledger(db.view(f"node{i}/ledger/"), k2, durable=False)
         agent = TaskAgent(self.task_id, k2, ledger, staking, main, base)
         state = await agent.state()
         stake = max(parts.stake or 0, int(state["minimum_stake_amount"]), 1)
@@ -215,7 +215,21 @@ class TaskHarness:
             asyncio.create_task(node.task.run(timers), name=f"sim-node{node.index}")
             for node in self.nodes
         ]
-        await asyncio.gather(*(node.channel.started.wait() for node in self.nodes))
+        up: asyncio.Future[Any] = asyncio.gather(
+            *(node.channel.started.wait() for node in self.nodes)
+        )
+        waited: list[asyncio.Future[Any]] = [up, *self._jobs]
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+        for job in self._jobs:  # a node that ended before all were up: its task's error
+            if job.done():
+                up.cancel()
+                await asyncio.gather(up, return_exceptions=True)
+                failure = job.exception()
+                while isinstance(failure, BaseExceptionGroup) and failure.exceptions:
+                    failure = failure.exceptions[0]  # the task's own error, not its group
+                if failure is not None:
+                    raise failure
+                raise RuntimeError(f"{job.get_name()} stopped before the harness was up")
         await self.clock.settle()
 
     async def _stop(self) -> None:

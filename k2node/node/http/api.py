@@ -3,6 +3,7 @@ node registrations, events, admin calls and, with the embedded store, the IPFS g
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import secrets
 import time
@@ -86,6 +87,7 @@ class NodeApi:
         self._metrics = metrics
         self._standing = standing
         self._standing_cache: tuple[float, dict[str, Any]] | None = None
+        self._standing_read: asyncio.Future[dict[str, Any]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_RPC_BODY, middlewares=[json_errors])
@@ -139,10 +141,15 @@ class NodeApi:
             return web.Response(
                 text=_status_page(),
                 content_type="text/html",
-                headers={"Cache-Control": "no-cache", "Content-Security-Policy": _PAGE_POLICY},
+                headers={
+                    "Cache-Control": "no-cache",
+                    "Content-Security-Policy": _PAGE_POLICY,
+                    "Vary": "Accept",
+                },
             )
         return web.json_response(
-            {"status": "running", "version": __version__, "tasks": len(self._tasks)}
+            {"status": "running", "version": __version__, "tasks": len(self._tasks)},
+            headers={"Vary": "Accept"},
         )
 
     async def _serve_standing(self, _: web.Request) -> web.Response:
@@ -151,7 +158,10 @@ class NodeApi:
         assert self._standing is not None
         now = time.monotonic()
         if self._standing_cache is None or now - self._standing_cache[0] > STANDING_FRESH_S:
-            self._standing_cache = (now, await self._standing())
+            if self._standing_read is None or self._standing_read.done():
+                self._standing_read = asyncio.ensure_future(self._standing())
+            read = self._standing_read  # one read for every page asking meanwhile
+            self._standing_cache = (time.monotonic(), await asyncio.shield(read))
         return web.json_response(self._standing_cache[1])
 
     async def _id(self, _: web.Request) -> web.Response:
