@@ -349,6 +349,8 @@ class LocalK2(SlotClocked):
         async with self._lock:
             if self._store.closed:
                 return
+            # the log entries the snapshot covers go down first, so that it deletes them all
+            self._write_unsynced()
             self._since_snapshot = 0
             job = functools.partial(self._snapshots.write, self._world, self._seq)
             loop = asyncio.get_running_loop()
