@@ -75,7 +75,7 @@ class Ledger:
             # the same bytes again: if they landed meanwhile K2 says so, and they cannot
             # land twice; signed afresh only once their blockhash has expired
             if await self._settlement.transaction_applied(entry["signature"]):
-                return self._confirm(key, entry["signature"], already=True)
+                return await self._confirm(key, entry["signature"], already=True)
             try:
                 return await self._send(key, entry["signature"], base64.b64decode(entry["wire"]))
             except BlockhashExpired:
@@ -85,7 +85,7 @@ class Ledger:
         # on disk before it leaves: after a power cut the node finds it pending and asks K2,
         # rather than signing the action afresh (a second transaction for it)
         entry = {"status": PENDING, "signature": tx.signature, "wire": wire_b64}
-        self.store.put(key, entry, sync=self._durable)
+        await self._put(key, entry)
         return await self._send(key, tx.signature, tx.wire)
 
     async def _send(self, key: str, signature: str, raw: bytes) -> dict[str, Any]:
@@ -98,11 +98,19 @@ class Ledger:
         except TransactionError as exc:
             self.store.put(key, {"status": FAILED, "error": str(exc)})
             raise
-        return self._confirm(key, signature)
+        return await self._confirm(key, signature)
 
-    def _confirm(self, key: str, signature: str, already: bool = False) -> dict[str, Any]:
+    async def _put(self, key: str, entry: dict[str, Any]) -> None:
+        """A write that must survive a power cut: synced, on a thread (an fsync must not
+        hold up the timers of the node's other tasks)."""
+        if self._durable:
+            await asyncio.to_thread(self.store.put, key, entry, True)
+        else:
+            self.store.put(key, entry)
+
+    async def _confirm(self, key: str, signature: str, already: bool = False) -> dict[str, Any]:
         # on disk before the phase that asked for it can be marked done
-        self.store.put(key, {"status": CONFIRMED, "signature": signature}, sync=self._durable)
+        await self._put(key, {"status": CONFIRMED, "signature": signature})
         return {"signature": signature, "already": True} if already else {"signature": signature}
 
     async def reconcile(self, task_id: str) -> tuple[int, int]:

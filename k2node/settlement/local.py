@@ -86,7 +86,7 @@ class LocalK2(SlotClocked):
         self._synced_seq = self._seq
         self._unsynced: dict[str, Any] = {}  # log entries applied, not yet on disk
         self._sync_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._sync_due = False
+        self._sync_task: asyncio.Task[None] | None = None
 
     @classmethod
     def open(
@@ -170,7 +170,15 @@ class LocalK2(SlotClocked):
         if task is not None and not task.done():
             await asyncio.wait({task})
         async with self._lock:  # a snapshot asked for by hand, if any, is done too
-            self._sync()  # what was answered, or is waiting to be, goes to disk first
+            await self._quiet_log()  # what was answered, or is waiting to be, goes down first
+            try:
+                self._write_unsynced()
+                for _, done in self._sync_waiters:
+                    if not done.done():
+                        done.set_result(None)
+            except Exception as exc:
+                log.error("k2_log_sync_failed", error=str(exc), unsynced=len(self._unsynced))
+            self._sync_waiters = []
             self._snapshot_thread.shutdown(wait=False)
             self._store.close()
 
@@ -312,28 +320,38 @@ class LocalK2(SlotClocked):
             return
         done = asyncio.get_running_loop().create_future()
         self._sync_waiters.append((seq, done))
-        if not self._sync_due:
-            self._sync_due = True
-            asyncio.get_running_loop().call_soon(self._sync)
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.create_task(self._sync(), name="k2-log-sync")
         await done
 
-    def _sync(self) -> None:
-        self._sync_due = False
-        upto, waiters = self._seq, self._sync_waiters
-        self._sync_waiters = []
-        try:
-            self._write_unsynced()
-        except Exception as exc:  # a full disk, say: kept, and tried again at the next sync
-            log.error("k2_log_sync_failed", error=str(exc), unsynced=len(self._unsynced))
-            failure = LogNotDurable(f"K2 could not get its log to disk: {exc}")
+    async def _sync(self) -> None:
+        """Write the pending entries in one synced batch, on a thread (the loop goes on and
+        the next batch gathers meanwhile); again while more are waiting."""
+        await asyncio.sleep(0)  # this turn's transactions join the batch
+        while self._sync_waiters:
+            upto, batch, waiters = self._seq, self._unsynced, self._sync_waiters
+            self._unsynced, self._sync_waiters = {}, []
+            try:
+                if batch:
+                    await asyncio.to_thread(self._store.put_many, batch, None, True)
+            except Exception as exc:  # a full disk, say: kept for the next batch
+                self._unsynced = batch | self._unsynced
+                log.error("k2_log_sync_failed", error=str(exc), unsynced=len(self._unsynced))
+                failure = LogNotDurable(f"K2 could not get its log to disk: {exc}")
+                for _, done in waiters:
+                    if not done.done():
+                        done.set_exception(failure)
+                continue
+            self._synced_seq = max(self._synced_seq, upto)
             for _, done in waiters:
                 if not done.done():
-                    done.set_exception(failure)
-            return
-        self._synced_seq = upto
-        for _, done in waiters:
-            if not done.done():
-                done.set_result(None)
+                    done.set_result(None)
+
+    async def _quiet_log(self) -> None:
+        """Let a batch being written finish (a snapshot, a close)."""
+        task = self._sync_task
+        if task is not None and not task.done():
+            await asyncio.wait({task})
 
     def _write_unsynced(self) -> None:
         if self._unsynced:
@@ -350,6 +368,7 @@ class LocalK2(SlotClocked):
             if self._store.closed:
                 return
             # the log entries the snapshot covers go down first, so that it deletes them all
+            await self._quiet_log()
             self._write_unsynced()
             self._since_snapshot = 0
             job = functools.partial(self._snapshots.write, self._world, self._seq)
