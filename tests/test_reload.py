@@ -105,3 +105,33 @@ def test_which_sources_are_watched(tmp_path: Path) -> None:
     assert source_folder(str(executables / "bafy.js"), executables) is None  # by CID
     assert source_folder("no.such.module:Task", executables) is None
     assert source_folder(f"{tmp_path}/missing.py:Task", executables) is None
+
+
+async def test_an_edit_that_breaks_the_task_then_one_that_mends_it(tmp_path: Path) -> None:
+    """A saved syntax error stops the task (exit 1); the next save brings it back."""
+    source = tmp_path / "project" / "task.py"
+    source.parent.mkdir()
+    source.write_text(textwrap.dedent(TASK.format(version=1)))
+    chain = RecordingK2.open(tmp_path / "k2", slot_ms=100.0)
+    try:
+        task_id = await create_task(chain, Keypair.generate(), **FAST_ROUNDS)
+        settings = node_settings(tmp_path / "node", task_id, f"{source}:Task", reload=True)
+        with capture_logs() as logs:
+            async with Node.manage(settings, chain) as node, aiohttp.ClientSession() as http:
+                task = node.tasks[task_id]
+                url = f"http://127.0.0.1:{node.port}/task/{task_id}/version"
+
+                async def serves(version: int) -> bool:
+                    async with http.get(url) as resp:
+                        return resp.status == 200 and await resp.json() == version
+
+                await wait_for(lambda: serves(1), within=30)
+                source.write_text("this is not Python (\n")
+                await wait_for(lambda: task.process.stopped_for_good, within=30)
+                source.write_text(textwrap.dedent(TASK.format(version=3)))
+                await wait_for(lambda: serves(3), within=30)
+                assert not task.process.stopped_for_good
+    finally:
+        chain.close()
+    assert any(e["event"] == "task_stopped_for_good" for e in logs)
+    assert [e["event"] for e in logs].count("node_started") == 1

@@ -228,6 +228,10 @@ class KeptProcess:
         """Restart the process now; True once its successor is up."""
         before = self.starts
         self.request_restart(reason)
+        return await self.started_after(before, timeout_s)
+
+    async def started_after(self, before: int, timeout_s: float = STOP_TIMEOUT_S + 30) -> bool:
+        """True once more than `before` processes have started; False if it stopped."""
         async with asyncio.timeout(timeout_s):
             while self.starts == before:
                 if self.stopped_for_good or self._stopping.is_set():

@@ -89,6 +89,7 @@ class RunningTask:
         self._clock = clock
         self._timers_job: asyncio.Task[None] | None = None
         self._watch_job: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None
         self._stopped = False
         self._watch = watch  # the sources to reload the task from when they change
         self._auto_claim = auto_claim  # ROE: claim rewards once they reach this (0: never)
@@ -143,6 +144,7 @@ class RunningTask:
         timers outlive a process stopped for good: a list this node submitted still gets its
         payout, and settled payouts are still logged."""
         async with asyncio.TaskGroup() as group:
+            self._group = group
             group.create_task(self.process.run(), name=f"process-{self.task_id}")
             if timers and not self._stopped:  # (a stop may come before this runs)
                 self._timers_job = group.create_task(self._timers(), name=f"timers-{self.task_id}")
@@ -163,6 +165,22 @@ class RunningTask:
         log.info("task_sources_watched", task_id=self.task_id, folder=str(folder))
         async for changed in changed_sources(folder):
             await self.reload(changed)
+
+    async def _new_process(self, reason: str) -> bool:
+        """A process with the new code: the running one restarted, or, when the last one
+        stopped for good (an edit that did not even import), a new one started."""
+        process = self.process
+        if (
+            isinstance(process, KeptProcess)
+            and process.stopped_for_good
+            and self._group is not None
+            and not self._stopped
+        ):
+            before = process.starts
+            process.stopped_for_good = False
+            self._group.create_task(process.run(), name=f"process-{self.task_id}")
+            return await process.started_after(before)
+        return await process.restart(reason)
 
     async def reload(self, changed: Path) -> None:
         """Restart the task process with its new code once its running phases are done,
@@ -185,7 +203,7 @@ class RunningTask:
             self._idle.set()
             started = time.monotonic()
             try:
-                up = await self.process.restart(f"{changed.name} changed")
+                up = await self._new_process(f"{changed.name} changed")
             except TimeoutError:
                 up = False
             log.info(
