@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import aiohttp
 from k2node.config import DEFAULT_TASK_CONFIG, DEFAULT_TASK_ENTRY
 from k2node.crypto import load_or_create_wallet
 from k2node.node.process import STOP_TIMEOUT_S
-from k2node.node.provision import deploy_task
+from k2node.node.provision import deploy_task, free_port
 from k2node.settlement.rpc import K2Unreachable, RpcSettlement
 
 START_TIMEOUT_S = 30.0
@@ -45,12 +44,6 @@ class Member:
     name: str
     process: asyncio.subprocess.Process
     port: int
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _task_files(task: str | None) -> tuple[str, Path]:
@@ -107,8 +100,8 @@ class Devnet:
             self.say(raw.decode(errors="replace").rstrip(), member.name)
 
     async def start_k2(self, slot_ms: float) -> str:
-        port = _free_port()
-        args = ["k2", "--port", str(port), "--ws-port", str(_free_port())]
+        port = free_port()
+        args = ["k2", "--port", str(port), "--ws-port", str(free_port())]
         args += ["--data-dir", str(self.folder / "k2"), "--slot-ms", str(slot_ms)]
         await self._spawn("k2", port, args, {})
         url = f"http://127.0.0.1:{port}"
@@ -137,7 +130,7 @@ class Devnet:
         self._width = max(self._width, len(f"node{count}"))
         for i in range(1, count + 1):
             data = self.folder / f"node{i}"
-            port = _free_port()
+            port = free_port()
             env = {
                 "K2_NODE_URL": k2_url,
                 "TASKS": task_id,

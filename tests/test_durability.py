@@ -30,6 +30,10 @@ def _move(payer: Keypair, to: str, lamports: int) -> list[Any]:
     return [transfer(params)]
 
 
+def _full_disk(items: dict[str, Any], delete: list[str] | None = None, sync: bool = False) -> None:
+    raise OSError(28, "No space left on device")
+
+
 async def test_answers_wait_for_the_disk_and_share_its_syncs(
     k2: LocalK2, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -43,7 +47,7 @@ async def test_answers_wait_for_the_disk_and_share_its_syncs(
     ) -> None:
         real_put_many(items, delete, sync)
         if sync:
-            synced.append(k2._seq)
+            synced.append(k2.seq)
 
     monkeypatch.setattr(store, "put_many", put_many)
     to = Keypair.generate().pubkey
@@ -56,7 +60,7 @@ async def test_answers_wait_for_the_disk_and_share_its_syncs(
     await asyncio.gather(*(one(p) for p in payers))
     assert len(answered) == 20 and min(answered) >= 1  # none answered before a sync
     assert 1 <= len(synced) < 20  # grouped: fewer syncs than transactions
-    assert synced[-1] == k2._seq and await k2.get_balance(to) == 20 * 1000
+    assert synced[-1] == k2.seq and await k2.get_balance(to) == 20 * 1000
 
 
 async def test_a_full_disk_answers_not_durable_and_loses_nothing_once_it_recovers(
@@ -66,10 +70,7 @@ async def test_a_full_disk_answers_not_durable_and_loses_nothing_once_it_recover
     to = Keypair.generate().pubkey
     real_put_many = k2._store.put_many
 
-    def full(items: dict[str, Any], delete: list[str] | None = None, sync: bool = False) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(k2._store, "put_many", full)
+    monkeypatch.setattr(k2._store, "put_many", _full_disk)
     with pytest.raises(LogNotDurable, match="could not get its log to disk"):
         await sign_and_send(k2, _move(payer, to, 5000), payer)  # not a refusal
     monkeypatch.setattr(k2._store, "put_many", real_put_many)
@@ -93,10 +94,7 @@ async def test_the_ledger_keeps_an_action_owed_when_k2_could_not_store_it(
     clock.to_slot(k2, 21)  # round 0's submission window (the tests' 20-slot rounds)
     real_put_many = k2._store.put_many
 
-    def full(items: dict[str, Any], delete: list[str] | None = None, sync: bool = False) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(k2._store, "put_many", full)
+    monkeypatch.setattr(k2._store, "put_many", _full_disk)
     with pytest.raises(LogNotDurable):
         await agent.submit("a value", 0)
     (entry,) = [e for _, e in store.items("ledger/")]
@@ -110,10 +108,10 @@ async def test_the_ledger_keeps_an_action_owed_when_k2_could_not_store_it(
 
 
 async def test_a_refused_airdrop_is_not_logged(k2: LocalK2) -> None:
-    seq = k2._seq
+    seq = k2.seq
     with pytest.raises(TransactionError):
         await k2.airdrop(Keypair.generate().pubkey, 0)
-    assert k2._seq == seq
+    assert k2.seq == seq
 
 
 async def test_the_ledger_has_an_action_on_disk_before_it_leaves(

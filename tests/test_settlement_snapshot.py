@@ -146,11 +146,11 @@ async def test_snapshots_then_more_transactions_reopen_to_the_same_state(
     assert len(counts) > 10 and any(b < a for a, b in itertools.pairwise(counts))
     for _ in range(3):  # after the snapshot, only in the log
         await k2.airdrop(Keypair.generate().pubkey, 5)
-    seq, before = k2._seq, _everything(k2)
+    seq, before = k2.seq, _everything(k2)
     k2._store.close()  # a crash: the last snapshot and the log after it
 
     k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
-    assert (k2._seq, _everything(k2)) == (seq, before)
+    assert (k2.seq, _everything(k2)) == (seq, before)
     store = k2._store
     assert [key for key, _ in store.items("log/")] == [
         snapshot.log_key(s) for s in (seq - 2, seq - 1, seq)
@@ -165,7 +165,7 @@ async def test_snapshots_then_more_transactions_reopen_to_the_same_state(
     assert len(store.keys("snapshot/")) == header["pieces"]
     store.close()
     k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
-    assert (k2._seq, _everything(k2)) == (seq, before)
+    assert (k2.seq, _everything(k2)) == (seq, before)
     k2.close()
 
 

@@ -151,10 +151,9 @@ def _keep(folder: Path, text: str, data: bytes) -> str:
 
 async def _fetch_once(ipfs: IpfsBackend, cid: str) -> bytes:
     """The executable's bytes; with the node on a terminal, a bar shows the fetch."""
-    shown = progress_bar(f"fetching {cid[:16]}…") if isinstance(ipfs, EmbeddedIpfs) else None
-    if shown is None:
+    shown = progress_bar(f"fetching {cid[:16]}…")
+    if shown is None or not isinstance(ipfs, EmbeddedIpfs):  # (a bar needs the file's size)
         return await ipfs.fetch(cid, max_bytes=MAX_EXECUTABLE_BYTES)
-    assert isinstance(ipfs, EmbeddedIpfs)
     root = Cid.parse(cid)
     pieces = []
     with shown as progress:

@@ -39,7 +39,8 @@ _SECRET_ALPHABET = string.ascii_letters + string.digits
 K2_RPC_PATH = "/k2"
 # What a wallet keeps beyond a stake or bounty for fees: 0.1 KOII, 10,000 two-signature actions.
 FEES_RESERVE = 100_000_000
-_EXAMPLE_KEY = "deployed-example"
+# where a node remembers the example it deployed (the operator's commands look too)
+EXAMPLE_KEY = "deployed-example"
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ async def example_task(
     store: Store, settlement: Settlement, manager: Keypair, task_config: Path
 ) -> str:
     """The bundled example, deployed once per data directory (embedded default)."""
-    known = store.get(_EXAMPLE_KEY)
+    known = store.get(EXAMPLE_KEY)
     if isinstance(known, str):
         try:
             await settlement.get_task_state(known)
@@ -156,7 +157,7 @@ async def example_task(
         except TransactionError:
             pass  # a K2 that no longer knows it: deploy again
     task_id = await deploy_task(settlement, manager, task_config)
-    store.put(_EXAMPLE_KEY, task_id)
+    store.put(EXAMPLE_KEY, task_id)
     return task_id
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -95,7 +96,7 @@ def _votes_against(state: dict[str, Any], me: str, now: int) -> int:
     return count
 
 
-def _state_word(state: dict[str, Any], here: list[str] | None) -> str:
+def _state_word(task_id: str, state: dict[str, Any], here: list[str] | None) -> str:
     if state.get("is_migrated"):
         return f"stopped: updated to {state.get('migrated_to')}"
     if not state.get("is_active", True):
@@ -104,7 +105,7 @@ def _state_word(state: dict[str, Any], here: list[str] | None) -> str:
         return "waiting for bounty"
     if here is None:
         return "node not running"
-    return "running" if state["task_id"] in here else "not run by this node"
+    return "running" if task_id in here else "not run by this node"
 
 
 def _variables(state: dict[str, Any], settings: Settings) -> dict[str, str]:
@@ -129,14 +130,13 @@ async def task_status(
         state = await k2.get_task_state(task_id, ALL_SECTIONS)
     except TransactionError:
         return TaskStatus(task_id, "", "unknown to K2", 0, "", 0.0, 0.0, 0, 0, None, 0)
-    state["task_id"] = task_id
     schedule = Schedule.of(state)
     round_, phase, slots_left = phase_of(schedule, k2.current_slot())
     last = last_submission(state, me)
     return TaskStatus(
         task_id=task_id,
         name=state["task_name"],
-        state=_state_word(state, here),
+        state=_state_word(task_id, state, here),
         round=round_,
         phase=phase,
         seconds_to_next_round=round(slots_left * k2.slot_ms / 1000, 1),
@@ -150,7 +150,7 @@ async def task_status(
         unstake_opens_round=unstake_opens(last, round_),
         bounty_left=int(state["total_bounty_amount"]),
         bounty_per_round=int(state["bounty_amount_per_round"]),
-        variables=_variables(state, settings),
+        variables=await asyncio.to_thread(_variables, state, settings),  # reads files
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 
@@ -22,18 +23,19 @@ from k2node.operator.money import (
 from k2node.operator.reach import OperatorError, Reach, reach
 
 
-def _confirmed(plan: Plan, yes: bool, console: Console) -> bool:
+async def _confirmed(plan: Plan, yes: bool, console: Console) -> bool:
     console.print(f"This will {plan.says}.", soft_wrap=True)
     if yes:
         return True
     if not sys.stdin.isatty():
         raise OperatorError("not a terminal to ask on: add --yes to go ahead")
-    return input("Go ahead? [y/N] ").strip().lower() in ("y", "yes")
+    answer = await asyncio.to_thread(input, "Go ahead? [y/N] ")  # the loop goes on meanwhile
+    return answer.strip().lower() in ("y", "yes")
 
 
 async def _act(r: Reach, plans: list[Plan], yes: bool, console: Console) -> int:
     for plan in plans:
-        if not _confirmed(plan, yes, console):
+        if not await _confirmed(plan, yes, console):
             console.print("Nothing done.")
             return 1
         signature = await carry_out(r, plan)

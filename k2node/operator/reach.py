@@ -12,14 +12,13 @@ import aiohttp
 
 from k2node.config import Settings
 from k2node.crypto import Keypair, WalletError, load_wallet
-from k2node.node.provision import K2_RPC_PATH
+from k2node.node.provision import EXAMPLE_KEY, K2_RPC_PATH
 from k2node.settlement.base import Settlement
 from k2node.settlement.local import LocalK2
 from k2node.settlement.rpc import K2Unreachable, RpcSettlement
 from k2node.store import Store, StoreError
 
 NODE_TIMEOUT_S = 2.0
-_EXAMPLE_KEY = "deployed-example"  # where the node remembers the example it deployed
 
 
 class OperatorError(Exception):
@@ -48,7 +47,7 @@ def _example_of(data_dir: Path) -> list[str]:
     except StoreError:
         return []
     try:
-        found = store.get(_EXAMPLE_KEY)
+        found = store.get(EXAMPLE_KEY)
     finally:
         store.close()
     return [found] if isinstance(found, str) else []

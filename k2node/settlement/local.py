@@ -33,12 +33,12 @@ from k2node.settlement.base import (
     Account,
     BlockhashExpired,
     DuplicateTransaction,
-    LogNotDurable,
     SlotClocked,
     TransactionError,
 )
+from k2node.settlement.log_writer import LogWriter
 from k2node.settlement.program import apply, instruction_names
-from k2node.settlement.snapshot import LOG_PREFIX, Snapshots, log_key
+from k2node.settlement.snapshot import LOG_PREFIX, Snapshots
 from k2node.settlement.task_ix import airdrop
 from k2node.settlement.world import World
 from k2node.store import Store, StoreError
@@ -72,7 +72,8 @@ class LocalK2(SlotClocked):
         self._store = store
         self._world = world
         self._snapshots = snapshots
-        self._seq = snapshots.seq
+        # Group commit: an answer waits until its log entry is on disk (log_writer.py).
+        self._log_writer = LogWriter(store, snapshots.seq, durable)
         self._since_snapshot = 0
         # Held by every write, and by a snapshot while its thread reads the world.
         self._lock = asyncio.Lock()
@@ -80,13 +81,11 @@ class LocalK2(SlotClocked):
         self._snapshot_task: asyncio.Task[None] | None = None
         self._hashes: dict[Hash, int] = {}  # recent blockhash -> its slot
         self.tx_count: dict[str, int] = {}  # received transactions by instruction (tests, metrics)
-        # Group commit: an answer waits until its log entry is on disk; the entries written
-        # while the loop runs are synced together, once, on its next turn.
-        self._durable = durable
-        self._synced_seq = self._seq
-        self._unsynced: dict[str, Any] = {}  # log entries applied, not yet on disk
-        self._sync_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._sync_task: asyncio.Task[None] | None = None
+
+    @property
+    def seq(self) -> int:
+        """The number of the last change in the log."""
+        return self._log_writer.seq
 
     @classmethod
     def open(
@@ -132,12 +131,12 @@ class LocalK2(SlotClocked):
                     apply(world, tx, entry["slot"])
                 except TransactionError as exc:  # refused as it was when sent: no change
                     log.warning("k2_log_entry_refused", seq=entry["seq"], error=str(exc))
-            k2._seq = k2._synced_seq = entry["seq"]
+            k2._log_writer.replayed(entry["seq"])
             replayed += 1
         log.info(
             "k2_opened",
             path=str(path),
-            seq=k2._seq,
+            seq=k2.seq,
             replayed=replayed,
             slot=k2.current_slot(),
             tasks=len(world.tasks),
@@ -151,13 +150,13 @@ class LocalK2(SlotClocked):
         """
         if self._store.closed:
             return
-        self._write_unsynced()
+        self._log_writer.flush_now()
         self._snapshot_thread.shutdown(wait=True)  # a snapshot being written completes first
         task = self._snapshot_task
         if task is not None and not task.done() and not task.get_loop().is_closed():
             task.cancel()
-        if self._snapshots.seq != self._seq:
-            self._snapshots.write(self._world, self._seq)
+        if self._snapshots.seq != self.seq:
+            self._snapshots.write(self._world, self.seq)
         self._store.close()
 
     async def aclose(self) -> None:
@@ -170,15 +169,7 @@ class LocalK2(SlotClocked):
         if task is not None and not task.done():
             await asyncio.wait({task})
         async with self._lock:  # a snapshot asked for by hand, if any, is done too
-            await self._quiet_log()  # what was answered, or is waiting to be, goes down first
-            try:
-                self._write_unsynced()
-                for _, done in self._sync_waiters:
-                    if not done.done():
-                        done.set_result(None)
-            except Exception as exc:
-                log.error("k2_log_sync_failed", error=str(exc), unsynced=len(self._unsynced))
-            self._sync_waiters = []
+            await self._log_writer.close()
             self._snapshot_thread.shutdown(wait=False)
             self._store.close()
 
@@ -231,7 +222,7 @@ class LocalK2(SlotClocked):
     async def transaction_applied(self, signature: str) -> bool:
         if signature not in self._world.signatures:
             return False
-        await self._on_disk(self._seq)  # applied means on disk, for whoever asks
+        await self._log_writer.on_disk(self.seq)  # applied means on disk, for whoever asks
         return True
 
     def blockhash_of(self, slot: int) -> Hash:
@@ -262,9 +253,8 @@ class LocalK2(SlotClocked):
             airdrop(self._world, pubkey, amount)  # raises, nothing changed, if refused
             if signature is not None:
                 self._world.signatures[signature] = slot
-            self._log({"airdrop": [pubkey, amount, signature], "slot": slot})
-            seq = self._seq
-        await self._on_disk(seq)
+            seq = self._log({"airdrop": [pubkey, amount, signature], "slot": slot})
+        await self._log_writer.on_disk(seq)
 
     async def send(self, raw: bytes) -> str:
         """Check and apply a wire transaction; its signature, or TransactionError saying why."""
@@ -288,75 +278,25 @@ class LocalK2(SlotClocked):
         signature = str(tx.signatures[0])
         async with self._lock:  # free unless a snapshot is being written
             duplicate = signature in self._world.signatures
+            seq = self.seq
             if not duplicate:
                 slot = self.current_slot()
                 if not self._recent(tx.message.recent_blockhash, slot):
                     raise BlockhashExpired("Blockhash not found (older than 150 slots, or unknown)")
                 apply(self._world, tx, slot)  # raises, the world unchanged, when refused
-                self._log({"tx": base64.b64encode(raw).decode(), "slot": slot})
-            seq = self._seq
-        await self._on_disk(seq)  # "already processed" too only once it is on disk
+                seq = self._log({"tx": base64.b64encode(raw).decode(), "slot": slot})
+        await self._log_writer.on_disk(seq)  # "already processed" too only once on disk
         if duplicate:
             raise DuplicateTransaction("This transaction has already been processed")
         return signature
 
-    def _log(self, entry: dict[str, Any]) -> None:
-        """Append an applied change to the log; the caller holds the lock. Durable, it is
-        kept until the next sync writes it with the others in one synced batch (a synced
-        batch is on disk whole, whatever LevelDB's own log files do meanwhile)."""
-        self._seq += 1
-        value = {"seq": self._seq, **entry}
-        if self._durable:
-            self._unsynced[log_key(self._seq)] = value
-        else:
-            self._store.put(log_key(self._seq), value)
+    def _log(self, entry: dict[str, Any]) -> int:
+        """Append an applied change to the log (the caller holds the lock); its number."""
+        seq = self._log_writer.append(entry)
         self._since_snapshot += 1
         if self._since_snapshot >= self._snapshot_spacing():
             self._start_snapshot()
-
-    async def _on_disk(self, seq: int) -> None:
-        """Return once the log is on disk up to entry `seq` (group commit)."""
-        if not self._durable or seq <= self._synced_seq:
-            return
-        done = asyncio.get_running_loop().create_future()
-        self._sync_waiters.append((seq, done))
-        if self._sync_task is None or self._sync_task.done():
-            self._sync_task = asyncio.create_task(self._sync(), name="k2-log-sync")
-        await done
-
-    async def _sync(self) -> None:
-        """Write the pending entries in one synced batch, on a thread (the loop goes on and
-        the next batch gathers meanwhile); again while more are waiting."""
-        await asyncio.sleep(0)  # this turn's transactions join the batch
-        while self._sync_waiters:
-            upto, batch, waiters = self._seq, self._unsynced, self._sync_waiters
-            self._unsynced, self._sync_waiters = {}, []
-            try:
-                if batch:
-                    await asyncio.to_thread(self._store.put_many, batch, None, True)
-            except Exception as exc:  # a full disk, say: kept for the next batch
-                self._unsynced = batch | self._unsynced
-                log.error("k2_log_sync_failed", error=str(exc), unsynced=len(self._unsynced))
-                failure = LogNotDurable(f"K2 could not get its log to disk: {exc}")
-                for _, done in waiters:
-                    if not done.done():
-                        done.set_exception(failure)
-                continue
-            self._synced_seq = max(self._synced_seq, upto)
-            for _, done in waiters:
-                if not done.done():
-                    done.set_result(None)
-
-    async def _quiet_log(self) -> None:
-        """Let a batch being written finish (a snapshot, a close)."""
-        task = self._sync_task
-        if task is not None and not task.done():
-            await asyncio.wait({task})
-
-    def _write_unsynced(self) -> None:
-        if self._unsynced:
-            self._store.put_many(self._unsynced, sync=True)
-            self._unsynced = {}
+        return seq
 
     # -- snapshots ---------------------------------------------------------------------
     def _snapshot_spacing(self) -> int:
@@ -368,10 +308,9 @@ class LocalK2(SlotClocked):
             if self._store.closed:
                 return
             # the log entries the snapshot covers go down first, so that it deletes them all
-            await self._quiet_log()
-            self._write_unsynced()
+            await self._log_writer.flush()
             self._since_snapshot = 0
-            job = functools.partial(self._snapshots.write, self._world, self._seq)
+            job = functools.partial(self._snapshots.write, self._world, self.seq)
             loop = asyncio.get_running_loop()
             await _outlast_cancellation(loop.run_in_executor(self._snapshot_thread, job))
 
@@ -387,7 +326,7 @@ class LocalK2(SlotClocked):
             await self.snapshot()
         except Exception:
             # the log still holds every transaction; the next snapshot covers them
-            log.exception("k2_snapshot_failed", seq=self._seq)
+            log.exception("k2_snapshot_failed", seq=self.seq)
 
 
 def _copy(value: Any) -> Any:

@@ -140,10 +140,17 @@ class CoreLogic:
         if not await self.selected_for_distribution(round_, is_previous_round_failed):
             return False
         ns = self.namespace
-        distribution = await self._checked_distribution(round_, is_previous_round_failed)
+        distribution = await self.distribution_to_submit(round_, is_previous_round_failed)
         await ns.upload_distribution_list(distribution, round_)
         await ns.distribution_list_submission_on_chain(round_)
         return True
+
+    async def distribution_to_submit(
+        self, round_: int, is_previous_round_failed: bool = False
+    ) -> dict[str, int]:
+        """The list this node uploads when it is the selected one: the generated list, after
+        the template's safety check."""
+        return await self._checked_distribution(round_, is_previous_round_failed)
 
     async def validate_distribution(
         self, submitter: str, round_: int, distribution: dict[str, Any] | None

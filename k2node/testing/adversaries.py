@@ -78,19 +78,17 @@ class Late(Adversary):
 
 
 class Greedy(Adversary):
-    async def submit_distribution_list(
+    async def distribution_to_submit(
         self, round_: int, is_previous_round_failed: bool = False
-    ) -> bool:
-        if not await self.selected_for_distribution(round_, is_previous_round_failed):
-            return False
+    ) -> dict[str, int]:
+        """Every node in the list, as the rule wants, and the whole bounty to itself."""
+        honest = await super().distribution_to_submit(round_, is_previous_round_failed)
         ns = self.namespace
-        honest = await self._checked_distribution(round_, is_previous_round_failed)
-        state = await ns.get_task_state({})
         greedy = dict.fromkeys(honest, 0)
-        greedy[await ns.get_submitter_pubkey()] = int(state["bounty_amount_per_round"])
-        await ns.upload_distribution_list(greedy, round_)
-        await ns.distribution_list_submission_on_chain(round_)
-        return True
+        greedy[await ns.get_submitter_pubkey()] = int(
+            (await ns.get_task_state({}))["bounty_amount_per_round"]
+        )
+        return greedy
 
 
 class Accuser(Adversary):

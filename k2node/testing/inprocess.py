@@ -104,8 +104,7 @@ class InProcessTask:
             structlog.contextvars.bind_contextvars(task_id=self.namespace.task_id)
             await asyncio.sleep(0)  # the node logs the phase as sent first, as with a process
             async with self._clock.turn():
-                reply = await run_phase(self.core, message, logged=False)
-            self._on_reply(reply)
+                await self.run_now(message)
         finally:
             self._clock.job_ended()
 

@@ -1,0 +1,108 @@
+"""The local K2's log on disk: each applied change appended as an entry, and the entries
+written in synced batches (group commit), so that an answer waits for the disk without an
+fsync of its own.
+
+A synced batch is on disk whole: a lone synced write would not do, as LevelDB does not
+fsync a log file it has switched away from. Batches are written on a thread, the next one
+gathering meanwhile, so an fsync never holds up the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from k2node.settlement.base import LogNotDurable
+from k2node.settlement.snapshot import log_key
+from k2node.store import Store
+
+log = structlog.get_logger("k2node.k2")
+
+
+class LogWriter:
+    def __init__(self, store: Store, seq: int, durable: bool = True) -> None:
+        self.seq = seq  # the last entry appended
+        self._store = store
+        self._durable = durable  # off: entries written as they come, never synced (simulations)
+        self._synced = seq
+        self._pending: dict[str, Any] = {}  # appended, not yet on disk
+        self._waiters: list[asyncio.Future[None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def replayed(self, seq: int) -> None:
+        """An entry found on disk when the K2 opened."""
+        self.seq = self._synced = seq
+
+    def append(self, entry: dict[str, Any]) -> int:
+        """Append a change (the caller holds the K2's lock); its number."""
+        self.seq += 1
+        value = {"seq": self.seq, **entry}
+        if self._durable:
+            self._pending[log_key(self.seq)] = value
+        else:
+            self._store.put(log_key(self.seq), value)
+        return self.seq
+
+    async def on_disk(self, seq: int) -> None:
+        """Return once the log is on disk up to entry `seq`; LogNotDurable if it cannot be
+        written now (the entries are kept for the next batch)."""
+        if not self._durable or seq <= self._synced:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._waiters.append(done)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._sync(), name="k2-log-sync")
+        await done
+
+    async def _sync(self) -> None:
+        await asyncio.sleep(0)  # this turn's transactions join the batch
+        while self._waiters:
+            upto, batch, waiters = self.seq, self._pending, self._waiters
+            self._pending, self._waiters = {}, []
+            try:
+                if batch:
+                    await asyncio.to_thread(self._store.put_many, batch, None, True)
+            except Exception as exc:  # a full disk, say: kept for the next batch
+                self._pending = batch | self._pending
+                log.error("k2_log_sync_failed", error=str(exc), unsynced=len(self._pending))
+                _settle(waiters, LogNotDurable(f"K2 could not get its log to disk: {exc}"))
+                continue
+            self._synced = max(self._synced, upto)
+            _settle(waiters)
+
+    async def flush(self) -> None:
+        """Everything appended on disk now (a snapshot then deletes all it covers)."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task})
+        if self._pending:
+            await asyncio.to_thread(self.flush_now)
+
+    def flush_now(self) -> None:
+        """The same, on the caller's thread (a close, once the loop's work has stopped)."""
+        if self._pending:
+            upto = self.seq
+            self._store.put_many(self._pending, sync=True)
+            self._pending, self._synced = {}, upto
+
+    async def close(self) -> None:
+        """What was answered, or is waiting to be, goes to disk before the store closes."""
+        failure: Exception | None = None
+        try:
+            await self.flush()
+        except Exception as exc:
+            log.error("k2_log_sync_failed", error=str(exc), unsynced=len(self._pending))
+            failure = LogNotDurable(f"K2 could not get its log to disk: {exc}")
+        _settle(self._waiters, failure)
+        self._waiters = []
+
+
+def _settle(waiters: list[asyncio.Future[None]], failure: Exception | None = None) -> None:
+    for done in waiters:
+        if done.done():
+            continue
+        if failure is None:
+            done.set_result(None)
+        else:
+            done.set_exception(failure)
