@@ -1,4 +1,5 @@
-"""The one HTTP error boundary of k2node's servers (the node's API and a task's own routes).
+"""The one HTTP error boundary of k2node's servers (the node's API and a task's own routes),
+and their JSON in and out.
 
 A handler refuses a request by raising `HttpError`; aiohttp's own HTTP exceptions (404, 405,
 413, ...) pass through the same door. The client gets a status and a JSON body with a
@@ -14,6 +15,8 @@ import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from k2node import codec
+
 log = structlog.get_logger("k2node.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -27,8 +30,17 @@ class HttpError(Exception):
         self.extra = extra  # more fields of the JSON body (kubo's clients read `Message`)
 
 
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """`data` as a JSON answer, through k2node's fast codec."""
+    return web.Response(
+        body=codec.dumps(data), status=status, headers=headers, content_type="application/json"
+    )
+
+
 def error_response(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"message": message, **extra}, status=status)
+    return json_response({"message": message, **extra}, status=status)
 
 
 @web.middleware
@@ -57,6 +69,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 async def json_body(request: web.Request) -> Any:
     """The request's JSON body, or a 422 saying it is not JSON."""
     try:
-        return await request.json()
+        return await request.json(loads=codec.loads)
     except (ValueError, RecursionError, LookupError):  # LookupError: an unknown charset
         raise HttpError(422, "body must be a JSON object") from None

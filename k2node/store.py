@@ -7,14 +7,13 @@ prefix walked from its newest end, never a whole prefix to pick a few entries fr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import plyvel
 
-_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+from k2node.codec import dumps, loads
 
 
 class StoreError(Exception):
@@ -55,18 +54,18 @@ class Store:
 
     def get(self, key: str) -> Any:
         raw = self._db.get(key.encode())
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else loads(raw)
 
     def put(self, key: str, value: Any, sync: bool = False) -> None:
         """`sync`: on disk (fsync'd) before this returns, with every write before it."""
-        self._db.put(key.encode(), _encode(value).encode(), sync=sync)
+        self._db.put(key.encode(), dumps(value), sync=sync)
 
     def put_many(
         self, items: dict[str, Any], delete: list[str] | None = None, sync: bool = False
     ) -> None:
         with self._db.write_batch(transaction=True, sync=sync) as batch:
             for key, value in items.items():
-                batch.put(key.encode(), _encode(value).encode())
+                batch.put(key.encode(), dumps(value))
             for key in delete or []:
                 batch.delete(key.encode())
 
@@ -86,7 +85,7 @@ class Store:
 
     def items(self, prefix: str, reverse: bool = False) -> Iterator[tuple[str, Any]]:
         for key, raw in self._db.iterator(prefix=prefix.encode(), reverse=reverse):
-            yield key.decode(), json.loads(raw)
+            yield key.decode(), loads(raw)
 
     def keys(self, prefix: str) -> list[str]:
         return [k.decode() for k in self._db.iterator(prefix=prefix.encode(), include_value=False)]

@@ -13,20 +13,31 @@ PACKAGE = REPO / "k2node"
 
 # What each part may import besides itself (K2-CONTRACT's two sides, DESIGN's layers).
 ALLOWED = {
-    "contract": set(),
+    "codec": set(),
+    "contract": {"codec"},
     "crypto": {"contract"},
-    "store": set(),
+    "store": {"codec"},
     "logs": set(),
-    "http_errors": set(),
+    "http_errors": {"codec"},
     "eventloop": set(),
     "progress": set(),
     "config": {"contract"},
     "artifact": {"contract"},
     "ipfs": {"store"},
-    "settlement": {"contract", "crypto", "store"},
-    "task": {"contract", "crypto", "store", "logs", "http_errors", "artifact", "eventloop"},
+    "settlement": {"codec", "contract", "crypto", "store", "http_errors"},
+    "task": {
+        "codec",
+        "contract",
+        "crypto",
+        "store",
+        "logs",
+        "http_errors",
+        "artifact",
+        "eventloop",
+    },
     "examples": {"task", "contract", "crypto"},
     "node": {
+        "codec",
         "progress",
         "contract",
         "crypto",
@@ -72,7 +83,9 @@ def _imports(path: Path) -> list[str]:
     tree = ast.parse(path.read_text())
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("k2node"):
+        if isinstance(node, ast.ImportFrom) and node.module == "k2node":
+            found += [f"k2node.{a.name}" for a in node.names if not a.name.startswith("_")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("k2node"):
             found.append(node.module)
         elif isinstance(node, ast.Import):
             found += [a.name for a in node.names if a.name.startswith("k2node")]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 from typing import Any
 
 import structlog
+
+from k2node import codec
 
 log = structlog.get_logger("k2node.ipc")
 
@@ -32,7 +33,7 @@ class IpcChannel:
         return cls(reader, writer)
 
     async def send(self, message: dict[str, Any]) -> None:
-        self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        self._writer.write(codec.dumps(message) + b"\n")
         await self._writer.drain()
 
     async def receive(self) -> dict[str, Any] | None:
@@ -48,7 +49,7 @@ class IpcChannel:
             if not line:
                 return None
             try:
-                message = json.loads(line)
+                message = codec.loads(line)
             except ValueError:
                 log.warning("ipc_message_not_json", head=line[:80].decode(errors="replace"))
                 continue

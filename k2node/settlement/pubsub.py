@@ -8,7 +8,6 @@ signature subscription is answered once, when its transaction has been applied.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +16,7 @@ import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from k2node import codec
 from k2node.contract.values import is_int
 from k2node.settlement.local import LocalK2
 
@@ -39,7 +39,7 @@ class _Connection:
         ticker = asyncio.create_task(self._tick(), name="pubsub-slots")
         try:
             async for raw in self._socket:
-                await self._socket.send(json.dumps(self._answer(raw)))
+                await self._socket.send(codec.dumps_text(self._answer(raw)))
         except ConnectionClosed:
             pass
         finally:
@@ -48,7 +48,7 @@ class _Connection:
 
     def _answer(self, raw: str | bytes) -> dict[str, Any]:
         try:
-            call = json.loads(raw)
+            call = codec.loads(raw)
         except ValueError:
             return _error(None, -32700, "not JSON")
         if not isinstance(call, dict) or not isinstance(call.get("method"), str):
@@ -94,7 +94,9 @@ class _Connection:
 
     async def _notify(self, method: str, sub: int, result: Any) -> None:
         params = {"result": result, "subscription": sub}
-        await self._socket.send(json.dumps({"jsonrpc": "2.0", "method": method, "params": params}))
+        await self._socket.send(
+            codec.dumps_text({"jsonrpc": "2.0", "method": method, "params": params})
+        )
 
 
 def _error(call_id: Any, code: int, message: str) -> dict[str, Any]:

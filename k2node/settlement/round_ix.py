@@ -3,10 +3,10 @@ lists, and the payout; plus the pruning of rounds that have aged out."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+from k2node import codec
 from k2node.contract.rounds import Schedule, Window, distribution_retries
 from k2node.contract.task_state import PAYOUT_FAILED, PAYOUT_SUCCESSFUL, ROUND_SECTIONS
 from k2node.contract.values import is_int, submission_problem
@@ -175,7 +175,7 @@ def _uploaded_list(chunks: dict[str, str] | None, round_: int) -> dict[str, int]
         raise TransactionError(f"the uploaded list lacks chunk {missing[0]}")
     text = b"".join(bytes.fromhex(chunks[str(i)]) for i in range(len(chunks)))
     try:
-        dist = json.loads(text)
+        dist = codec.loads(text)
     except ValueError:
         raise TransactionError("the uploaded list is not JSON") from None
     if not isinstance(dist, dict) or len(dist) > MAX_DISTRIBUTION_ENTRIES:

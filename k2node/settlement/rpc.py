@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
-import json
 import random
 import time
 from collections.abc import Callable
@@ -21,6 +20,8 @@ from typing import Any
 
 import aiohttp
 
+from k2node import codec
+from k2node.codec import JSON_HEADERS
 from k2node.contract.task_state import ACCOUNT_OPTIONS, DISTRIBUTION_SECTIONS
 from k2node.contract.units import DEFAULT_SLOT_MS, SlotClock
 from k2node.settlement.base import (
@@ -75,11 +76,14 @@ async def _call(session: aiohttp.ClientSession, url: str, method: str, *params: 
 async def _call_once(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
     try:
         async with session.post(
-            url, json=body, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+            url,
+            data=codec.dumps(body),
+            headers=JSON_HEADERS,
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         ) as resp:
             if resp.status in _RETRY_STATUSES:
                 raise _Retry(f"HTTP {resp.status}")
-            answer = await resp.json(content_type=None)
+            answer = codec.loads(await resp.read())
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Retry(f"{type(exc).__name__}: {exc}") from None
     except ValueError:
@@ -108,7 +112,7 @@ def _data(value: Any) -> Any:
     data = value.get("data")
     if not (isinstance(data, list) and data and isinstance(data[0], str)):
         return None
-    return json.loads(base64.b64decode(data[0]))
+    return codec.loads(base64.b64decode(data[0]))
 
 
 class RpcSettlement(SlotClocked):

@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import base58
-import orjson
 import structlog
 from aiohttp import web
 from solders.message import Message
 
-from k2node import __version__
+from k2node import __version__, codec
 from k2node.contract.task_state import ACCOUNT_OPTIONS, DISTRIBUTION_SECTIONS, SUBMISSION_SECTIONS
 from k2node.contract.values import is_int
+from k2node.http_errors import json_response
 from k2node.settlement import accounts
 from k2node.settlement.base import (
     ALREADY_PROCESSED,
@@ -57,10 +57,6 @@ class RpcError(Exception):
         super().__init__(message)
         self.code = code
         self.data = data
-
-
-def _json(body: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 def _str(value: Any, name: str) -> str:
@@ -130,18 +126,18 @@ class K2Service:
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
-            body = orjson.loads(await request.read())  # NaN and deep nesting are refused
-        except orjson.JSONDecodeError:
+            body = codec.loads(await request.read())  # NaN and deep nesting are refused
+        except ValueError:
             return self._reply(None, error=RpcError(PARSE_ERROR, "body is not JSON"))
         try:
             if isinstance(body, list):  # a batch
                 if not body or len(body) > 100:
                     error = RpcError(INVALID_REQUEST, "a batch holds 1-100 requests")
                     return self._reply(None, error=error)
-                return _json([await self._answer(call) for call in body])
-            return _json(await self._answer(body))
+                return json_response([await self._answer(call) for call in body])
+            return json_response(await self._answer(body))
         except LogNotDurable as exc:  # applied, not yet on disk: not a refusal, ask again
-            return web.json_response({"status": 503, "message": str(exc)}, status=503)
+            return json_response({"status": 503, "message": str(exc)}, status=503)
 
     async def _answer(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or body.get("jsonrpc") != "2.0":
@@ -190,7 +186,7 @@ class K2Service:
         return body
 
     def _reply(self, call_id: Any, error: RpcError) -> web.Response:
-        return _json(self._body(call_id, error=error))
+        return json_response(self._body(call_id, error=error))
 
     def _context(self, value: Any) -> dict[str, Any]:
         return {

@@ -8,13 +8,13 @@ on the network); each slot the K2 announces re-anchors that genesis when the two
 from __future__ import annotations
 
 import asyncio
-import json
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
+from k2node import codec
 from k2node.settlement.rpc import K2Unreachable, RpcSettlement
 
 log = structlog.get_logger("k2node.k2")
@@ -36,7 +36,7 @@ def pubsub_url(rpc_url: str) -> str:
 def _announced_slot(raw: str | bytes) -> int | None:
     """The slot of a slotNotification; None for any other message, or a malformed one."""
     try:
-        message = json.loads(raw)
+        message = codec.loads(raw)
         slot = (
             message["params"]["result"]["slot"] if message["method"] == "slotNotification" else None
         )
@@ -61,7 +61,9 @@ class SlotFollower:
 
     async def _follow(self) -> None:
         async with connect(self._ws_url, open_timeout=10, max_size=64 * 1024) as socket:
-            await socket.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "slotSubscribe"}))
+            await socket.send(
+                codec.dumps_text({"jsonrpc": "2.0", "id": 1, "method": "slotSubscribe"})
+            )
             async for raw in socket:
                 slot = _announced_slot(raw)
                 if slot is not None:

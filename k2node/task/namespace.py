@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import base58
 
+from k2node import codec
+from k2node.codec import JSON_HEADERS
 from k2node.contract.jsjson import sha256_hex, stringify
 from k2node.contract.methods import NAMESPACE_PATH, Method
 from k2node.crypto import verify_signature as _verify_signature
@@ -37,8 +38,10 @@ class NamespaceWrapper:
         """Call a wire method of the namespace RPC (K2-CONTRACT names) and return its answer."""
         body = {"args": [method, *params], "taskId": self.task_id, "secret": self._secret}
         try:
-            async with self._session.post(self._url, json=body) as resp:
-                answer = await resp.json(content_type=None)
+            async with self._session.post(
+                self._url, data=codec.dumps(body), headers=JSON_HEADERS
+            ) as resp:
+                answer = codec.loads(await resp.read())
                 status = resp.status
         except (aiohttp.ClientError, ValueError) as exc:
             raise NamespaceError(f"{method}: node unreachable or bad answer: {exc}") from None
@@ -126,7 +129,7 @@ class NamespaceWrapper:
         raw = await self.call(Method.GET_DISTRIBUTION_LIST, submitter, round_)
         if raw is None:
             return None
-        parsed = json.loads(raw) if isinstance(raw, str) else raw
+        parsed = codec.loads(raw) if isinstance(raw, str) else raw
         return parsed if isinstance(parsed, dict) else None
 
     async def get_submitter_account(self) -> dict[str, Any]:
@@ -203,7 +206,7 @@ class NamespaceWrapper:
         return base64.b64decode(await self.call(Method.IPFS_GET, cid, path, max_bytes))
 
     async def ipfs_get_json(self, cid: str, path: str = "", max_bytes: int = 1024 * 1024) -> Any:
-        return json.loads(await self.ipfs_get(cid, path, max_bytes))
+        return codec.loads(await self.ipfs_get(cid, path, max_bytes))
 
     async def sign_submission(self, submission: Any) -> dict[str, Any]:
         """`{signedMessage, submission}`: the template's signed submission, the message being
@@ -224,7 +227,7 @@ class NamespaceWrapper:
         matches its content; None otherwise (what an auditor votes false on)."""
         try:
             raw = await self.ipfs_get(cid, f"submissionValues{round_}.json")
-            body = json.loads(raw)
+            body = codec.loads(raw)
         except (NamespaceError, ValueError):
             return None
         return open_signed_submission(body, submitter)
@@ -257,7 +260,7 @@ def open_signed_submission(signed: Any, submitter: str) -> Any:
         opened = _verify_signature(signed["signedMessage"], submitter)
         if "data" not in opened:
             return None
-        if json.loads(opened["data"]) != sha256_hex(stringify(signed["submission"])):
+        if codec.loads(opened["data"]) != sha256_hex(stringify(signed["submission"])):
             return None
         return signed["submission"]
     except (ValueError, KeyError, TypeError):

@@ -9,7 +9,6 @@ ends a phase or a wait longer than the caller allowed.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from typing import Any
 
 import aiohttp
 from yarl import URL
+
+from k2node import codec
 
 # Retries back off from this, doubling, with jitter; the deadline bounds them all.
 BACKOFF_S = 0.2
@@ -86,7 +87,7 @@ async def get_json(
                 elif resp.status != 200:
                     raise PeerError(peer, f"HTTP {resp.status}")
                 else:
-                    return json.loads(await _read_limited(resp, max_bytes))
+                    return codec.loads(await _read_limited(resp, max_bytes))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             reason = f"no answer ({type(exc).__name__})"
         except ValueError as exc:  # not JSON, or too large

@@ -30,7 +30,7 @@ from k2node.contract.launch import SECRET_ON_CHANNEL, TASK_SOCKET_ENV, TaskArgs
 from k2node.contract.methods import MAX_RPC_BODY, Method
 from k2node.contract.phases import PHASE_NAMES, Phase
 from k2node.contract.values import is_round
-from k2node.http_errors import json_errors
+from k2node.http_errors import json_errors, json_response
 from k2node.task.core import CoreLogic
 from k2node.task.namespace import NamespaceWrapper
 
@@ -117,13 +117,13 @@ def build_task_app(core: CoreLogic) -> web.Application:
     app = web.Application(client_max_size=MAX_RPC_BODY, middlewares=[json_errors])
 
     async def root(_: web.Request) -> web.Response:
-        return web.json_response({"status": 200, "message": "Running"})
+        return json_response({"status": 200, "message": "Running"})
 
     async def task_state(_: web.Request) -> web.Response:
-        return web.json_response({"taskState": await core.namespace.get_task_state({})})
+        return json_response({"taskState": await core.namespace.get_task_state({})})
 
     async def value(_: web.Request) -> web.Response:
-        return web.json_response({"value": await core.namespace.store_get("value")})
+        return json_response({"value": await core.namespace.store_get("value")})
 
     app.router.add_get("/", root)
     app.router.add_get("/taskState", task_state)

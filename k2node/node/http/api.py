@@ -17,7 +17,7 @@ from k2node import __version__
 from k2node.contract.methods import MAX_RPC_BODY, NAMESPACE_PATH
 from k2node.contract.phases import PAYOUT, PHASE_NAMES
 from k2node.contract.values import is_round
-from k2node.http_errors import HttpError, json_body, json_errors
+from k2node.http_errors import HttpError, json_body, json_errors, json_response
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
@@ -147,7 +147,7 @@ class NodeApi:
                     "Vary": "Accept",
                 },
             )
-        return web.json_response(
+        return json_response(
             {"status": "running", "version": __version__, "tasks": len(self._tasks)},
             headers={"Vary": "Accept"},
         )
@@ -162,13 +162,13 @@ class NodeApi:
                 self._standing_read = asyncio.ensure_future(self._standing())
             read = self._standing_read  # one read for every page asking meanwhile
             self._standing_cache = (time.monotonic(), await asyncio.shield(read))
-        return web.json_response(self._standing_cache[1])
+        return json_response(self._standing_cache[1])
 
     async def _id(self, _: web.Request) -> web.Response:
-        return web.json_response(self._main_pubkey)
+        return json_response(self._main_pubkey)
 
     async def _list_tasks(self, _: web.Request) -> web.Response:
-        return web.json_response(
+        return json_response(
             [
                 {"TaskName": t.context.name, "TaskID": t.context.task_id}
                 for t in self._tasks.values()
@@ -198,7 +198,7 @@ class NodeApi:
                 "body must be {functionCall: a phase name or 'payout', roundNumber: integer >= 0}",
             )
         retry = bool(body.get("isPreviousRoundFailed", False))
-        return web.json_response(await task.manual_phase(str(name), round_, retry))
+        return json_response(await task.manual_phase(str(name), round_, retry))
 
     async def _proxy_request(self, request: web.Request) -> web.StreamResponse:
         task_id = request.match_info["task_id"]

@@ -8,15 +8,14 @@ speaks enough of kubo's RPC (add, cat, block/get, pin/add, id, version) that aio
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
 from aiohttp import BodyPartReader, web
 
-from k2node import __version__
-from k2node.http_errors import HttpError
+from k2node import __version__, codec
+from k2node.http_errors import HttpError, json_response
 from k2node.ipfs.dag import IpfsError, IsDirectory, NotFound, TooLarge
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.unixfs import CHUNK_SIZE, Added, Cid, UnixFsError
@@ -173,7 +172,7 @@ class IpfsGateway:
             except IpfsError as exc:
                 raise _refusal(400, str(exc)) from None
             lines.append({"Name": "", "Hash": str(directory.cid), "Size": str(directory.tsize)})
-        body = "\n".join(json.dumps(line) for line in lines) + "\n"
+        body = "\n".join(codec.dumps_text(line) for line in lines) + "\n"
         return web.Response(text=body, content_type="application/json")
 
     def _arg(self, request: web.Request) -> tuple[Cid, str]:
@@ -213,10 +212,10 @@ class IpfsGateway:
             await self._ipfs.pin(str(target))
         except (IpfsError, UnixFsError) as exc:
             raise self._kubo_error(exc) from None
-        return web.json_response({"Pins": [str(target)]})
+        return json_response({"Pins": [str(target)]})
 
     async def _id(self, _: web.Request) -> web.Response:
-        return web.json_response(
+        return json_response(
             {
                 "ID": self._node_id,
                 "AgentVersion": f"k2node/{__version__}",
@@ -226,7 +225,7 @@ class IpfsGateway:
         )
 
     async def _version(self, _: web.Request) -> web.Response:
-        return web.json_response(
+        return json_response(
             {
                 "Version": __version__,
                 "Commit": "",

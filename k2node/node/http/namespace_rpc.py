@@ -13,7 +13,7 @@ from aiohttp import web
 
 from k2node.contract.methods import CHAIN_ACTIONS, PUBLISHES
 from k2node.contract.values import is_int
-from k2node.http_errors import HttpError, json_body
+from k2node.http_errors import HttpError, json_body, json_response
 from k2node.ipfs import IpfsError
 from k2node.node.agent import ActionError
 from k2node.node.context import TaskContext
@@ -104,4 +104,4 @@ class NamespaceRpc:
             result = await call_method(ctx, args[0], args[1:], self._events)
         except MethodRefused as exc:
             raise HttpError(exc.status, str(exc)) from None
-        return web.json_response({"response": result})
+        return json_response({"response": result})

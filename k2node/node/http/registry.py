@@ -9,16 +9,16 @@ more than five minutes away from now (stale).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from k2node import codec
 from k2node.contract.values import is_int
 from k2node.crypto import decode_pubkey, verify_signature
-from k2node.http_errors import HttpError, json_body
+from k2node.http_errors import HttpError, json_body, json_response
 
 MAX_SKEW_MS = 5 * 60 * 1000
 MAX_NODES_PER_TASK = 10_000
@@ -46,7 +46,7 @@ class NodeRegistry:
     async def _list(self, request: web.Request) -> web.Response:
         task_id = request.match_info["task_id"]
         await self._stakes(task_id)
-        return web.json_response(list(self._nodes.get(task_id, {}).values()))
+        return json_response(list(self._nodes.get(task_id, {}).values()))
 
     async def _register(self, request: web.Request) -> web.Response:
         task_id = request.match_info["task_id"]
@@ -60,7 +60,7 @@ class NodeRegistry:
             raise HttpError(422, f"publicKey: {exc}") from None
         opened = verify_signature(body["signature"], pubkey)
         try:
-            data = json.loads(opened["data"])
+            data = codec.loads(opened["data"])
             url, stamp = data["url"], data["timestamp"]
         except (KeyError, TypeError, ValueError):
             raise HttpError(409, "registration is not signed by its publicKey") from None
@@ -81,4 +81,4 @@ class NodeRegistry:
             "signature": body["signature"],
             "submitterPubkey": pubkey,
         }
-        return web.json_response({"registered": pubkey})
+        return json_response({"registered": pubkey})

@@ -7,13 +7,12 @@ rpc_chain.py.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
-from k2node import __version__
+from k2node import __version__, codec
 from k2node.contract.methods import Method
 from k2node.crypto import payload_signing, verify_signature, web3_account
 from k2node.node.agent import ActionError
@@ -108,7 +107,7 @@ async def _submit_distribution(ctx: TaskContext, round_: Any) -> dict[str, Any]:
 @method(Method.GET_DISTRIBUTION_LIST)
 async def _get_distribution_list(ctx: TaskContext, submitter: Any, round_: Any) -> str | None:
     found = await ctx.agent.distribution_list(submitter, round_)
-    return None if found is None else json.dumps(found, separators=(",", ":"))
+    return None if found is None else codec.dumps_text(found)
 
 
 @method(Method.PAYLOAD_TRIGGER)
