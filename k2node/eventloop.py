@@ -22,6 +22,12 @@ class EventLoopError(ValueError):
     """The setting names no loop, or one that is not installed."""
 
 
+def loop_kind() -> str:
+    """The running loop's kind, as the setting names it (the node logs it at start)."""
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio"
+
+
 def run_main(main: Coroutine[Any, Any, T], kind: str | None = None) -> T:
     """Run `main` to completion on the chosen loop, as `asyncio.run` does."""
     kind = kind if kind is not None else os.environ.get(EVENT_LOOP_ENV, "auto")

@@ -6,15 +6,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:  # rich loads only where a bar is drawn: not in a node logging to a pipe
+    from rich.progress import Progress
 
 READ_SIZE = 256 * 1024
 
@@ -23,6 +18,15 @@ def progress_bar(label: str) -> Progress | None:
     """A byte-counting bar on stderr when that is a terminal; None on a pipe."""
     if not sys.stderr.isatty():
         return None
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     return Progress(f"[bold]{label}", *columns, console=Console(stderr=True), transient=True)
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import plyvel
 
 from k2node.codec import dumps, loads
@@ -54,7 +55,12 @@ class Store:
 
     def get(self, key: str) -> Any:
         raw = self._db.get(key.encode())
-        return None if raw is None else loads(raw)
+        if raw is None:
+            return None
+        try:
+            return orjson.loads(raw)  # the codec's fast path, without a call around it
+        except orjson.JSONDecodeError:
+            return loads(raw)
 
     def put(self, key: str, value: Any, sync: bool = False) -> None:
         """`sync`: on disk (fsync'd) before this returns, with every write before it."""
@@ -79,6 +85,14 @@ class Store:
 
     def has_bytes(self, key: bytes) -> bool:
         return self._db.get(key) is not None
+
+    def put_many_bytes(self, items: dict[bytes, bytes], sync: bool = False) -> None:
+        with self._db.write_batch(transaction=True, sync=sync) as batch:
+            for key, value in items.items():
+                batch.put(key, value)
+
+    def delete_bytes(self, key: bytes) -> None:
+        self._db.delete(key)
 
     def delete(self, key: str) -> None:
         self._db.delete(key.encode())

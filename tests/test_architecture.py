@@ -38,6 +38,7 @@ ALLOWED = {
     "examples": {"task", "contract", "crypto"},
     "node": {
         "codec",
+        "eventloop",
         "progress",
         "contract",
         "crypto",

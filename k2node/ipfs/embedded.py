@@ -1,4 +1,4 @@
-"""The embedded IPFS store: content-addressed blocks in LevelDB, kubo-identical CIDs.
+"""The embedded IPFS store: content-addressed blocks (ipfs/blocks.py), kubo-identical CIDs.
 
 Every block is checked against its CID before it is stored or used, wherever it came from
 (this node's disk included); a mismatch is an error naming the CID, never data. Blocks this
@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import structlog
 
+from k2node.ipfs.blocks import BlockStore
 from k2node.ipfs.dag import DEFAULT_MAX_BYTES, DagReader, IpfsError, NotFound, TooLarge
 from k2node.ipfs.unixfs import (
     CHUNK_SIZE,
     Added,
     Cid,
     FileBuilder,
+    Piece,
     UnixFsError,
     directory_node,
     read_varint,
     varint,
 )
-from k2node.store import Store
 
 __all__ = ["EmbeddedIpfs", "IpfsError", "NotFound", "TooLarge"]
 
@@ -38,7 +39,6 @@ FETCH_TIMEOUT_S = 10.0
 # A peer that failed to serve a block is asked last for this long: a slow or broken peer
 # costs a fetch one timeout, not one per block.
 PEER_REST_S = 30.0
-_BLOCK_PREFIX = b"block/"
 
 Peers = Callable[[], Awaitable[list[str]]]
 
@@ -59,11 +59,11 @@ class IpfsStats:
 class EmbeddedIpfs:
     def __init__(
         self,
-        store: Store,
+        blocks: BlockStore,
         session: aiohttp.ClientSession | None = None,
         peers: Peers = _no_peers,
     ) -> None:
-        self._store = store
+        self._blocks = blocks
         self._resting: dict[str, float] = {}  # peer -> until when it is asked last
         self._good: str | None = None  # the peer that served the last block
         self._session = session
@@ -76,28 +76,23 @@ class EmbeddedIpfs:
     def open(
         cls, path: Path, session: aiohttp.ClientSession | None = None, peers: Peers = _no_peers
     ) -> EmbeddedIpfs:
-        # blocks are mostly incompressible and written once: no compression, big write buffer
-        store = Store.open(path, compression=None, write_buffer_size=64 * 1024 * 1024)
-        return cls(store, session, peers)
+        return cls(BlockStore(path), session, peers)
 
     def close(self) -> None:
-        self._store.close()
+        self._blocks.close()
 
     # -- blocks ----------------------------------------------------------------------------
-    def _put(self, cid: Cid, block: bytes) -> None:
-        self._store.put_bytes(_BLOCK_PREFIX + cid.multihash, block)
-        self.stats.bytes_stored += len(block)
-
     def has(self, cid: Cid) -> bool:
-        return self._store.has_bytes(_BLOCK_PREFIX + cid.multihash)
+        return self._blocks.has(cid.multihash)
 
     def local_block(self, cid: Cid) -> bytes | None:
-        block = self._store.get_bytes(_BLOCK_PREFIX + cid.multihash)
+        block = self._blocks.get(cid.multihash)
         if block is not None:
             try:
                 cid.verify(block)
             except UnixFsError as exc:
                 self.stats.verification_failures += 1
+                self._blocks.drop(cid.multihash)  # the next add or fetch of it writes it anew
                 raise IpfsError(f"stored block of {cid} is corrupt") from exc
         return block
 
@@ -110,7 +105,8 @@ class EmbeddedIpfs:
         except UnixFsError as exc:
             self.stats.verification_failures += 1
             raise IpfsError(str(exc)) from None
-        self._put(cid, block)
+        self._blocks.put(cid.multihash, block)
+        self.stats.bytes_stored += len(block)
 
     async def _held_block(self, cid: Cid) -> bytes:
         block = self.local_block(cid)
@@ -168,16 +164,27 @@ class EmbeddedIpfs:
 
     # -- adding ------------------------------------------------------------------------------
     def file_builder(self, cid_version: int = 0, raw_leaves: bool | None = None) -> FileBuilder:
-        """A builder storing here; write the file to it in pieces as they arrive."""
-        return FileBuilder(self._put, cid_version, raw_leaves)
+        """A builder storing here; write the file to it in pieces as they arrive. Its
+        `finish` returns once every block is on disk (a synced write: not on the loop)."""
+        batch = self._blocks.batch()
+
+        def put(cid: Cid, pieces: Sequence[Piece]) -> None:
+            batch.put(cid.multihash, pieces)
+            self.stats.bytes_stored += sum(len(p) for p in pieces)
+
+        return FileBuilder(put, cid_version, raw_leaves, batch.commit, batch.abandon)
 
     def add_chunks(
         self, chunks: Iterable[bytes], cid_version: int = 0, raw_leaves: bool | None = None
     ) -> Added:
         builder = self.file_builder(cid_version, raw_leaves)
-        for piece in chunks:
-            builder.write(piece)
-        return builder.finish()
+        try:
+            for piece in chunks:
+                builder.write(piece)
+            return builder.finish()
+        except BaseException:
+            builder.abandon()
+            raise
 
     def add_bytes(self, data: bytes, cid_version: int = 0, raw_leaves: bool | None = None) -> Cid:
         return self.add_chunks([data], cid_version, raw_leaves).cid
@@ -194,15 +201,16 @@ class EmbeddedIpfs:
 
     def wrap(self, entries: list[tuple[str, Added]], cid_version: int = 0) -> Added:
         """A directory over already added entries (`--wrap-with-directory`)."""
+        batch = self._blocks.batch()
         try:
-            return directory_node(entries, self._put, cid_version)
+            added = directory_node(entries, lambda cid, p: batch.put(cid.multihash, p), cid_version)
         except UnixFsError as exc:
             raise IpfsError(str(exc)) from None
+        batch.commit()
+        return added
 
     # -- the backend interface the node and its tasks use ----------------------------------
     async def publish(self, data: bytes, cid_version: int = 0) -> str:
-        if len(data) <= CHUNK_SIZE:
-            return str(self.add_bytes(data, cid_version))
         return str(await asyncio.to_thread(self.add_bytes, data, cid_version))
 
     async def publish_directory(self, files: dict[str, bytes], cid_version: int = 0) -> str:

@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
-import aioipfs
 import structlog
 
 from k2node.ipfs.dag import DEFAULT_MAX_BYTES, DagReader, IpfsError
@@ -22,7 +21,7 @@ from k2node.ipfs.unixfs import Cid, FileBuilder, UnixFsError, check_entry_name
 log = structlog.get_logger("k2node.ipfs")
 
 T = TypeVar("T")
-_TRANSIENT = (aioipfs.APIError, aiohttp.ClientError, TimeoutError, OSError)
+_TRANSIENT: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 def local_cid(data: bytes, cid_version: int, raw_leaves: bool | None = None) -> str:
@@ -45,9 +44,15 @@ class KuboIpfs:
         self._retries = retries
         self._backoff_s = backoff_s
         self._client: Any = None
+        self._transient = _TRANSIENT
         self.reader = DagReader(self._block)
 
     async def start(self) -> None:
+        # imported here: aioipfs and what it pulls in (setuptools among them) cost a node that
+        # does not use kubo several MB of memory and a tenth of a second at start
+        import aioipfs
+
+        self._transient = (aioipfs.APIError, *_TRANSIENT)
         self._client = aioipfs.AsyncIPFS(
             host=self._parts.hostname,
             port=self._parts.port or (443 if self._parts.scheme == "https" else 80),
@@ -64,7 +69,7 @@ class KuboIpfs:
         for attempt in range(self._retries):
             try:
                 return await asyncio.wait_for(call(), self._timeout_s)
-            except _TRANSIENT as exc:
+            except self._transient as exc:
                 last = exc
                 log.warning(
                     "ipfs_api_retry",

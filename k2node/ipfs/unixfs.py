@@ -9,7 +9,7 @@ so adding a file of any size holds a few kilobytes besides the chunk in hand.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import cid as cidlib
@@ -214,7 +214,9 @@ class UnixFsData:
 
 
 # -- the builder -------------------------------------------------------------------------------
-PutBlock = Callable[[Cid, bytes], None]
+Piece = bytes | memoryview
+# A block handed over in pieces (joined, they are the block): a leaf's chunk is never copied.
+PutBlock = Callable[[Cid, Sequence[Piece]], None]
 
 
 @dataclass(frozen=True)
@@ -224,18 +226,38 @@ class Added:
     tsize: int  # block bytes below this node, itself included
 
 
-class FileBuilder:
-    """Write the file's bytes in pieces of any size; get the root at the end."""
+def leaf_pieces(chunk: Piece) -> list[Piece]:
+    """A dag-pb leaf holding `chunk` (non-empty): PBNode{Data: UnixFS{File, chunk, size}}, as
+    a head, the chunk itself and a tail."""
+    size = varint(len(chunk))
+    unixfs_len = 2 + 1 + len(size) + len(chunk) + 1 + len(size)
+    return [b"\x0a" + varint(unixfs_len) + b"\x08\x02\x12" + size, chunk, b"\x18" + size]
 
-    def __init__(self, put: PutBlock, cid_version: int = 0, raw_leaves: bool | None = None):
+
+class FileBuilder:
+    """Write the file's bytes in pieces of any size; get the root at the end. `finished`
+    runs before `finish` returns (the store's commit: the blocks on disk); `abandoned` when
+    the file is given up half-way (`abandon`)."""
+
+    def __init__(
+        self,
+        put: PutBlock,
+        cid_version: int = 0,
+        raw_leaves: bool | None = None,
+        finished: Callable[[], None] | None = None,
+        abandoned: Callable[[], None] | None = None,
+    ):
         self._put = put
         self._version = cid_version
         self._raw_leaves = cid_version == 1 if raw_leaves is None else raw_leaves
+        self._finished = finished
+        self._abandoned = abandoned
         self._levels: list[list[Added]] = [[]]
         self._pending = bytearray()
 
     def write(self, data: bytes) -> None:
-        """Cut `data` into CHUNK_SIZE chunks, copying each byte once; keep the tail."""
+        """Cut `data` into CHUNK_SIZE chunks, keeping the tail; whole chunks are handed to the
+        store as views of `data`, not copies, so `data` must not change until `finish`."""
         view = memoryview(data)
         if self._pending:
             taken = CHUNK_SIZE - len(self._pending)
@@ -246,23 +268,26 @@ class FileBuilder:
             self._add_chunk(bytes(self._pending))
             self._pending = bytearray()
         while len(view) >= CHUNK_SIZE:
-            self._add_chunk(bytes(view[:CHUNK_SIZE]))
+            self._add_chunk(view[:CHUNK_SIZE])
             view = view[CHUNK_SIZE:]
         self._pending += view
 
-    def _store(self, block: bytes, codec: str) -> Cid:
+    def _store(self, pieces: Sequence[Piece], codec: str) -> Cid:
+        digest = hashlib.sha256()
+        for piece in pieces:
+            digest.update(piece)
         # a raw block has no CIDv0: raw leaves are CIDv1 whatever the nodes above them are
-        cid = Cid.of(block, 1 if codec == RAW else self._version, codec)
-        self._put(cid, block)
+        cid = Cid(1 if codec == RAW else self._version, codec, digest.digest())
+        self._put(cid, pieces)
         return cid
 
-    def _add_chunk(self, chunk: bytes) -> None:
+    def _add_chunk(self, chunk: Piece) -> None:
         if self._raw_leaves:
-            leaf = Added(self._store(chunk, RAW), len(chunk), len(chunk))
+            leaf = Added(self._store([chunk], RAW), len(chunk), len(chunk))
         else:
-            data = UnixFsData(FILE, chunk, len(chunk)).encode()
-            block = Node(data=data).encode()
-            leaf = Added(self._store(block, DAG_PB), len(chunk), len(block))
+            pieces = leaf_pieces(chunk)
+            tsize = sum(len(p) for p in pieces)
+            leaf = Added(self._store(pieces, DAG_PB), len(chunk), tsize)
         self._push(0, leaf)
 
     def _push(self, level: int, item: Added) -> None:
@@ -278,17 +303,28 @@ class FileBuilder:
         data = UnixFsData(FILE, filesize=size, blocksizes=[c.size for c in children]).encode()
         node = Node([Link(c.cid, "", c.tsize) for c in children], data)
         block = node.encode()
-        return Added(self._store(block, DAG_PB), size, len(block) + sum(c.tsize for c in children))
+        cid = self._store([block], DAG_PB)
+        return Added(cid, size, len(block) + sum(c.tsize for c in children))
 
     def finish(self) -> Added:
+        root = self._root()
+        if self._finished is not None:
+            self._finished()
+        return root
+
+    def abandon(self) -> None:
+        if self._abandoned is not None:
+            self._abandoned()
+
+    def _root(self) -> Added:
         if self._pending:
             self._add_chunk(bytes(self._pending))
             self._pending = bytearray()
         if not any(self._levels):  # the empty file: one empty leaf, as kubo makes it
             if self._raw_leaves:
-                return Added(self._store(b"", RAW), 0, 0)
+                return Added(self._store([b""], RAW), 0, 0)
             block = Node(data=UnixFsData(FILE, filesize=0).encode()).encode()
-            return Added(self._store(block, DAG_PB), 0, len(block))
+            return Added(self._store([block], DAG_PB), 0, len(block))
         level = 0
         while True:
             pending = self._levels[level]
@@ -316,6 +352,6 @@ def directory_node(entries: list[tuple[str, Added]], put: PutBlock, cid_version:
     )
     block = node.encode()
     cid = Cid.of(block, cid_version, DAG_PB)
-    put(cid, block)
+    put(cid, [block])
     size = sum(child.size for _, child in ordered)
     return Added(cid, size, len(block) + sum(child.tsize for _, child in ordered))

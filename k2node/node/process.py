@@ -30,6 +30,7 @@ from k2node.contract.launch import (
     TASK_SOCKET_ENV,
     TaskArgs,
 )
+from k2node.eventloop import EVENT_LOOP_ENV
 from k2node.node.confine import Rules
 from k2node.node.tasklog import TaskLog
 
@@ -90,6 +91,8 @@ class TaskSpec:
         )
         if self.server_socket is not None:
             env[TASK_SOCKET_ENV] = str(self.server_socket)
+        if EVENT_LOOP_ENV in os.environ:  # the node's choice of loop is its tasks' too
+            env[EVENT_LOOP_ENV] = os.environ[EVENT_LOOP_ENV]
         return env
 
 

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from k2node.config import ConfigError, Settings
 from k2node.crypto import Keypair
+from k2node.eventloop import loop_kind
 from k2node.ipfs import IpfsBackend
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.kubo import KuboIpfs
@@ -216,6 +217,7 @@ class Node:
                 tasks=task_ids,
                 timers=settings.global_timers,
                 staking_key=wallets.staking.pubkey,
+                event_loop=loop_kind(),
             )
             yield node
             log.info("node_stopping")

@@ -30,6 +30,7 @@ from k2node.contract.launch import SECRET_ON_CHANNEL, TASK_SOCKET_ENV, TaskArgs
 from k2node.contract.methods import MAX_RPC_BODY, Method
 from k2node.contract.phases import PHASE_NAMES, Phase
 from k2node.contract.values import is_round
+from k2node.eventloop import loop_kind
 from k2node.http_errors import json_errors, json_response
 from k2node.task.core import CoreLogic
 from k2node.task.namespace import NamespaceWrapper
@@ -163,10 +164,10 @@ async def run_task(args: TaskArgs, entry: str, channel_fd: int) -> int:
             socket_path = os.environ.get(TASK_SOCKET_ENV)
             if socket_path:  # only the node can reach it (K2NODE_TASK_SOCKET)
                 await web.UnixSite(runner, socket_path).start()
-                log.info("task_started", name=args.name, socket=socket_path)
+                log.info("task_started", name=args.name, socket=socket_path, event_loop=loop_kind())
             else:
                 await web.TCPSite(runner, "127.0.0.1", args.port).start()
-                log.info("task_started", name=args.name, port=args.port)
+                log.info("task_started", name=args.name, port=args.port, event_loop=loop_kind())
             if core.max_request_body is not None:
                 await channel.send({TASK_LIMITS: {"maxRequestBody": core.max_request_body}})
 

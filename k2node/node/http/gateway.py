@@ -8,6 +8,7 @@ speaks enough of kubo's RPC (add, cat, block/get, pin/add, id, version) that aio
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -152,13 +153,17 @@ class IpfsGateway:
                     continue
                 name = part.filename or ""
                 builder = self._ipfs.file_builder(version, raw_leaves)
-                # pieces go into the DAG as they arrive: an upload is never held whole
-                while piece := await part.read_chunk(CHUNK_SIZE):
-                    total += len(piece)
-                    if total > MAX_ADD_BYTES:
-                        raise _refusal(413, f"add takes at most {MAX_ADD_BYTES} bytes")
-                    builder.write(piece)
-                added = builder.finish()
+                try:
+                    # pieces go into the DAG as they arrive: an upload is never held whole
+                    while piece := await part.read_chunk(CHUNK_SIZE):
+                        total += len(piece)
+                        if total > MAX_ADD_BYTES:
+                            raise _refusal(413, f"add takes at most {MAX_ADD_BYTES} bytes")
+                        builder.write(piece)
+                    added = await asyncio.to_thread(builder.finish)  # a synced write
+                except BaseException:
+                    builder.abandon()
+                    raise
                 entries.append((name, added))
                 cid = str(added.cid)
                 lines.append({"Name": name or cid, "Hash": cid, "Size": str(added.tsize)})
@@ -168,7 +173,7 @@ class IpfsGateway:
             raise _refusal(400, "no file part in the body")
         if wrap:
             try:
-                directory = self._ipfs.wrap(entries, version)
+                directory = await asyncio.to_thread(self._ipfs.wrap, entries, version)
             except IpfsError as exc:
                 raise _refusal(400, str(exc)) from None
             lines.append({"Name": "", "Hash": str(directory.cid), "Size": str(directory.tsize)})

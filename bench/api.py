@@ -1,0 +1,60 @@
+"""The node's HTTP surface under load: requests proxied to a task's server against a bare
+aiohttp handler, and the JavaScript node's proxy against a bare Express server, with wrk."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import aiohttp
+from common import free_port, load, load_tool, record, wait_http  # bench/, beside this file
+from js_proxy import bench_js_proxy
+from nodes import REPO, spawn_node
+
+
+async def _bare_aiohttp() -> dict[str, float]:
+    port = free_port()
+    bare = await asyncio.create_subprocess_exec(
+        sys.executable, str(REPO / "bench" / "bare_server.py"), str(port)
+    )
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/")
+        return await load(f"http://127.0.0.1:{port}/")
+    finally:
+        bare.terminate()
+        await bare.wait()
+
+
+async def _proxied(tmp: Path) -> dict[str, float]:
+    port = free_port()
+    node = await spawn_node(tmp / "api", port, asyncio.subprocess.DEVNULL)
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/")
+        tasks_url = f"http://127.0.0.1:{port}/tasks"
+        async with aiohttp.ClientSession() as session, session.get(tasks_url) as resp:
+            task_id = (await resp.json())[0]["TaskID"]
+        url = f"http://127.0.0.1:{port}/task/{task_id}/"
+        await wait_http(url)
+        return await load(url)
+    finally:
+        node.terminate()
+        await node.wait()
+
+
+async def bench_api(tmp: Path) -> None:
+    """Requests proxied by the node to a task's server vs a bare aiohttp handler."""
+    baseline = await _bare_aiohttp()
+    proxied = await _proxied(tmp)
+    ratio = proxied["rps"] / baseline["rps"]
+    print(f"node API: 32 connections, 5 s each, load from {load_tool()}")
+    print(f"  bare aiohttp handler {baseline['rps']:,.0f} req/s p99 {baseline['p99_ms']:.1f} ms")
+    print(
+        f"  node -> task proxy   {proxied['rps']:,.0f} req/s p99 {proxied['p99_ms']:.1f} ms"
+        f"  (ratio {ratio:.2f}; target >= 0.5, p99 <= 5 ms)"
+    )
+    record("api", bare_rps=baseline["rps"], proxy_rps=proxied["rps"], proxy_ratio=ratio)
+    record("api", proxy_p99_ms=proxied["p99_ms"])
+    js = await bench_js_proxy(tmp, load)
+    if js is not None:
+        record("api", **js)

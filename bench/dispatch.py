@@ -1,0 +1,118 @@
+"""Phase dispatch: the delay from a window's first slot to the phase message leaving the
+node, with 20 tasks beside a CPU burner (the durable-writes figure), and as a curve over 1
+to 1,000 tasks on one node. The tasks are the node's own RunningTask objects whose processes
+are never started (a phase message goes nowhere): the node's side is what is measured."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import sys
+import time
+from pathlib import Path
+
+from common import create_task, growth, percentile, record  # bench/, beside this file
+from nodes import rss_mb
+
+from k2node.contract.launch import TASK_MODE, TaskArgs
+from k2node.crypto import Keypair
+from k2node.node.agent import TaskAgent
+from k2node.node.clock import SlotTimer
+from k2node.node.context import TaskContext
+from k2node.node.events import EventHub
+from k2node.node.ledger import Ledger
+from k2node.node.process import TaskSpec
+from k2node.node.running import RunningTask
+from k2node.settlement.local import LocalK2
+from k2node.store import Store
+
+SLOT_MS = 20
+CURVE = (1, 10, 100, 1000)
+
+
+async def _idle_timer_baseline(samples: int = 300) -> list[float]:
+    delays = []
+    for _ in range(samples):
+        target = time.time() + 0.005
+        await asyncio.sleep(0.005)
+        delays.append((time.time() - target) * 1000)
+    return delays
+
+
+async def _dispatch(
+    tmp: Path, tasks: int, rounds: int, round_slots: int, burner: bool
+) -> tuple[list[float], float]:
+    """Phase delays (ms) of `tasks` tasks over `rounds` rounds, and the node process's RSS
+    growth per task (MB) once they are all made."""
+    k2 = LocalK2.open(tmp / f"k2-dispatch-{tasks}", slot_ms=SLOT_MS)
+    manager = Keypair.generate()
+    store = Store.open(tmp / f"node-dispatch-{tasks}")
+    ledger = Ledger(store, k2)
+    gc.collect()
+    rss_before = _own_rss()
+    running = []
+    for i in range(tasks):
+        args = {
+            "task_name": f"t{i}",
+            "round_time": round_slots,
+            "submission_window": round_slots * 2 // 5,
+            "audit_window": round_slots * 2 // 5,
+            "total_bounty_amount": 10,
+            "bounty_amount_per_round": 1,
+            "minimum_stake_amount": 0,
+            "allowed_failed_distributions": 0,
+        }
+        task_id = await create_task(k2, manager, args)
+        agent = TaskAgent(task_id, k2, ledger, Keypair.generate(), manager, tmp / task_id)
+        context = TaskContext(agent, f"t{i}", "secret", 0, "http://127.0.0.1:1")
+        argv = TaskArgs(f"t{i}", task_id, 0, TASK_MODE, "k", "secret", "u", "u", "0", 0)
+        spec = TaskSpec(argv, "none:None", tmp / task_id / "task.log")
+        running.append(RunningTask(context, spec, SlotTimer(k2), EventHub()))
+    gc.collect()
+    per_task_mb = (_own_rss() - rss_before) / tasks
+    schedulers = [task.scheduler for task in running]
+    hog = None
+    if burner:
+        hog = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+    jobs = [asyncio.create_task(s.run()) for s in schedulers]
+    await asyncio.sleep(rounds * round_slots * SLOT_MS / 1000)
+    for job in jobs:
+        job.cancel()
+    await asyncio.gather(*jobs, return_exceptions=True)
+    if hog is not None:
+        hog.kill()
+        await hog.wait()
+    store.close()
+    k2.close()
+    return [d for s in schedulers for d in s.delays_ms], per_task_mb
+
+
+def _own_rss() -> float:
+    return rss_mb(os.getpid())
+
+
+async def bench_dispatch(tmp: Path) -> None:
+    baseline = await _idle_timer_baseline()
+    delays, _ = await _dispatch(tmp, 20, 8, 10, burner=True)
+    p99 = percentile(delays, 0.99)
+    print(f"dispatch: 20 tasks, {len(delays)} phases, one CPU burner beside the node")
+    print(
+        f"  phase delay p50 {percentile(delays, 0.5):.3f} ms  p99 {p99:.3f} ms"
+        f"  (target p99 <= 2 ms)"
+    )
+    print(f"  idle asyncio timer p99 {percentile(baseline, 0.99):.3f} ms (baseline, same run)")
+    record("dispatch", tasks_20_p99_ms=p99, idle_timer_p99_ms=percentile(baseline, 0.99))
+    print("dispatch curve: tasks on one node, rounds of max(10, tasks / 10) slots of 20 ms")
+    points = []
+    for tasks in CURVE:
+        round_slots = max(10, tasks // 10)
+        delays, per_task = await _dispatch(tmp, tasks, 4, round_slots, burner=False)
+        p99 = percentile(delays, 0.99)
+        points.append((tasks, p99))
+        print(
+            f"  {tasks:>5} tasks: {len(delays):>6} phases, p50 {percentile(delays, 0.5):.3f} ms"
+            f"  p99 {p99:.3f} ms  node memory {per_task * 1024:.0f} KB per task"
+        )
+        record("dispatch_curve", **{f"tasks_{tasks}_p99_ms": p99, f"tasks_{tasks}_kb": per_task})
+    print(f"  p99 grows {growth(points)}; targets: <= 2 ms at 100, <= 5 ms at 1,000")
