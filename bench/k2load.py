@@ -29,13 +29,17 @@ from k2node.settlement.local import LocalK2
 from k2node.settlement.wire import Ix
 
 CURVE = (1_000, 10_000, 100_000)
+SLOT_MS = 300_000  # long enough to stake, sign and send 100,000 in one submission window
+SERVICE_SLOT_MS = 60_000  # the longest `k2node k2` takes: 10,000 fit
 SENDERS = 32  # at a time, as over HTTP: their syncs are shared
 
 
-async def _staked_load(path: Path, n: int) -> tuple[str, list[SoldersKeypair], Keypair]:
-    """A task with `n` staked keys, made as if three minute-long slots ago: reopened now,
-    round 0's submission window is open for a minute."""
-    k2 = LocalK2.open(path, slot_ms=60_000, clock=lambda: time.time() - 180)
+async def _staked_load(
+    path: Path, n: int, slot_ms: int
+) -> tuple[str, list[SoldersKeypair], Keypair]:
+    """A task with `n` staked keys, made as if three slots ago: reopened now, round 0's
+    submission window is open for a slot."""
+    k2 = LocalK2.open(path, slot_ms=slot_ms, clock=lambda: time.time() - 3 * slot_ms / 1000)
     args = {
         "task_name": "load",
         "round_time": 3,
@@ -102,8 +106,8 @@ def _submissions(
 
 async def _in_process(tmp: Path, n: int) -> tuple[float, float]:
     """Seconds to take `n` submissions, and milliseconds to sign one."""
-    task_id, stakers, payer = await _staked_load(tmp / f"k2-subs-{n}", n)
-    k2 = LocalK2.open(tmp / f"k2-subs-{n}", slot_ms=60_000)  # real time now: slot 3
+    task_id, stakers, payer = await _staked_load(tmp / f"k2-subs-{n}", n, SLOT_MS)
+    k2 = LocalK2.open(tmp / f"k2-subs-{n}", slot_ms=SLOT_MS)  # real time now: slot 3
     blockhash, _ = await k2.latest_blockhash()
     started = time.perf_counter()
     txs = _submissions(task_id, stakers, payer, blockhash)
@@ -137,12 +141,12 @@ async def bench_submissions(tmp: Path) -> None:
 
 
 async def _over_http(tmp: Path, n: int) -> tuple[float, int, float]:
-    task_id, stakers, payer = await _staked_load(tmp / "k2-service", n)
+    task_id, stakers, payer = await _staked_load(tmp / "k2-service", n, SERVICE_SLOT_MS)
     port = free_port()
     service = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "k2node", "k2", "--port", str(port), "--data-dir", str(tmp / "k2-service")),
-        *("--slot-ms", "60000", "--log-format", "json"),
+        *("--slot-ms", str(SERVICE_SLOT_MS), "--log-format", "json"),
         stdout=asyncio.subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/"
@@ -168,6 +172,7 @@ async def _over_http(tmp: Path, n: int) -> tuple[float, int, float]:
             took = time.perf_counter() - started
             busy = (cpu_seconds(service.pid) - cpu_before) / took
     finally:
-        service.terminate()
+        if service.returncode is None:
+            service.terminate()
         await service.wait()
     return took, refused, busy

@@ -29,6 +29,7 @@ from k2node.eventloop import loop_kind
 from k2node.ipfs import IpfsBackend
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.kubo import KuboIpfs
+from k2node.node import heap
 from k2node.node.clock import SlotTimer
 from k2node.node.confine import landlock_abi
 from k2node.node.events import EventHub
@@ -211,6 +212,9 @@ class Node:
             stakes = list(settings.task_stakes) + [0] * len(task_ids)
             await fleet.start_all(list(zip(task_ids, stakes, strict=False)), start)
             node = cls(settings, settlement, wallets, ledger, ipfs, events, tasks, port, plan)
+            heap.settle()
+            collector = asyncio.create_task(heap.collect_between_slots(timer), name="gc")
+            stack.callback(collector.cancel)  # first thing at shutdown: instant, not a step
             log.info(
                 "node_started",
                 port=port,

@@ -47,7 +47,7 @@ class Scheduler:
         self._owner = owner
         self._events = events
         self.delays_ms: list[float] = []  # dispatch delay after a window opens (metrics)
-        self._awake_from: int | None = None  # the first slot the timers saw
+        self._awake_at: float | None = None  # when the timers first ran
         self.paused = False  # the bounty cannot pay a round: no new work is sent
 
     @property
@@ -59,8 +59,8 @@ class Scheduler:
 
     async def run(self) -> None:
         clock = self._clock
-        if self._awake_from is None:
-            self._awake_from = clock.current_slot()
+        if self._awake_at is None:
+            self._awake_at = clock.time()
         state = await self._state()
         while True:
             schedule = Schedule.of(state)
@@ -117,13 +117,15 @@ class Scheduler:
                 slot=now,
             )
             return
-        delay_ms = (clock.time() - clock.wall_time_of_slot(phase.slot)) * 1000
+        opened = clock.wall_time_of_slot(phase.slot)
+        delay_ms = (clock.time() - opened) * 1000
         if phase.kind == PAYOUT:
             await self._owner.payout_due(phase.round_)
             return
         delivered = await self._send(phase_message(Phase(phase.kind), phase.round_, phase.retry))
-        if self._awake_from is not None and phase.slot >= self._awake_from:
-            self.delays_ms.append(delay_ms)  # (a window opened before the node started is not)
+        if self._awake_at is not None and opened >= self._awake_at:
+            # (a window that opened before the timers ran is not: its delay is not theirs)
+            self.delays_ms.append(delay_ms)
         # logged after the other tasks' messages due now have left: the log can wait
         asyncio.get_running_loop().call_soon(
             functools.partial(

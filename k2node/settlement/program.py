@@ -69,10 +69,10 @@ def apply(world: World, tx: Transaction, slot: int) -> None:
             debit(world, payer, fee)
         except TransactionError:
             raise TransactionError(f"the fee payer cannot pay the fee of {fee} lamports") from None
-        several = len(message.instructions) > 1
+        last = len(message.instructions) - 1
         for index, compiled in enumerate(message.instructions):
             try:
-                _instruction(world, message, compiled, signature, slot, several)
+                _instruction(world, message, compiled, signature, slot, index < last)
             except (TransactionError, wire.WireError) as exc:
                 raise TransactionError(f"instruction {index}: {exc}") from None
     except BaseException:
@@ -90,7 +90,7 @@ def _instruction(
     compiled: CompiledInstruction,
     signature: str,
     slot: int,
-    several: bool,
+    more_follow: bool,
 ) -> None:
     keys = message.account_keys
     program = keys[compiled.program_id_index]
@@ -115,7 +115,10 @@ def _instruction(
         "signature": signature,
         **{role: str(key) for role, key in roles.items() if role not in ("task", "signer")},
     }
-    if several:  # a later instruction may yet be refused: keep the task to undo it
+    # A handler refused changes nothing; but a later instruction may yet be refused, and
+    # then this one's change is undone from a copy (costly for a large task: the last
+    # instruction, as a stake's is, needs none).
+    if more_follow:
         world.keep_task(tx["task_id"])
     try:
         handler(world, tx, fields, slot)
