@@ -87,13 +87,16 @@ async def _dispatch(
         hog = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
     jobs = [asyncio.create_task(s.run()) for s in schedulers]
     jobs.append(asyncio.create_task(heap.collect_between_slots(timer)))
-    await asyncio.sleep(rounds * round_slots * slot_ms / 1000)
-    for job in jobs:
-        job.cancel()
-    await asyncio.gather(*jobs, return_exceptions=True)
-    if hog is not None:
-        hog.kill()
-        await hog.wait()
+    try:
+        await asyncio.sleep(rounds * round_slots * slot_ms / 1000)
+    finally:
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        heap.unsettle()
+        if hog is not None:
+            hog.kill()
+            await hog.wait()
     store.close()
     k2.close()
     return [d for s in schedulers for d in s.delays_ms], per_task_mb

@@ -29,17 +29,23 @@ async def bench_footprint(tmp: Path) -> None:
     proc = await spawn_node(tmp / "footprint", 0, asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     task_pid = first_phase = None
-    while first_phase is None:
-        event = json.loads(await proc.stdout.readline())
-        if event["event"] == "task_process_started":
-            task_pid = event["pid"]
-        if event["event"] == "phase_done":
-            first_phase = time.perf_counter() - started
-    await asyncio.sleep(2)
-    node_rss = await asyncio.to_thread(rss_mb, proc.pid)
-    task_rss = await asyncio.to_thread(rss_mb, task_pid) if task_pid else float("nan")
-    proc.terminate()
-    await proc.wait()
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while first_phase is None:
+                line = await proc.stdout.readline()
+                if not line:
+                    raise RuntimeError("the node stopped before its first phase")
+                event = json.loads(line)
+                if event["event"] == "task_process_started":
+                    task_pid = event["pid"]
+                if event["event"] == "phase_done":
+                    first_phase = time.perf_counter() - started
+        await asyncio.sleep(2)
+        node_rss = await asyncio.to_thread(rss_mb, proc.pid)
+        task_rss = await asyncio.to_thread(rss_mb, task_pid) if task_pid else float("nan")
+    finally:
+        proc.terminate()
+        await proc.wait()
     print("footprint: k2node run on an empty data directory")
     print(f"  start to first finished phase {first_phase:.2f} s (target < 2 s)")
     print(f"  node RSS {node_rss:.0f} MB (target <= 80)  task RSS {task_rss:.0f} MB (target <= 50)")

@@ -7,6 +7,7 @@ prefix walked from its newest end, never a whole prefix to pick a few entries fr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import orjson
 import plyvel
 
-from k2node.codec import dumps, loads
+from k2node.codec import dumps
 
 
 class StoreError(Exception):
@@ -60,7 +61,7 @@ class Store:
         try:
             return orjson.loads(raw)  # the codec's fast path, without a call around it
         except orjson.JSONDecodeError:
-            return loads(raw)
+            return _lenient(raw)
 
     def put(self, key: str, value: Any, sync: bool = False) -> None:
         """`sync`: on disk (fsync'd) before this returns, with every write before it."""
@@ -99,7 +100,7 @@ class Store:
 
     def items(self, prefix: str, reverse: bool = False) -> Iterator[tuple[str, Any]]:
         for key, raw in self._db.iterator(prefix=prefix.encode(), reverse=reverse):
-            yield key.decode(), loads(raw)
+            yield key.decode(), _lenient(raw)
 
     def keys(self, prefix: str) -> list[str]:
         return [k.decode() for k in self._db.iterator(prefix=prefix.encode(), include_value=False)]
@@ -108,3 +109,12 @@ class Store:
         """Keys from `start` (included) to `stop` (excluded), in order."""
         found = self._db.iterator(start=start.encode(), stop=stop.encode(), include_value=False)
         return [k.decode() for k in found]
+
+
+def _lenient(raw: bytes) -> Any:
+    """What this store wrote: through the codec, or (before it) stdlib json, which wrote NaN
+    and Infinity; those read back as they were written."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)

@@ -66,3 +66,18 @@ def test_the_store_keeps_every_value_the_codec_can_write(tmp_path: Path) -> None
     assert store.get("v/2") == ODD_VALUES[2]
     assert store.get("v/4") == {"1": "int key"}
     store.close()
+
+
+def test_the_fallback_refuses_what_the_fast_path_cannot_read_back() -> None:
+    with pytest.raises(ValueError):  # NaN beside what sends it to the fallback
+        codec.dumps([math.nan, 2**70])
+    with pytest.raises(ValueError):
+        codec.loads('["\\ud800", NaN]')  # the surrogate's fallback refuses NaN too
+
+
+def test_the_store_still_reads_what_stdlib_json_wrote_before(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db")
+    store.put_bytes(b"old", b'{"x":Infinity,"y":[NaN]}')
+    value = store.get("old")
+    assert value["x"] == math.inf and math.isnan(value["y"][0])
+    store.close()

@@ -26,9 +26,16 @@ def settle() -> None:
     gc.freeze()
 
 
+def unsettle() -> None:
+    """At shutdown: what was frozen is the collector's again (a process that runs nodes one
+    after another, as tests do, keeps no garbage of the stopped ones)."""
+    gc.unfreeze()
+
+
 async def collect_between_slots(clock: Clock) -> None:
     """Run for as long as the node does (cancel it to stop); the automatic collector is
-    off meanwhile and on again after."""
+    off meanwhile, and as it was before after."""
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
         collections = 0
@@ -41,4 +48,5 @@ async def collect_between_slots(clock: Clock) -> None:
             else:
                 gc.collect(1 if collections % OLDER_EVERY == 0 else 0)
     finally:
-        gc.enable()
+        if was_enabled:
+            gc.enable()

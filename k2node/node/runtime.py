@@ -214,6 +214,8 @@ class Node:
             node = cls(settings, settlement, wallets, ledger, ipfs, events, tasks, port, plan)
             heap.settle()
             collector = asyncio.create_task(heap.collect_between_slots(timer), name="gc")
+            collector.add_done_callback(report_failure)
+            stack.callback(heap.unsettle)
             stack.callback(collector.cancel)  # first thing at shutdown: instant, not a step
             log.info(
                 "node_started",

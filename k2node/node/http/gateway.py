@@ -160,10 +160,12 @@ class IpfsGateway:
                         if total > MAX_ADD_BYTES:
                             raise _refusal(413, f"add takes at most {MAX_ADD_BYTES} bytes")
                         builder.write(piece)
-                    added = await asyncio.to_thread(builder.finish)  # a synced write
                 except BaseException:
                     builder.abandon()
                     raise
+                # a synced write, on a thread; it finishes (or fails and cleans up) there, even
+                # if this request is cancelled meanwhile
+                added = await asyncio.to_thread(builder.finish)
                 entries.append((name, added))
                 cid = str(added.cid)
                 lines.append({"Name": name or cid, "Hash": cid, "Size": str(added.tsize)})

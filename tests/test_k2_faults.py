@@ -1,0 +1,123 @@
+"""Faults of the K2 service, injected: a K2 that answers 429 (too many requests) or 500 to
+a quarter of the node's calls. The node retries each with backoff, logs no error, and its
+rounds are paid as on a healthy K2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from k2node.node.provision import free_port
+
+# K2's own slots: the example's rounds take 8 s, its windows 3.2 s. (At 100 ms slots a
+# distribution phase whose calls are retried with backoff overruns its 0.8 s window.)
+SLOT_MS = "400"
+
+
+class FlakyK2:
+    """A proxy before a K2 service: of each four requests, one answered 429 or 500 (never
+    two in a row), the others passed on."""
+
+    def __init__(self, upstream: str) -> None:
+        self._upstream = upstream
+        self.requests = 0
+        self.refused = {429: 0, 500: 0}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.requests % 8 in (1, 5):
+            status = 429 if self.requests % 8 == 1 else 500
+            self.refused[status] += 1
+            return web.Response(status=status, text="injected fault")
+        body = await request.read()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                self._upstream, data=body, headers={"Content-Type": "application/json"}
+            ) as resp,
+        ):
+            return web.Response(
+                status=resp.status, body=await resp.read(), content_type="application/json"
+            )
+
+
+async def _spawn(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "k2node",
+        *args,
+        env=os.environ | env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+@pytest.mark.timeout(200)
+async def test_a_k2_answering_429_and_500_to_a_quarter_of_calls_still_pays(
+    tmp_path: Path,
+) -> None:
+    k2_port = free_port()
+    k2 = await _spawn(
+        *("k2", "--port", str(k2_port), "--data-dir", str(tmp_path / "k2")),
+        *("--slot-ms", SLOT_MS, "--log-format", "json"),
+        env={},
+    )
+    flaky = FlakyK2(f"http://127.0.0.1:{k2_port}/")
+    app = web.Application()
+    app.router.add_post("/", flaky.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    proxy_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", proxy_port).start()
+    node = None
+    events: list[dict[str, object]] = []
+    try:
+        async with aiohttp.ClientSession() as session:  # the service is up
+            for _ in range(100):
+                try:
+                    await session.post(f"http://127.0.0.1:{k2_port}/", json={})
+                    break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+        node = await _spawn(
+            *("run", "--data-dir", str(tmp_path / "node"), "--port", "0"),
+            *("--env-file", str(tmp_path / "none")),
+            env={"K2_NODE_URL": f"http://127.0.0.1:{proxy_port}", "K2NODE_LOG_FORMAT": "json"},
+        )
+        assert node.stdout is not None
+        async with asyncio.timeout(150):
+            while not any(e.get("event") == "payout_settled" for e in events):
+                line = await node.stdout.readline()
+                assert line, "the node stopped"
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue
+    finally:
+        if node is not None:
+            await _stop(node)
+        await runner.cleanup()
+        await _stop(k2)
+    paid = [e for e in events if e.get("event") == "payout_settled"]
+    assert paid[0]["outcome"] == "PayoutSuccessful", paid
+    assert flaky.refused[429] >= 5 and flaky.refused[500] >= 5, flaky.refused
+    assert not [e for e in events if e.get("level") in ("error", "critical")]
+    assert [e for e in events if e.get("event") == "phase_done"]
