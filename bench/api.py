@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
-from common import free_port, load, load_tool, record, wait_http  # bench/, beside this file
+from common import free_port, load, load_tool, record, stop, wait_http  # bench/, beside this file
 from js_proxy import bench_js_proxy
 from nodes import REPO, spawn_node
 
@@ -22,8 +22,7 @@ async def _bare_aiohttp() -> dict[str, float]:
         await wait_http(f"http://127.0.0.1:{port}/")
         return await load(f"http://127.0.0.1:{port}/")
     finally:
-        bare.terminate()
-        await bare.wait()
+        await stop(bare)
 
 
 async def _proxied(tmp: Path) -> dict[str, float]:
@@ -38,8 +37,7 @@ async def _proxied(tmp: Path) -> dict[str, float]:
         await wait_http(url)
         return await load(url)
     finally:
-        node.terminate()
-        await node.wait()
+        await stop(node)
 
 
 async def bench_api(tmp: Path) -> None:

@@ -94,9 +94,12 @@ def load_tool() -> str:
     return "wrk" if shutil.which("wrk") else "bench/load.py (no wrk here)"
 
 
-async def wait_http(url: str) -> None:
+async def wait_http(url: str, proc: asyncio.subprocess.Process | None = None) -> None:
+    """Until `url` answers 200; RuntimeError if `proc` (what serves it) exits first."""
     async with aiohttp.ClientSession() as session:
         for _ in range(200):
+            if proc is not None and proc.returncode is not None:
+                raise RuntimeError(f"{url}: its process exited ({proc.returncode})")
             try:
                 async with session.get(url) as resp:
                     if resp.status == 200:
@@ -105,6 +108,17 @@ async def wait_http(url: str) -> None:
                 pass
             await asyncio.sleep(0.05)
     raise RuntimeError(f"{url} did not come up")
+
+
+async def stop(proc: asyncio.subprocess.Process, grace_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`; returns once the process is gone."""
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:

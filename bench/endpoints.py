@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import aiohttp
-from nodes import REPO, rss_mb, spawn_node  # bench/, beside this file
+from common import stop  # bench/, beside this file
+from nodes import REPO, rss_mb, spawn_node
 
 ENTRY = str(REPO / "tests" / "tasks" / "socket_task.py") + ":SocketTask"
 MESSAGES = 20_000
@@ -78,8 +79,7 @@ async def bench_endpoints(tmp: Path) -> None:
             async with aiohttp.ClientSession(connector=connector) as session:
                 direct = await _echo_rate(session, "http://task/echo")
     finally:
-        node.terminate()
-        await node.wait()
+        await stop(node)
         drain.cancel()
     print("task endpoints: a Python task's WebSocket echo, 64 messages in flight")
     print(

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from common import record  # bench/, beside this file
+from common import record, stop  # bench/, beside this file
 from nodes import rss_mb, spawn_node
 
 from k2node.config import DEFAULT_TASK_CONFIG
@@ -44,8 +44,7 @@ async def bench_footprint(tmp: Path) -> None:
         node_rss = await asyncio.to_thread(rss_mb, proc.pid)
         task_rss = await asyncio.to_thread(rss_mb, task_pid) if task_pid else float("nan")
     finally:
-        proc.terminate()
-        await proc.wait()
+        await stop(proc)
     print("footprint: k2node run on an empty data directory")
     print(f"  start to first finished phase {first_phase:.2f} s (target < 2 s)")
     print(f"  node RSS {node_rss:.0f} MB (target <= 80)  task RSS {task_rss:.0f} MB (target <= 50)")
@@ -90,8 +89,7 @@ async def _node_with(folder: Path, k2_url: str, ids: list[str]) -> tuple[float, 
         node_rss = await asyncio.to_thread(rss_mb, node.pid)
         drain.cancel()
     finally:
-        node.terminate()
-        await node.wait()
+        await stop(node)
     return node_rss, took
 
 

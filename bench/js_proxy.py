@@ -15,8 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
-import aiohttp
-from common import free_port  # bench/, beside this file
+from common import free_port, stop, wait_http  # bench/, beside this file
 
 HERE = Path(__file__).resolve().parent / "js_proxy"
 # shaped like a K2 task id (a base58 public key)
@@ -67,28 +66,10 @@ async def _start(tmp: Path, cache: Path, script: str, *args: str) -> asyncio.sub
 
 
 async def _wait_http(url: str, proc: asyncio.subprocess.Process, log: Path) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            if proc.returncode is not None:
-                raise RuntimeError(f"{url}: node exited: {_tail(log)}")
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
     try:
-        await asyncio.wait_for(proc.wait(), 5)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+        await wait_http(url, proc)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}: {_tail(log)}") from None
 
 
 async def bench_js_proxy(
@@ -118,7 +99,7 @@ async def bench_js_proxy(
         proxied = await load(proxied_url)
     finally:
         for proc in procs:
-            await _stop(proc)
+            await stop(proc, 5)
     versions = json.loads((HERE / "package.json").read_text())["dependencies"]
     print(
         f"  JavaScript: express {versions['express']}, express-http-proxy"

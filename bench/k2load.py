@@ -17,6 +17,7 @@ from common import (  # bench/, beside this file
     growth,
     record,
     rpc_post,
+    stop,
     wait_rpc,
 )
 from solders.hash import Hash
@@ -172,7 +173,5 @@ async def _over_http(tmp: Path, n: int) -> tuple[float, int, float]:
             took = time.perf_counter() - started
             busy = (cpu_seconds(service.pid) - cpu_before) / took
     finally:
-        if service.returncode is None:
-            service.terminate()
-        await service.wait()
+        await stop(service)
     return took, refused, busy

@@ -61,7 +61,7 @@ class Store:
         try:
             return orjson.loads(raw)  # the codec's fast path, without a call around it
         except orjson.JSONDecodeError:
-            return _lenient(raw)
+            return json.loads(raw)  # as `_lenient` falls back
 
     def put(self, key: str, value: Any, sync: bool = False) -> None:
         """`sync`: on disk (fsync'd) before this returns, with every write before it."""

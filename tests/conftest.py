@@ -280,3 +280,16 @@ def npm_modules(package: str, folder: str, name: str) -> Path:
         if done.returncode != 0:
             pytest.skip(f"npm could not install {package}: {done.stderr.strip()[-300:]}")
     return modules
+
+
+def log_events(path: Path) -> list[dict[str, object]]:
+    """The JSON events of a node's log file (other lines skipped; none if it is not there)."""
+    found = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            found.append(entry)
+    return found

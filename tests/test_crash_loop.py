@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import random
 import signal
@@ -23,6 +22,7 @@ from k2node.node.provision import free_port
 from k2node.settlement.local import LocalK2
 from k2node.settlement.program import LAMPORTS_PER_SIGNATURE
 from k2node.settlement.snapshot import LOG_PREFIX
+from tests.conftest import log_events
 
 SLOT_MS = "100"  # the example's rounds take 2 s
 
@@ -38,18 +38,6 @@ def _start(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _events(log: Path) -> list[dict[str, object]]:
-    found = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            found.append(entry)
-    return found
-
-
 def _crash_loop(tmp_path: Path, kills: int, seed: int) -> None:
     rng = random.Random(seed)
     data, log, port = tmp_path / "data", tmp_path / "node.log", free_port()
@@ -63,7 +51,7 @@ def _crash_loop(tmp_path: Path, kills: int, seed: int) -> None:
     node.send_signal(signal.SIGTERM)
     assert node.wait(timeout=30) == 0
 
-    events = _events(log)
+    events = log_events(log)
     errors = [e for e in events if e.get("level") in ("error", "critical")]
     assert errors == [], errors[:5]
     refused = [e for e in events if e.get("event") in ("rpc_refused", "payout_refused")]

@@ -3,7 +3,6 @@ installed, or `K2NODE_EVENT_LOOP=asyncio`): rounds run and pay as they do on uvl
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,18 +12,7 @@ from pathlib import Path
 import pytest
 
 from k2node.node.provision import free_port
-
-
-def _events(path: Path) -> list[dict[str, object]]:
-    found = []
-    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            found.append(entry)
-    return found
+from tests.conftest import log_events
 
 
 @pytest.mark.timeout(120)
@@ -45,16 +33,16 @@ def test_rounds_pay_on_the_standard_loop(tmp_path: Path) -> None:
         paid: list[dict[str, object]] = []
         while not paid and time.monotonic() < deadline and node.poll() is None:
             time.sleep(0.5)
-            events = _events(log)
+            events = log_events(log)
             paid = [e for e in events if e.get("event") == "payout_settled"]
     finally:
         node.terminate()
         assert node.wait(timeout=30) == 0
-    events = _events(log)
+    events = log_events(log)
     started = [e for e in events if e.get("event") == "node_started"]
     assert started and started[0]["event_loop"] == "asyncio"
     assert paid and paid[0]["outcome"] == "PayoutSuccessful", paid
-    task_logs = [e for p in data.rglob("task.log") for e in _events(p)]
+    task_logs = [e for p in data.rglob("task.log") for e in log_events(p)]
     task_started = [e for e in task_logs if e.get("event") == "task_started"]
     assert task_started and {e["event_loop"] for e in task_started} == {"asyncio"}
     assert not [e for e in events if e.get("level") in ("error", "critical")]

@@ -38,16 +38,16 @@ def roe_of(text: str) -> int:
     return int(roe)
 
 
+# every plan is signed by the main wallet, which pays, and the staking key
+FEE = LAMPORTS_PER_SIGNATURE * 2
+
+
 @dataclass
 class Plan:
     says: str  # what it will do, and what it costs
     instructions: list[Instruction]
     signers: list[Keypair]  # besides the main wallet, which pays the fee
     done: str
-
-    @property
-    def fee(self) -> int:
-        return LAMPORTS_PER_SIGNATURE * (1 + len(self.signers))
 
 
 async def _state(reach: Reach, task_id: str, **wanted: bool) -> dict[str, Any]:
@@ -78,11 +78,10 @@ async def plan_stake(reach: Reach, task_id: str, amount_text: str) -> Plan:
     exists = account is not None and account.owner == str(PROGRAM_ID)
     extra = 0 if exists else transactions.STAKING_EXTRA
     balance = await reach.settlement.get_balance(reach.main.pubkey)
-    fee = LAMPORTS_PER_SIGNATURE * 2
-    if balance < amount + extra + fee:
+    if balance < amount + extra + FEE:
         raise OperatorError(
             f"your main wallet holds {koii(balance)}; staking {koii(amount)} takes "
-            f"{koii(amount + extra + fee)} with the fee"
+            f"{koii(amount + extra + FEE)} with the fee"
             + (" and the staking account's rent" if extra else "")
         )
     pot = Pubkey.from_string(state["stake_pot_account"])
@@ -98,7 +97,7 @@ async def plan_stake(reach: Reach, task_id: str, amount_text: str) -> Plan:
     rent = f" and {koii(extra)} to open the staking account" if extra else ""
     return Plan(
         f"stake {koii(amount)} on {state['task_name']} ({task_id}) from {reach.main.pubkey}: "
-        f"costs {koii(amount)}{rent}, fee {koii(fee)}; your stake becomes {koii(have + amount)}",
+        f"costs {koii(amount)}{rent}, fee {koii(FEE)}; your stake becomes {koii(have + amount)}",
         instructions,
         [staking],
         f"staked: {koii(have + amount)} on {state['task_name']}",
@@ -127,7 +126,7 @@ async def plan_unstake(reach: Reach, task_id: str) -> Plan:
     ix = transactions.withdraw(Pubkey.from_string(task_id), Pubkey.from_string(staking.pubkey))
     return Plan(
         f"unstake {koii(have)} from {state['task_name']} ({task_id}) back to the staking "
-        f"account {staking.pubkey}: fee {koii(LAMPORTS_PER_SIGNATURE * 2)}",
+        f"account {staking.pubkey}: fee {koii(FEE)}",
         [ix],
         [staking],
         f"unstaked {koii(have)} from {state['task_name']}",
@@ -148,7 +147,7 @@ async def plan_claim(reach: Reach, task_id: str) -> Plan:
     )
     return Plan(
         f"claim {koii(available)} of rewards on {state['task_name']} ({task_id}) into your "
-        f"main wallet {reach.main.pubkey}: fee {koii(LAMPORTS_PER_SIGNATURE * 2)}",
+        f"main wallet {reach.main.pubkey}: fee {koii(FEE)}",
         [ix],
         [staking],
         f"claimed {koii(available)} from {state['task_name']}",

@@ -23,7 +23,7 @@ from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
 from k2node.node.http.events import EventStream
 from k2node.node.http.gateway import IpfsGateway
-from k2node.node.http.namespace_rpc import LOOPBACK, NamespaceRpc
+from k2node.node.http.namespace_rpc import NamespaceRpc, from_this_machine
 from k2node.node.http.proxy import ProxiedTask, ProxyLimits, TaskProxy
 from k2node.node.http.registry import NodeRegistry
 from k2node.node.metrics import CONTENT_TYPE, NodeMetrics
@@ -176,7 +176,7 @@ class NodeApi:
         )
 
     def is_admin(self, request: web.Request) -> bool:
-        if request.remote in LOOPBACK and "X-Forwarded-For" not in request.headers:
+        if from_this_machine(request):
             return True
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         return bool(self._admin_token) and secrets.compare_digest(

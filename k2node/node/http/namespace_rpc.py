@@ -28,6 +28,13 @@ log = structlog.get_logger("k2node.rpc")
 
 ContextOf = Callable[[str], TaskContext | None]
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def from_this_machine(request: web.Request) -> bool:
+    """Sent from loopback, and not forwarded there by a proxy for someone else."""
+    return request.remote in LOOPBACK and "X-Forwarded-For" not in request.headers
+
+
 # Methods logged as one event each: they change K2's state or publish content.
 _LOGGED = CHAIN_ACTIONS | PUBLISHES
 
@@ -85,7 +92,7 @@ class NamespaceRpc:
     async def handle(self, request: web.Request) -> web.Response:
         # the node's own tasks run on this machine: whatever SERVER_HOST exposes, the RPC
         # (and the staking key it signs with) is not for the network
-        if request.remote not in LOOPBACK or "X-Forwarded-For" in request.headers:
+        if not from_this_machine(request):
             raise HttpError(403, "the namespace RPC answers this node's own tasks only")
         body = await json_body(request)
         if not isinstance(body, dict):
