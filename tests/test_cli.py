@@ -57,15 +57,60 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and "SERVER_PORT" in lines[0], err
 
 
-def test_a_dead_k2_url_stops_start_up_with_one_line(tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = _run(tmp_path, env={"K2_NODE_URL": f"http://127.0.0.1:{port}"})
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "K2_NODE_URL" in lines[0] and str(port) in lines[0], err
+def _events_until(proc: subprocess.Popen[str], event: str, within: float = 60) -> list[Any]:
+    """The node's JSON events up to and including the first `event`."""
+    assert proc.stdout is not None
+    seen: list[Any] = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, f"the node ended before {event}: {seen[-5:]}"
+        try:
+            seen.append(json.loads(line))
+        except ValueError:
+            continue
+        if seen[-1].get("event") == event:
+            return seen
+    raise AssertionError(f"no {event} within {within} s")
+
+
+def test_a_node_started_before_its_k2_waits_for_it(tmp_path: Path) -> None:
+    port = _free_port()  # nothing listens there yet
+    url = f"http://127.0.0.1:{port}"
+    node = _run(tmp_path / "node", "--port", "0", env={"K2_NODE_URL": url})
+    k2 = None
+    try:
+        waiting = _events_until(node, "k2_unreachable")[-1]
+        assert waiting["url"] == url and waiting["retry_in_s"] > 0, waiting
+        assert node.poll() is None
+        k2 = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "k2node", "k2", "--port", str(port), "--ws-port", "0"),
+                *("--data-dir", str(tmp_path / "k2"), "--log-format", "json"),
+            ],
+            env={"PATH": os.environ["PATH"]},
+            stdout=subprocess.DEVNULL,
+        )
+        events = _events_until(node, "phase_done")
+        assert "node_started" in [e.get("event") for e in events]
+    finally:
+        for proc in (node, k2):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=30)
+    assert node.returncode == 0
+
+
+def test_a_stop_while_waiting_for_k2_ends_the_node_at_once(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    node = _run(tmp_path, "--port", "0", env={"K2_NODE_URL": url})
+    _events_until(node, "k2_unreachable")
+    node.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    out, _ = node.communicate(timeout=30)
+    assert node.returncode == 0
+    assert time.monotonic() - started < 5
+    assert "node_start_abandoned" in out
 
 
 def test_a_bad_wallet_stops_start_up_with_one_line(tmp_path: Path) -> None:

@@ -14,8 +14,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from k2node.node.provision import free_port
-
 # K2's own slots: the example's rounds take 8 s, its windows 3.2 s. (At 100 ms slots a
 # distribution phase whose calls are retried with backoff overruns its 0.8 s window.)
 SLOT_MS = "400"
@@ -70,33 +68,47 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+async def _k2_service(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """A `k2node k2` on ports of its own choosing, and its URL once it serves."""
+    k2 = await _spawn(
+        *("k2", "--port", "0", "--ws-port", "0", "--data-dir", str(data_dir)),
+        *("--slot-ms", SLOT_MS, "--log-format", "json"),
+        env={},
+    )
+    assert k2.stdout is not None
+    async with asyncio.timeout(60):
+        while line := await k2.stdout.readline():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "k2_service_started":
+                # its later lines are not read: keep the pipe from filling
+                asyncio.get_running_loop().create_task(_drain(k2.stdout))
+                return k2, str(event["url"])
+    raise AssertionError(f"k2node k2 ended before serving (exit {await k2.wait()})")
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
 @pytest.mark.timeout(200)
 async def test_a_k2_answering_429_and_500_to_a_quarter_of_calls_still_pays(
     tmp_path: Path,
 ) -> None:
-    k2_port = free_port()
-    k2 = await _spawn(
-        *("k2", "--port", str(k2_port), "--data-dir", str(tmp_path / "k2")),
-        *("--slot-ms", SLOT_MS, "--log-format", "json"),
-        env={},
-    )
-    flaky = FlakyK2(f"http://127.0.0.1:{k2_port}/")
+    k2, k2_url = await _k2_service(tmp_path / "k2")
+    flaky = FlakyK2(k2_url + "/")
     app = web.Application()
     app.router.add_post("/", flaky.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    proxy_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", proxy_port).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    proxy_port = runner.addresses[0][1]
     node = None
     events: list[dict[str, object]] = []
     try:
-        async with aiohttp.ClientSession() as session:  # the service is up
-            for _ in range(100):
-                try:
-                    await session.post(f"http://127.0.0.1:{k2_port}/", json={})
-                    break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
         node = await _spawn(
             *("run", "--data-dir", str(tmp_path / "node"), "--port", "0"),
             *("--env-file", str(tmp_path / "none")),
@@ -106,7 +118,7 @@ async def test_a_k2_answering_429_and_500_to_a_quarter_of_calls_still_pays(
         async with asyncio.timeout(150):
             while not any(e.get("event") == "payout_settled" for e in events):
                 line = await node.stdout.readline()
-                assert line, "the node stopped"
+                assert line, f"the node stopped: {events[-5:]}"
                 try:
                     events.append(json.loads(line))
                 except ValueError:

@@ -59,6 +59,8 @@ log = structlog.get_logger("k2node.node")
 TASKS_STOP_S = STOP_TIMEOUT_S + 5.0  # terminate, the grace period, kill
 HTTP_STOP_S = 4.0  # aiohttp's own shutdown_timeout is 2 s
 CLOSE_S = 3.0  # a client session, an IPFS store, the local K2's last snapshot, the database
+# Waiting for a K2 that does not answer at start: the first retry, and the longest gap.
+K2_RETRY_FIRST_S, K2_RETRY_MAX_S = 1.0, 30.0
 
 
 @dataclass(frozen=True)
@@ -246,10 +248,7 @@ async def _open_settlement(
     settings: Settings, session: aiohttp.ClientSession, stack: AsyncExitStack, plan: ShutdownPlan
 ) -> Settlement:
     if settings.k2_node_url:
-        try:
-            rpc = await RpcSettlement.connect(settings.k2_node_url, session)
-        except (K2Unreachable, TransactionError) as exc:
-            raise ConfigError(f"K2_NODE_URL: {exc}") from None
+        rpc = await _reach_k2(settings.k2_node_url, session)
         follower = asyncio.create_task(
             SlotFollower(rpc, pubsub_url(settings.k2_node_url)).run(), name="k2-slots"
         )
@@ -264,6 +263,22 @@ async def _open_settlement(
     local = LocalK2.open(settings.data_dir / "k2", settings.slot_ms)
     plan.add(stack, "local_k2", CLOSE_S, local.aclose)
     return local
+
+
+async def _reach_k2(url: str, session: aiohttp.ClientSession) -> RpcSettlement:
+    """The K2 at `url`, waited for with backoff: a node started before its K2 (a reboot, a
+    devnet coming up, a K2 restarting) waits for it rather than exits. An answer that is
+    not K2's is a configuration error."""
+    delay = K2_RETRY_FIRST_S
+    while True:
+        try:
+            return await RpcSettlement.connect(url, session)
+        except TransactionError as exc:
+            raise ConfigError(f"K2_NODE_URL: {exc}") from None
+        except K2Unreachable as exc:
+            log.warning("k2_unreachable", url=url, error=str(exc)[:300], retry_in_s=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, K2_RETRY_MAX_S)
 
 
 async def _open_ipfs(
@@ -305,7 +320,11 @@ async def _serve(
 async def run_node(settings: Settings, stop: asyncio.Event) -> int:
     notifier = Notifier(os.environ)
     try:
-        async with Node.manage(settings) as node:
+        async with AsyncExitStack() as stack:
+            node = await _start_unless_stopped(stack, settings, stop)
+            if node is None:
+                log.info("node_start_abandoned", reason="stop asked before the node was up")
+                return 0
             notifier.send(f"READY=1\nSTATUS=serving on port {node.port}, {len(node.tasks)} tasks")
             pinging = asyncio.create_task(notifier.watchdog(), name="sd-watchdog")
             await stop.wait()
@@ -315,3 +334,19 @@ async def run_node(settings: Settings, stop: asyncio.Event) -> int:
     finally:
         notifier.close()
     return 0
+
+
+async def _start_unless_stopped(
+    stack: AsyncExitStack, settings: Settings, stop: asyncio.Event
+) -> Node | None:
+    """The node entered on `stack`, or None when a stop comes first: a SIGTERM while the
+    node waits for its K2 (or any slow start) ends it, what was built unwinding as usual."""
+    starting = asyncio.create_task(stack.enter_async_context(Node.manage(settings)), name="start")
+    stopping = asyncio.create_task(stop.wait(), name="stop-wait")
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if starting.done():
+        return starting.result()
+    starting.cancel()
+    await asyncio.gather(starting, return_exceptions=True)
+    return None
