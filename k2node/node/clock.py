@@ -39,10 +39,17 @@ class Clock(SlotSource, Protocol):
 
 class SlotTimer:
     """K2's slot clock, read from its settlement layer (which may re-sync it), with sleeps
-    that wake on time."""
+    that wake on time.
+
+    Every task of a node sleeps on this one timer, and many wait for the same slot (a
+    window opening): one waker per slot watches for its first instant, then releases the
+    waiters all at once, in the order they began to wait. (A spinning waiter each would
+    cost the loop a turn per waiter per spin, delaying the boundary's last phase the most.)
+    """
 
     def __init__(self, source: SlotSource) -> None:
         self._source = source
+        self._waiting: dict[int, list[asyncio.Future[None]]] = {}
 
     @property
     def slot_ms(self) -> float:
@@ -63,9 +70,28 @@ class SlotTimer:
     async def sleep_until_slot(self, slot: int) -> bool:
         if self.current_slot() >= slot:
             return False
-        early = self.wall_time_of_slot(slot) - self.time() - TIMER_SLACK_S
-        if early > 0:
-            await asyncio.sleep(early)
-        while self.current_slot() < slot:  # noqa: ASYNC110 - a deadline, not a flag
-            await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        waiters = self._waiting.get(slot)
+        if waiters is None:
+            waiters = self._waiting[slot] = []
+            early = self.wall_time_of_slot(slot) - self.time() - TIMER_SLACK_S
+            loop.call_later(max(0.0, early), self._watch, loop, slot)
+        woken = loop.create_future()
+        waiters.append(woken)
+        await woken  # (a cancelled waiter's future is cancelled with it: skipped below)
         return True
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, slot: int) -> None:
+        """From just before `slot` (the loop's timers are only as fine as a millisecond),
+        look again at every turn of the loop until it has begun."""
+        if self.current_slot() < slot:
+            # (a re-sync may have moved the slot later: sleep again rather than spin)
+            early = self.wall_time_of_slot(slot) - self.time() - TIMER_SLACK_S
+            if early > 0:
+                loop.call_later(early, self._watch, loop, slot)
+            else:
+                loop.call_soon(self._watch, loop, slot)
+            return
+        for woken in self._waiting.pop(slot):
+            if not woken.done():
+                woken.set_result(None)

@@ -23,7 +23,8 @@ from k2node.node.events import EventHub
 
 # What a paused task is not sent: new work and its submission.
 WORK_PHASES = frozenset({Phase.EXECUTE_TASK, Phase.SUBMIT_PAYLOAD})
-# How long after a round opens its re-sync and bookkeeping wait, at most a quarter slot.
+# How long after a round opens its re-sync and bookkeeping wait, and a payout due then,
+# at most a quarter slot.
 BOOKKEEPING_DELAY_S = 0.02
 
 Send = Callable[[dict[str, Any]], Awaitable[bool]]
@@ -77,13 +78,16 @@ class Scheduler:
             for phase in opened:
                 await self._run_phase(phase)
             # let every other task's opening messages out before this one's bookkeeping
-            await clock.sleep(min(BOOKKEEPING_DELAY_S, clock.slot_ms / 4000))
+            await clock.sleep(self._bookkeeping_delay_s())
             state = await self._state()
             await self._owner.round_opened(r, state)
             for phase in phases_of_round(r, state):
                 if phase not in opened:
                     await self._run_phase(phase)
             await clock.sleep_until_slot(Schedule.of(state).round_start(r + 1))
+
+    def _bookkeeping_delay_s(self) -> float:
+        return min(BOOKKEEPING_DELAY_S, self._clock.slot_ms / 4000)
 
     def _check_bounty(self, r: int, state: dict[str, Any]) -> None:
         """A task whose bounty cannot pay a round gets no new work or submissions from this
@@ -106,6 +110,9 @@ class Scheduler:
         if phase.kind != PAYOUT and ledger.phase_done(self.task_id, phase.label, phase.round_):
             return
         await clock.sleep_until_slot(phase.slot)
+        if phase.kind == PAYOUT:
+            # a payout has the rest of the round: the phase messages due now go out first
+            await clock.sleep(self._bookkeeping_delay_s())
         now = clock.current_slot()
         if now >= phase.deadline:
             self._events.warn(
