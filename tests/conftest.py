@@ -23,12 +23,15 @@ from k2node.settlement import transactions, wire
 from k2node.settlement.base import SlotClocked
 from k2node.settlement.local import LocalK2
 from k2node.settlement.program import PROGRAM_NAMES
+from k2node.settlement.reads import SharedReads
 from k2node.settlement.wire import Ix
 
 REPO = Path(__file__).resolve().parents[1]
 # Reference data from independent implementations, copied from the team's shared/vectors
 VECTORS = REPO / "tests" / "vectors"
 SHARED_VECTORS = REPO.parent / "shared" / "vectors"
+# Every K2 read in the tests' own process is compared with the world it copies.
+SharedReads.check = True
 
 
 class FakeClock:

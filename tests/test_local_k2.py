@@ -438,7 +438,11 @@ async def test_task_state_sections_follow_options(k2: LocalK2, clock: FakeClock,
         task_id, {"is_submission_required": True, "is_stake_list_required": True}
     )
     assert len(full["submissions"]["0"]) == 4 and len(full["stake_list"]) == 4
-    full["submissions"].clear()  # a copy: the chain is untouched
+    with pytest.raises(TypeError, match="read-only"):  # shared by its readers
+        full["submissions"]["0"].clear()
+    with pytest.raises(TypeError, match="read-only"):
+        full["stake_list"]["x"] = 1
+    assert dict(full["stake_list"]) | {"x": 1} != full["stake_list"]  # a copy of one's own
     assert (await k2.get_task_state(task_id, {"is_submission_required": True}))["submissions"]
     with pytest.raises(TransactionError, match="does not exist"):
         await k2.get_task_state("nope")

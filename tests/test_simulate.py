@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from k2node.contract.distribution import SLASH_DENOMINATOR, SLASH_NUMERATOR
+from k2node.contract.distribution import SLASH_SHARE
 from k2node.contract.task_state import PAYOUT_SUCCESSFUL
 from k2node.contract.units import ROE_PER_KOII
 from k2node.examples.hello_task import HelloTask
@@ -60,7 +61,7 @@ async def test_each_adversary_alone(tmp_path: Path, role: Role) -> None:
         # evened the count is neither paid nor slashed); never paid
         caught = first.slashed[role]
         assert caught == count if role is Role.LIAR else 1 <= caught <= count
-        assert first.slashed_roe[role] == caught * STAKE * SLASH_NUMERATOR // SLASH_DENOMINATOR
+        assert first.slashed_roe[role] == caught * math.floor(STAKE * SLASH_SHARE)
         assert report.rewards_roe.get(role, 0) == 0
     if role in (Role.SILENT, Role.LATE):
         assert first.submissions == NODES - count

@@ -2,23 +2,25 @@
 
 Every node computes these on its own and must reach the same answer as every other node,
 JavaScript ones included, so hashing uses byte-exact `JSON.stringify` and walks keep the
-task state's key order.
+task state's key order. They are pure: called again with the same shared K2 reads (a
+simulation's nodes, all in one process), each answers from memory (contract/shared.py).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import math
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from k2node.contract.jsjson import sha256_hex, stringify
+from k2node.contract.shared import FrozenDict, remembered
 from k2node.contract.task_state import PAYOUT_FAILED
 from k2node.contract.values import is_int
 from k2node.contract.votes import count_votes
 
-SLASH_NUMERATOR, SLASH_DENOMINATOR = 7, 10  # the template slashes 70% of stake
+# The template slashes floor(stake * 0.7), in JavaScript's doubles (which Python's floats
+# are): 90 ROE loses 62, not the 63 that integer arithmetic gives.
+SLASH_SHARE = 0.7
 
 
 def _char_score(hex_digest: str) -> int:
@@ -26,6 +28,7 @@ def _char_score(hex_digest: str) -> int:
     return sum(hex_digest.encode("ascii"))
 
 
+@remembered()
 def select_distribution_submitter(
     submissions: Mapping[str, Mapping[str, Any]],
     distribution_rewards_submission: Mapping[str, Mapping[str, Any]],
@@ -40,18 +43,7 @@ def select_distribution_submitter(
     if distributions_audit_record.get(str(round_)) == PAYOUT_FAILED:
         failed = distribution_rewards_submission.get(str(round_)) or {}
         candidates = [k for k in candidates if k not in failed]
-    # What the answer depends on, as bytes (at C speed): the nodes of a simulation, all in
-    # one process, compute the same selection once.
-    key = orjson.dumps([[[k, current[k]] for k in candidates], is_previous_round_failed])
-    if key not in _RECENT:
-        _RECENT[key] = _select(candidates, current, is_previous_round_failed)
-        if len(_RECENT) > RECENT_SELECTIONS:
-            _RECENT.popitem(last=False)
-    return _RECENT[key]
-
-
-RECENT_SELECTIONS = 8
-_RECENT: OrderedDict[bytes, str | None] = OrderedDict()
+    return _select(candidates, current, is_previous_round_failed)
 
 
 def _select(
@@ -81,6 +73,7 @@ def _select(
     return selected
 
 
+@remembered()
 def default_distribution(
     submissions: Mapping[str, Any],
     audit_triggers: Mapping[str, Any],
@@ -94,20 +87,21 @@ def default_distribution(
     out: dict[str, int] = {}
     for key, v in votes.items():
         if v < 0:
-            slash = int(stake_list.get(key, 0)) * SLASH_NUMERATOR // SLASH_DENOMINATOR
+            slash = math.floor(int(stake_list.get(key, 0)) * SLASH_SHARE)
             out[key] = -slash
         elif v == 0:
             out[key] = 0
         else:
             out[key] = share
-    return out
+    return FrozenDict(out)
 
 
+@remembered()
 def safety_check(
     distribution: Mapping[str, Any], submissions: Mapping[str, Any], bounty_per_round: int
 ) -> dict[str, int]:
     """The template's last check before upload: anything off makes the list all zeros."""
-    zeros = dict.fromkeys(submissions, 0)
+    zeros = FrozenDict(dict.fromkeys(submissions, 0))
     if any(key not in distribution for key in submissions):
         return zeros
     values = list(distribution.values())
@@ -115,9 +109,10 @@ def safety_check(
         return zeros
     if sum(values) > bounty_per_round:
         return zeros
-    return {str(k): int(v) for k, v in distribution.items()}
+    return FrozenDict({str(k): int(v) for k, v in distribution.items()})
 
 
+@remembered()
 def distribution_matches(expected: Mapping[str, int], uploaded: Any) -> bool:
     """Key-by-key comparison of a regenerated list with an uploaded one."""
     if not isinstance(uploaded, dict) or set(uploaded) != set(expected):

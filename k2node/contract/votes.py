@@ -6,6 +6,8 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from k2node.contract.shared import remembered
+
 AUDIT_SAMPLE_SIZE = 5
 
 
@@ -20,6 +22,11 @@ def audit_sample(
     submissions: Mapping[str, Any], own_key: str, rng: random.Random | None = None
 ) -> list[str]:
     """min(5, n) distinct submitters drawn at random, the node's own key skipped."""
-    keys = list(submissions)
+    keys = _keys(submissions)
     chosen = (rng or random.SystemRandom()).sample(keys, min(AUDIT_SAMPLE_SIZE, len(keys)))
     return [k for k in chosen if k != own_key]
+
+
+@remembered()
+def _keys(submissions: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(submissions)

@@ -86,9 +86,8 @@ class TaskAgent:
         return Pubkey.from_string(self.staking.pubkey)
 
     async def _signed(self, instructions: list[Instruction]) -> wire.Signed:
-        signers = [wire.signer(self.staking)]
         return await transactions.signed_now(
-            self.settlement, instructions, wire.signer(self.main), signers
+            self.settlement, instructions, self.main, [self.staking]
         )
 
     async def _send(

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 from solders.hash import Hash
 from solders.transaction import Transaction
@@ -103,7 +102,9 @@ class LocalK2(SlotClocked):
         meta = store.get("meta")
         if meta is None:
             meta = {"genesis": clock(), "slot_ms": slot_ms, "format": STORE_FORMAT}
-            store.put("meta", meta)
+            # synced: a later sync need not carry it (LevelDB may have changed log file),
+            # and a K2 that lost its genesis would count its slots from another instant
+            store.put("meta", meta, sync=durable)
         elif meta.get("format") != STORE_FORMAT:
             store.close()
             raise StoreError(
@@ -133,6 +134,7 @@ class LocalK2(SlotClocked):
                     log.warning("k2_log_entry_refused", seq=entry["seq"], error=str(exc))
             k2._log_writer.replayed(entry["seq"])
             replayed += 1
+        k2._since_snapshot = replayed  # a K2 restarted often still snapshots on time
         log.info(
             "k2_opened",
             path=str(path),
@@ -177,11 +179,13 @@ class LocalK2(SlotClocked):
     async def get_task_state(
         self, task_id: str, options: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        """The task's state; its containers are shared, read-only copies (reads.py)."""
         state = self._world.task(task_id)
+        reads = self._world.reads
         options = options or {}
         wanted = {s for opt, group in OPTION_SECTIONS.items() if options.get(opt) for s in group}
         out = {
-            k: (v if not isinstance(v, dict | list) else _copy(v))
+            k: (v if not isinstance(v, dict | list) else reads.section(state, k))
             if k not in HEAVY_SECTIONS or k in wanted
             else {}
             for k, v in state.items()
@@ -194,7 +198,7 @@ class LocalK2(SlotClocked):
     ) -> dict[str, Any]:
         state = self._world.task(task_id)
         key = str(round_)
-        return {s: {key: _copy(state[s].get(key, {}))} for s in sections}
+        return {s: {key: self._world.reads.part(state, s, key)} for s in sections}
 
     async def get_distribution_list(
         self, task_id: str, submitter: str, round_: int
@@ -202,7 +206,7 @@ class LocalK2(SlotClocked):
         self._world.task(task_id)
         private = self._world.private[task_id]
         found = private.lists.get(str(round_), {}).get(submitter)
-        return dict(found) if found is not None else None
+        return None if found is None else self._world.reads.distribution_list(found)
 
     async def get_balance(self, pubkey: str) -> int:
         return self._world.balances.get(pubkey, 0)
@@ -327,11 +331,6 @@ class LocalK2(SlotClocked):
         except Exception:
             # the log still holds every transaction; the next snapshot covers them
             log.exception("k2_snapshot_failed", seq=self.seq)
-
-
-def _copy(value: Any) -> Any:
-    """A copy of a part of the world for a reader (its JSON shape: a tenth of deepcopy's time)."""
-    return orjson.loads(orjson.dumps(value))
 
 
 async def _outlast_cancellation(future: asyncio.Future[None]) -> None:

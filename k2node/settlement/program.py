@@ -19,6 +19,7 @@ from solders.transaction import Transaction
 from k2node.settlement import round_ix, system_ix, task_ix, wire
 from k2node.settlement.base import TransactionError
 from k2node.settlement.checks import debit
+from k2node.settlement.reads import touched_by
 from k2node.settlement.world import Journal, World
 
 # Applied signatures are remembered this long, so a resent transaction is recognised.
@@ -124,6 +125,7 @@ def _instruction(
         handler(world, tx, fields, slot)
     except TransactionError as exc:
         raise TransactionError(f"{name}: {exc}") from None
+    world.reads.touch(tx["task_id"], touched_by(name, tx, fields))
 
 
 def _forget_old_signatures(world: World, slot: int) -> None:

@@ -4,11 +4,11 @@ instruction, with the System program's create-account or transfer where the flow
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from solders.hash import Hash
 from solders.instruction import Instruction
-from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import (
     CreateAccountParams,
@@ -19,7 +19,7 @@ from solders.system_program import (
 
 from k2node.settlement.base import Settlement
 from k2node.settlement.system_ix import minimum_balance
-from k2node.settlement.wire import PROGRAM_ID, Ix, Signed, chunks, instruction, sign
+from k2node.settlement.wire import PROGRAM_ID, Ix, Signed, Signer, chunks, instruction, sign
 
 # A staking account: space 100, funded with the stake plus rent for 1,000 bytes and 10,000
 # lamports, as the Desktop node creates it.
@@ -31,7 +31,10 @@ STAKE_POT_SEED_LAMPORTS = 1_000_000
 
 
 async def signed_now(
-    settlement: Settlement, instructions: list[Instruction], payer: Keypair, signers: list[Keypair]
+    settlement: Settlement,
+    instructions: list[Instruction],
+    payer: Signer,
+    signers: Sequence[Signer],
 ) -> Signed:
     """One transaction signed over K2's latest blockhash, the payer paying its fees."""
     blockhash, _ = await settlement.latest_blockhash()

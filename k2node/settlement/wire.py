@@ -12,6 +12,7 @@ Transactions themselves are built, signed and parsed by solders.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -21,6 +22,7 @@ from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 from solders.system_program import ID as SYSTEM_PROGRAM
 from solders.transaction import Transaction
 
@@ -252,10 +254,32 @@ def signer(keypair: WalletKeypair) -> Keypair:
     return Keypair.from_bytes(keypair.secret_bytes)
 
 
+# Who signs: a solders keypair, or a wallet's (signed through PyNaCl: solders' Keypair
+# derives its public key again at every use, several times a transaction).
+Signer = Keypair | WalletKeypair
+
+
+def _key(signer: Signer) -> Pubkey:
+    if isinstance(signer, Keypair):
+        return signer.pubkey()
+    return Pubkey.from_bytes(signer.public_bytes)
+
+
 def sign(
-    instructions: list[Instruction], payer: Keypair, signers: list[Keypair], blockhash: Hash
+    instructions: list[Instruction], payer: Signer, signers: Sequence[Signer], blockhash: Hash
 ) -> Signed:
     """One transaction, the payer paying its fees, signed by the payer and `signers`."""
-    message = Message.new_with_blockhash(instructions, payer.pubkey(), blockhash)
-    unique = {payer.pubkey(): payer} | {s.pubkey(): s for s in signers}
-    return Signed(Transaction(list(unique.values()), message, blockhash))
+    payer_key = _key(payer)
+    message = Message.new_with_blockhash(instructions, payer_key, blockhash)
+    by_key = {payer_key: payer} | {_key(s): s for s in signers}
+    required = message.account_keys[: message.header.num_required_signatures]
+    if set(required) != set(by_key):
+        missing = [str(k) for k in required if k not in by_key]
+        extra = [str(k) for k in by_key if k not in required]
+        raise ValueError(f"signers do not match the message: missing {missing}, extra {extra}")
+    raw = bytes(message)
+    signatures = [
+        s.sign_message(raw) if isinstance(s, Keypair) else Signature.from_bytes(s.sign(raw))
+        for s in (by_key[k] for k in required)
+    ]
+    return Signed(Transaction.populate(message, signatures))

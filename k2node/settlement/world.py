@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from k2node.settlement.base import TransactionError
+from k2node.settlement.reads import SharedReads
 
 
 @dataclass
@@ -58,6 +59,11 @@ class World:
     # accounts owned by a program (the rest are the System program's): owner, space
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     journal: Journal | None = None
+    # what readers are handed: frozen copies of the task states' parts (not persisted)
+    reads: SharedReads = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.reads = SharedReads(self.tasks)
 
     def set_balance(self, key: str, lamports: int) -> None:
         if self.journal is not None and key not in self.journal.balances:

@@ -14,6 +14,7 @@ from k2node import codec
 from k2node.codec import JSON_HEADERS
 from k2node.contract.jsjson import sha256_hex, stringify
 from k2node.contract.methods import NAMESPACE_PATH, Method
+from k2node.contract.shared import freeze, remembered
 from k2node.crypto import verify_signature as _verify_signature
 from k2node.store import Store
 from k2node.task.peers import Peer, PeerError, get_json, peers_of, websocket
@@ -129,7 +130,7 @@ class NamespaceWrapper:
         raw = await self.call(Method.GET_DISTRIBUTION_LIST, submitter, round_)
         if raw is None:
             return None
-        parsed = codec.loads(raw) if isinstance(raw, str) else raw
+        parsed = _parsed_list(raw) if isinstance(raw, str) else raw
         return parsed if isinstance(parsed, dict) else None
 
     async def get_submitter_account(self) -> dict[str, Any]:
@@ -251,6 +252,13 @@ class NamespaceWrapper:
 
     async def get_task_node_version(self) -> str:
         return str(await self.call(Method.GET_TASK_NODE_VERSION))
+
+
+@remembered()
+def _parsed_list(text: str) -> Any:
+    """A distribution list's JSON, read-only: the same text is parsed once (the nodes of a
+    simulation, in one process, all read the same list)."""
+    return freeze(codec.loads(text))
 
 
 def open_signed_submission(signed: Any, submitter: str) -> Any:

@@ -14,6 +14,7 @@ import structlog
 
 from k2node import __version__, codec
 from k2node.contract.methods import Method
+from k2node.contract.shared import remembered
 from k2node.crypto import payload_signing, verify_signature, web3_account
 from k2node.node.agent import ActionError
 from k2node.node.context import TaskContext
@@ -107,7 +108,13 @@ async def _submit_distribution(ctx: TaskContext, round_: Any) -> dict[str, Any]:
 @method(Method.GET_DISTRIBUTION_LIST)
 async def _get_distribution_list(ctx: TaskContext, submitter: Any, round_: Any) -> str | None:
     found = await ctx.agent.distribution_list(submitter, round_)
-    return None if found is None else codec.dumps_text(found)
+    return None if found is None else _list_text(found)
+
+
+@remembered()
+def _list_text(found: dict[str, int]) -> str:
+    # a shared list's text is written once for all its readers (a simulation's nodes)
+    return codec.dumps_text(found)
 
 
 @method(Method.PAYLOAD_TRIGGER)

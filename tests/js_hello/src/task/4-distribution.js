@@ -1,14 +1,13 @@
 // The template's rule: net-negative votes lose 70% of their stake, zero votes get nothing,
-// the rest share the bounty equally. The slash is in integers, as k2node's Python nodes
-// compute it (stake * 7 // 10): the template's Math.floor(stake * 0.7) in floating point
-// differs from it by one ROE for about 2% of stakes (90 ROE: 62 against 63), and the nodes
+// the rest share the bounty equally. The slash is the template's Math.floor(stake * 0.7),
+// in floating point (90 ROE loses 62), as k2node's Python nodes compute it too: the nodes
 // of a task must agree on every list to the unit.
 export async function distribution(submitters, bounty, roundNumber) {
   const list = {};
   const approved = [];
   for (const submitter of submitters) {
     if (submitter.votes < 0) {
-      list[submitter.publicKey] = -Number((BigInt(submitter.stake) * 7n) / 10n);
+      list[submitter.publicKey] = -Math.floor(Number(submitter.stake) * 0.7);
     } else {
       list[submitter.publicKey] = 0; // a place kept in the submissions' order
       if (submitter.votes > 0) approved.push(submitter.publicKey);
