@@ -66,12 +66,17 @@ class SharedReads:
     def __init__(self, tasks: dict[str, dict[str, Any]]) -> None:
         self._tasks = tasks  # the world's task states
         self._parts: dict[str, dict[tuple[str, str | None], _Part]] = {}
-        self._sections: dict[tuple[str, str], tuple[tuple[Any, ...], FrozenDict]] = {}
+        # a whole section as last handed out, with the task's version and the section's
+        # identity then: while neither changed, nor did it
+        self._sections: dict[tuple[str, str], tuple[int, Any, Any]] = {}
+        self._versions: dict[str, int] = {}  # per task: touches so far
         self._copied = 0  # parts copied since the last sweep
         # submitted lists never change: (the world's list, its frozen copy), newest last
         self._lists: OrderedDict[int, tuple[dict[str, Any], FrozenDict]] = OrderedDict()
 
     def touch(self, task_id: str, touches: list[Touch]) -> None:
+        if touches:
+            self._versions[task_id] = self._versions.get(task_id, 0) + 1
         parts = self._parts.get(task_id)
         if not parts:
             return
@@ -114,16 +119,20 @@ class SharedReads:
 
     def section(self, state: dict[str, Any], section: str) -> Any:
         """A whole section: a round section as the frozen copies of its rounds."""
-        if section not in ROUND_SECTIONS:
-            return self.part(state, section, None)
-        rounds = {rkey: self.part(state, section, rkey) for rkey in state[section]}
-        # (the cached section holds its parts: their ids cannot be reused meanwhile)
-        identity = tuple((rkey, id(v)) for rkey, v in rounds.items())
         index = (state["task_id"], section)
+        version = self._versions.get(index[0], 0)
+        live = state[section]
         cached = self._sections.get(index)
-        if cached is None or cached[0] != identity:
-            cached = self._sections[index] = (identity, FrozenDict(rounds))
-        return cached[1]
+        if cached is not None and cached[0] == version and cached[1] is live:
+            if self.check and cached[2] != live:
+                raise AssertionError(f"shared read of {section} differs from the world")
+            return cached[2]
+        if section in ROUND_SECTIONS:
+            frozen: Any = FrozenDict({rkey: self.part(state, section, rkey) for rkey in live})
+        else:
+            frozen = self.part(state, section, None)
+        self._sections[index] = (version, live, frozen)
+        return frozen
 
     def distribution_list(self, found: dict[str, Any]) -> FrozenDict:
         """The frozen copy of a submitted distribution list."""

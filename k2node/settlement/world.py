@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from k2node.settlement.base import TransactionError
-from k2node.settlement.reads import SharedReads
+from k2node.settlement.reads import EVERYTHING, SharedReads
 
 
 @dataclass
@@ -89,6 +89,7 @@ class World:
         for task_id, (state, private) in journal.tasks.items():
             _restore(self.tasks, task_id, state)
             _restore(self.private, task_id, private)
+            self.reads.touch(task_id, EVERYTHING)
 
     def task(self, task_id: str) -> dict[str, Any]:
         state = self.tasks.get(task_id) if isinstance(task_id, str) else None
