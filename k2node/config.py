@@ -56,6 +56,8 @@ class Settings:
     task_sandbox: str = "auto"  # auto: Landlock where the kernel has it; required; off
     task_memory_mb: int = 1024  # per task process (RLIMIT_DATA)
     task_open_files: int = 1024  # per task process
+    task_processes: int = 128  # processes and threads per task (a pids cgroup, or RLIMIT_NPROC)
+    task_phase_cpu_s: int = 300  # CPU seconds a phase may burn before its process is restarted
     # .env-local and the environment, merged: where tasks' declared variables are found
     # (never logged, never shown: repr and equality leave it out)
     variables: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -189,6 +191,12 @@ def load_settings(
         ),
         task_open_files=_positive(
             "K2NODE_TASK_OPEN_FILES", get("K2NODE_TASK_OPEN_FILES", "1024"), 1 << 20
+        ),
+        task_processes=_positive(
+            "K2NODE_TASK_PROCESSES", get("K2NODE_TASK_PROCESSES", "128"), 1 << 22
+        ),
+        task_phase_cpu_s=_positive(
+            "K2NODE_TASK_PHASE_CPU_S", get("K2NODE_TASK_PHASE_CPU_S", "300"), 7 * 86400
         ),
         task_max_body_mb=_positive(
             "K2NODE_TASK_MAX_BODY_MB", get("K2NODE_TASK_MAX_BODY_MB", "1024"), 1 << 20

@@ -3,7 +3,8 @@ and k2node's package, and writes only its own namespace folder, so code download
 strangers cannot open the wallets, another task's folder or the rest of the machine.
 
 `python -m k2node.node.confine RULES_JSON -- COMMAND...` sets the task's resource limits
-(memory, open files), confines itself, and then becomes COMMAND (exec keeps them all).
+(memory, open files, processes: nproc.py), confines itself, and then becomes COMMAND
+(exec keeps them all).
 Where the kernel has no Landlock it says so and runs COMMAND unconfined, unless the rules
 ask for it to be required.
 """
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import k2node
+from k2node.node.nproc import join, limit_processes
 
 # What a process needs from the system to start Python or Node.js and resolve names.
 SYSTEM_READ = (
@@ -52,6 +54,9 @@ class Rules:
     landlock: bool = True  # False: the resource limits only (K2NODE_TASK_SANDBOX=off)
     memory_mb: int = 1024  # its data segment and anonymous memory (RLIMIT_DATA)
     open_files: int = 1024  # RLIMIT_NOFILE
+    processes: int = 128  # processes and threads
+    cgroup: str | None = None  # the pids cgroup to join, made by the node
+    nproc_rlimit: bool = False  # no cgroup: RLIMIT_NPROC at the user's count plus `processes`
 
     def command(self, command: list[str]) -> list[str]:
         rules = json.dumps(asdict(self))
@@ -59,7 +64,14 @@ class Rules:
 
 
 def rules_for(
-    entry: str, writable: list[Path], mode: str, memory_mb: int, open_files: int
+    entry: str,
+    writable: list[Path],
+    mode: str,
+    memory_mb: int,
+    open_files: int,
+    processes: int = 128,
+    cgroup: str | None = None,
+    nproc_rlimit: bool = False,
 ) -> Rules:
     """Rules for a task whose code is `entry` (a file, or `module:Class` in the package)."""
     package = Path(k2node.__file__).resolve().parent
@@ -79,7 +91,18 @@ def rules_for(
     # (an editable install's parent is the repository, whose data/ holds the wallets)
     written = [str(p) for p in writable]
     landlock, required = mode != "off", mode == "required"
-    return Rules(read, [str(package.parent)], written, required, landlock, memory_mb, open_files)
+    return Rules(
+        read,
+        [str(package.parent)],
+        written,
+        required,
+        landlock,
+        memory_mb,
+        open_files,
+        processes,
+        cgroup,
+        nproc_rlimit,
+    )
 
 
 def landlock_abi() -> int:
@@ -126,6 +149,18 @@ def main(argv: list[str]) -> int:
     memory = rules.memory_mb << 20
     resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
     resource.setrlimit(resource.RLIMIT_NOFILE, (rules.open_files, rules.open_files))
+    if rules.cgroup is not None:  # before any of the task's code runs, and before Landlock
+        try:
+            join(rules.cgroup)
+        except OSError as exc:
+            print(
+                f"k2node: task not started: cannot join {rules.cgroup}: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 3  # restarted with backoff
+    elif rules.nproc_rlimit:
+        limit_processes(rules.processes)
     why = _confine(rules) if rules.landlock else None
     if why is not None:
         print(f"k2node: task not confined: {why}", file=sys.stderr, flush=True)

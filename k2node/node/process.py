@@ -2,6 +2,8 @@
 
 Exit policy of the JavaScript node: exit code 1 stops the task for good; any other exit
 restarts it after 2^(n+1) s (capped at 5 min, the count reset after 5 h of stable running).
+A phase over its CPU time restarts it at once (limits.py); whatever the task leaves running
+when its process ends (its group's processes, or its process group's) is killed.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import signal
 import socket
 import sys
 import time
@@ -30,13 +33,17 @@ from k2node.contract.launch import (
     TASK_SOCKET_ENV,
     TaskArgs,
 )
+from k2node.contract.values import is_round
 from k2node.eventloop import EVENT_LOOP_ENV
 from k2node.node.confine import Rules
+from k2node.node.limits import LimitWatch, Overrun
+from k2node.node.processlimit import TaskGroup
 from k2node.node.tasklog import TaskLog
 
 log = structlog.get_logger("k2node.process")
 
 STOP_TIMEOUT_S = 5.0
+OVERRUN_GRACE_S = 1.0  # a task spinning past its CPU limit does not answer a SIGTERM anyway
 OUTPUT_DRAIN_S = 1.0
 BACKOFF_CAP_S = 300.0
 STABLE_RESET_S = 5 * 3600.0
@@ -54,6 +61,7 @@ class TaskSpec:
     # where a Python task serves its routes; None: on its TCP port (JavaScript tasks)
     socket: Path | None = None
     confined: Rules | None = None  # what it may touch and use; None: started as is
+    phase_cpu_s: float | None = None  # CPU seconds a phase may burn; None: no limit
 
     @property
     def task_id(self) -> str:
@@ -104,6 +112,12 @@ class TaskProcess:
         self._channel: IpcChannel | None = None
         self._reader: asyncio.Task[None] | None = None
         self._output: asyncio.Task[None] | None = None
+        rules = spec.confined
+        self.group = (
+            TaskGroup(Path(rules.cgroup), rules.processes)
+            if rules is not None and rules.cgroup is not None
+            else None
+        )
 
     @property
     def pid(self) -> int | None:
@@ -118,8 +132,10 @@ class TaskProcess:
         return self._proc is not None and self._proc.returncode is None
 
     async def start(self) -> None:
-        parent, child = socket.socketpair()
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.group is not None:  # the launcher joins it before it becomes the task
+            await self.group.create()
+        parent, child = socket.socketpair()
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *self.spec.command(),
@@ -165,7 +181,22 @@ class TaskProcess:
         await self._close_channel()
         return code
 
+    async def _clear_leftovers(self) -> None:
+        """Kill what the task left running: its group's processes, else its process group's
+        (it leads one: started in a session of its own)."""
+        assert self._proc is not None
+        killed = 0
+        if self.group is not None:
+            self.group.report_refused(self.spec.task_id, last=True)
+            killed = await self.group.remove()
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        if killed:
+            log.info("task_leftovers_killed", task_id=self.spec.task_id, processes=killed)
+
     async def _close_channel(self) -> None:
+        await self._clear_leftovers()
         if self._output is not None:  # the rest of its output, unless a child holds the pipe
             done, _ = await asyncio.wait({self._output}, timeout=OUTPUT_DRAIN_S)
             if not done:
@@ -211,6 +242,8 @@ class KeptProcess:
         self.starts = 0  # processes started so far
         self._started_another = asyncio.Event()
         self.stopped_for_good = False
+        self._watch: LimitWatch | None = None  # the running process's
+        self._grace_s = STOP_TIMEOUT_S  # of the next stop
 
     @property
     def running(self) -> bool:
@@ -221,7 +254,27 @@ class KeptProcess:
         return self._process.pid if self._process else None
 
     async def send(self, message: dict[str, Any]) -> bool:
-        return self._process is not None and await self._process.send(message)
+        if self._process is None or not await self._process.send(message):
+            return False
+        round_ = message.get("roundNumber")
+        if self._watch is not None and "functionCall" in message and is_round(round_):
+            self._watch.phase_sent(
+                str(message.get("phaseLabel") or message["functionCall"]), round_
+            )
+        return True
+
+    def _reply(self, message: dict[str, Any]) -> None:
+        label, round_ = (
+            message.get("phaseLabel") or message.get("phaseDone"),
+            message.get("roundNumber"),
+        )
+        if self._watch is not None and isinstance(label, str) and is_round(round_):
+            self._watch.phase_done(label, round_)
+        self._on_reply(message)
+
+    def _overrun(self, over: Overrun) -> None:
+        self._grace_s = OVERRUN_GRACE_S
+        self.request_restart(f"{over.phase} of round {over.round_} over its CPU time")
 
     def request_restart(self, reason: str) -> None:
         log.warning("task_restart_requested", task_id=self.spec.task_id, reason=reason)
@@ -252,9 +305,10 @@ class KeptProcess:
         spec = self.spec
         failures = 0
         while not self._stopping.is_set():
-            proc = TaskProcess(spec, self._on_reply)
+            proc = TaskProcess(spec, self._reply)
             self._process = proc
             self._restart.clear()  # a new process answers any restart asked for before it
+            self._grace_s = STOP_TIMEOUT_S
             started = time.monotonic()
             try:
                 await proc.start()
@@ -291,16 +345,36 @@ class KeptProcess:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
+    def _watching(self, proc: TaskProcess) -> asyncio.Future[None]:
+        """The watch of the process's limits (none if it is gone already)."""
+        try:
+            assert proc.pid is not None
+            self._watch = LimitWatch(
+                self.spec.task_id, proc.pid, self.spec.phase_cpu_s, proc.group, self.spec.javascript
+            )
+        except OSError:
+            self._watch = None
+            return asyncio.ensure_future(asyncio.sleep(0))
+        return asyncio.ensure_future(self._watch.run(self._overrun))
+
     async def _until_exit_restart_or_stop(self, proc: TaskProcess) -> None:
         waiter = asyncio.ensure_future(proc.wait())
         restarter = asyncio.ensure_future(self._restart.wait())
         stopper = asyncio.ensure_future(self._stopping.wait())
+        watcher = self._watching(proc)
         try:
             await asyncio.wait({waiter, restarter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for fut in (restarter, stopper):
+            for fut in (restarter, stopper, watcher):
                 fut.cancel()
             if not waiter.done():
-                await proc.stop()
+                await proc.stop(self._grace_s)
                 waiter.cancel()
-            await asyncio.gather(waiter, restarter, stopper, return_exceptions=True)
+            *_, watched = await asyncio.gather(
+                waiter, restarter, stopper, watcher, return_exceptions=True
+            )
+            if isinstance(watched, Exception):
+                log.error("task_limits_unwatched", task_id=self.spec.task_id, error=repr(watched))
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None

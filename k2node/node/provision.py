@@ -26,6 +26,7 @@ from k2node.node.context import TaskContext
 from k2node.node.executables import TaskVariablesMissing, declared_for, executable
 from k2node.node.ledger import Ledger
 from k2node.node.process import TaskSpec
+from k2node.node.processlimit import ProcessLimit
 from k2node.settlement import transactions, wire
 from k2node.settlement.base import Settlement, TransactionError
 from k2node.settlement.system_ix import minimum_balance
@@ -177,9 +178,11 @@ async def provision_task(
     stake: int,
     node_port: int,
     sockets: Path,
+    processes: ProcessLimit | None = None,
 ) -> Provisioned:
     """Stake on `task_id`, settle what a stop left pending, and describe its process
-    (`sockets`: the private folder where Python tasks serve their HTTP routes)."""
+    (`sockets`: the private folder where Python tasks serve their HTTP routes; `processes`:
+    what holds its process count, none by default)."""
     try:
         state = await settlement.get_task_state(task_id)
     except TransactionError:
@@ -246,6 +249,9 @@ async def provision_task(
         settings.task_sandbox,
         settings.task_memory_mb,
         settings.task_open_files,
+        settings.task_processes,
+        processes.group(task_id) if processes is not None else None,
+        processes is not None and processes.by_rlimit,
     )
     spec = TaskSpec(
         args,
@@ -254,5 +260,6 @@ async def provision_task(
         task_vars={name: settings.variables[name] for name in needed},
         socket=socket_dir / "http.sock",
         confined=confined,
+        phase_cpu_s=settings.task_phase_cpu_s,
     )
     return Provisioned(context, spec)

@@ -42,6 +42,7 @@ from k2node.node.metrics import NodeMetrics
 from k2node.node.notify import Notifier
 from k2node.node.peers import Peers
 from k2node.node.process import STOP_TIMEOUT_S
+from k2node.node.processlimit import process_limit
 from k2node.node.provision import Wallets, example_task, load_wallets, provision_task
 from k2node.node.reload import source_folder
 from k2node.node.running import RunningTask
@@ -130,6 +131,8 @@ class Node:
         async with AsyncExitStack() as stack:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             _check_sandbox(settings)
+            processes = process_limit(settings.task_processes)  # says which mechanism holds
+            stack.callback(processes.close)  # after the tasks have stopped
             store = Store.open(settings.data_dir / "node-db")
             plan.close(stack, "node_db", store.close)
             session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
@@ -196,7 +199,16 @@ class Node:
 
             async def start(task_id: str, stake: int) -> RunningTask:
                 ready = await provision_task(
-                    settings, settlement, ledger, wallets, ipfs, task_id, stake, port, sockets
+                    settings,
+                    settlement,
+                    ledger,
+                    wallets,
+                    ipfs,
+                    task_id,
+                    stake,
+                    port,
+                    sockets,
+                    processes,
                 )
                 watch = None
                 if settings.reload:
