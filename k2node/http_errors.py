@@ -39,8 +39,18 @@ def json_response(
     )
 
 
+# A refusal may quote what the client sent; the client needs the reason, not its input back.
+MAX_MESSAGE = 300
+
+
+def short(text: str) -> str:
+    """`text` cut to MAX_MESSAGE characters, marked where it was cut."""
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
 def error_response(status: int, message: str, **extra: Any) -> web.Response:
-    return json_response({"message": message, **extra}, status=status)
+    cut = {k: short(v) if isinstance(v, str) else v for k, v in extra.items()}
+    return json_response({"message": short(message), **cut}, status=status)
 
 
 @web.middleware

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import base58
@@ -118,6 +118,11 @@ class K2Service:
             "getDistributionList": self._get_distribution_list,
             "requestAirdrop": self._request_airdrop,
         }
+
+    @property
+    def methods(self) -> Mapping[str, Callable[..., Awaitable[Any]]]:
+        """The JSON-RPC methods served, by name (the node's route description lists them)."""
+        return self._methods
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)

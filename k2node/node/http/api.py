@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from k2node import __version__
+from k2node import __version__, codec
 from k2node.contract.methods import MAX_RPC_BODY, NAMESPACE_PATH
 from k2node.contract.phases import PAYOUT, PHASE_NAMES
 from k2node.contract.values import is_round
@@ -24,8 +24,10 @@ from k2node.node.events import EventHub
 from k2node.node.http.events import EventStream
 from k2node.node.http.gateway import IpfsGateway
 from k2node.node.http.namespace_rpc import NamespaceRpc, from_this_machine
+from k2node.node.http.openapi import OPENAPI_PATH, document
 from k2node.node.http.proxy import ProxiedTask, ProxyLimits, TaskProxy
 from k2node.node.http.registry import NodeRegistry
+from k2node.node.http.route_docs import PATH_PARAMETERS, operations
 from k2node.node.metrics import CONTENT_TYPE, NodeMetrics
 from k2node.node.provision import K2_RPC_PATH
 from k2node.settlement.service import K2Service
@@ -88,6 +90,7 @@ class NodeApi:
         self._standing = standing
         self._standing_cache: tuple[float, dict[str, Any]] | None = None
         self._standing_read: asyncio.Future[dict[str, Any]] | None = None
+        self._description = b""
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_RPC_BODY, middlewares=[json_errors])
@@ -109,9 +112,18 @@ class NodeApi:
             app.router.add_routes(
                 IpfsGateway(self._ipfs, self.is_admin, self._main_pubkey).routes()
             )
+        app.router.add_get(OPENAPI_PATH, self._serve_description)
+        k2_methods = self._k2.methods if self._k2 is not None else None
+        described = document(
+            app.router, operations(k2_methods), PATH_PARAMETERS, "k2node", __version__
+        )
+        self._description = codec.dumps(described)
         app.on_shutdown.append(lambda _: self._events.close())
         app.on_shutdown.append(lambda _: self._proxy.close())
         return app
+
+    async def _serve_description(self, _: web.Request) -> web.Response:
+        return web.Response(body=self._description, content_type="application/json")
 
     async def _serve_metrics(self, _: web.Request) -> web.Response:
         assert self._metrics is not None

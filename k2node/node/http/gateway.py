@@ -118,16 +118,18 @@ class IpfsGateway:
             head = b""
         response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
-        await response.write(head)
         try:
-            async for piece in pieces:
-                await response.write(piece)
+            if request.method != "HEAD":  # a HEAD's answer is its status and headers
+                await response.write(head)
+                async for piece in pieces:
+                    await response.write(piece)
+            await response.write_eof()
         except IpfsError as exc:
             # too late for a status: cut the body short so the client sees it incomplete
             log.warning("ipfs_stream_cut", path=request.path, error=str(exc))
             response.force_close()
-            return response
-        await response.write_eof()
+        except ConnectionResetError:  # the client went away: nobody to answer
+            log.info("ipfs_stream_abandoned", path=request.path)
         return response
 
     # -- kubo RPC subset --------------------------------------------------------------------------
@@ -140,6 +142,8 @@ class IpfsGateway:
         wrap = _truthy(request.query.get("wrap-with-directory", "false"))
         if version not in (0, 1):
             raise _refusal(400, "cid-version must be 0 or 1")
+        if not request.content_type.startswith("multipart/"):
+            raise _refusal(400, "add needs a multipart/form-data body")
         try:
             reader = await request.multipart()
         except (ValueError, AssertionError):

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from k2node.contract.methods import CHAIN_ACTIONS, PUBLISHES
 from k2node.contract.values import is_int
-from k2node.http_errors import HttpError, json_body, json_response
+from k2node.http_errors import HttpError, json_body, json_response, short
 from k2node.ipfs import IpfsError
 from k2node.node.agent import ActionError
 from k2node.node.context import TaskContext
@@ -71,11 +71,12 @@ async def call_method(ctx: TaskContext, name: str, params: list[Any], events: Ev
     try:
         result = await fn(ctx, *params)
     except (ActionError, TransactionError, IpfsError, ValueError, OSError) as exc:
+        reason = short(str(exc))  # it may quote the arguments: the log needs no more of them
         if name in _LOGGED:  # an action refused: an event (and a metric) of its own
-            events.emit("rpc_refused", task_id=ctx.task_id, method=name, error=str(exc))
+            events.emit("rpc_refused", task_id=ctx.task_id, method=name, error=reason)
         else:
-            log.info("rpc_refused", task_id=ctx.task_id, method=name, error=str(exc))
-        raise MethodRefused(422, f"{name}: {exc}") from None
+            log.info("rpc_refused", task_id=ctx.task_id, method=name, error=reason)
+        raise MethodRefused(422, f"{name}: {reason}") from None
     if name in _LOGGED:
         # a chain action's last argument is its round (a publication's is a CID version)
         chain = name in CHAIN_ACTIONS and params and is_int(params[-1])
