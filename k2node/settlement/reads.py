@@ -66,17 +66,18 @@ class SharedReads:
     def __init__(self, tasks: dict[str, dict[str, Any]]) -> None:
         self._tasks = tasks  # the world's task states
         self._parts: dict[str, dict[tuple[str, str | None], _Part]] = {}
-        # a whole section as last handed out, with the task's version and the section's
-        # identity then: while neither changed, nor did it
-        self._sections: dict[tuple[str, str], tuple[int, Any, Any]] = {}
-        self._versions: dict[str, int] = {}  # per task: touches so far
+        # a whole section as last handed out, with what it was made from: the touches of
+        # the section and of the whole task so far, the world's section and its rounds
+        self._sections: dict[tuple[str, str], tuple[tuple[int, int], Any, Any, Any]] = {}
+        self._versions: dict[tuple[str, str], int] = {}  # per (task, section or "*")
         self._copied = 0  # parts copied since the last sweep
         # submitted lists never change: (the world's list, its frozen copy), newest last
         self._lists: OrderedDict[int, tuple[dict[str, Any], FrozenDict]] = OrderedDict()
 
     def touch(self, task_id: str, touches: list[Touch]) -> None:
-        if touches:
-            self._versions[task_id] = self._versions.get(task_id, 0) + 1
+        for section, _, _ in touches:
+            index = (task_id, section)  # ("*": every section of the task)
+            self._versions[index] = self._versions.get(index, 0) + 1
         parts = self._parts.get(task_id)
         if not parts:
             return
@@ -119,19 +120,26 @@ class SharedReads:
 
     def section(self, state: dict[str, Any], section: str) -> Any:
         """A whole section: a round section as the frozen copies of its rounds."""
-        index = (state["task_id"], section)
-        version = self._versions.get(index[0], 0)
+        task_id = state["task_id"]
+        index = (task_id, section)
+        version = (self._versions.get(index, 0), self._versions.get((task_id, "*"), 0))
         live = state[section]
+        rounds = tuple(live) if section in ROUND_SECTIONS else None  # pruning drops rounds
         cached = self._sections.get(index)
-        if cached is not None and cached[0] == version and cached[1] is live:
-            if self.check and cached[2] != live:
+        if (
+            cached is not None
+            and cached[0] == version
+            and cached[1] is live
+            and cached[2] == rounds
+        ):
+            if self.check and cached[3] != live:
                 raise AssertionError(f"shared read of {section} differs from the world")
-            return cached[2]
-        if section in ROUND_SECTIONS:
-            frozen: Any = FrozenDict({rkey: self.part(state, section, rkey) for rkey in live})
+            return cached[3]
+        if rounds is not None:
+            frozen: Any = FrozenDict({rkey: self.part(state, section, rkey) for rkey in rounds})
         else:
             frozen = self.part(state, section, None)
-        self._sections[index] = (version, live, frozen)
+        self._sections[index] = (version, live, rounds, frozen)
         return frozen
 
     def distribution_list(self, found: dict[str, Any]) -> FrozenDict:
