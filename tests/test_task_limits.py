@@ -24,6 +24,7 @@ from k2node.contract.units import ROE_PER_KOII
 from k2node.crypto import Keypair
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.node import nproc
+from k2node.node.confine import Rules
 from k2node.node.processlimit import CGROUP_V1, CGROUP_V2, NONE, PREFIX, process_limit
 from k2node.node.processlimit import start_time as process_start
 from k2node.node.provision import deploy_task
@@ -240,8 +241,9 @@ def test_a_starting_node_clears_the_groups_of_a_node_that_is_gone(tmp_path: Path
         if live.mechanism not in (CGROUP_V1, CGROUP_V2) or live.base is None:
             pytest.skip(f"no writable pids cgroup here (process limit: {live.mechanism})")
         # a node that has died (kill -9), leaving a task's group with a stray process in it
-        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone = subprocess.Popen(["sleep", "30"])
         stamp = process_start(gone.pid)
+        gone.kill()
         gone.wait()
         stale = live.base.parent / f"{PREFIX}{gone.pid}.{stamp}.0"
         (stale / "task").mkdir(parents=True)
@@ -265,6 +267,14 @@ def test_a_starting_node_clears_the_groups_of_a_node_that_is_gone(tmp_path: Path
     finally:
         live.close()
     assert not live.base.exists()
+
+
+def test_a_launcher_that_cannot_limit_its_task_does_not_start_it(tmp_path: Path) -> None:
+    rules = Rules(landlock=False, cgroup=str(tmp_path / "no-such-group"))
+    command = rules.command([sys.executable, "-c", "print('ran')"])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 3  # restarted with backoff, never run unlimited
+    assert "ran" not in done.stdout and "no process limit" in done.stderr
 
 
 @pytest.mark.parametrize(

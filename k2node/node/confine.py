@@ -149,18 +149,14 @@ def main(argv: list[str]) -> int:
     memory = rules.memory_mb << 20
     resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
     resource.setrlimit(resource.RLIMIT_NOFILE, (rules.open_files, rules.open_files))
-    if rules.cgroup is not None:  # before any of the task's code runs, and before Landlock
-        try:
+    try:  # before any of the task's code runs, and before Landlock (cgroupfs is a file system)
+        if rules.cgroup is not None:
             join(rules.cgroup)
-        except OSError as exc:
-            print(
-                f"k2node: task not started: cannot join {rules.cgroup}: {exc}",
-                file=sys.stderr,
-                flush=True,
-            )
-            return 3  # restarted with backoff
-    elif rules.nproc_rlimit:
-        limit_processes(rules.processes)
+        elif rules.nproc_rlimit:
+            limit_processes(rules.processes)
+    except OSError as exc:
+        print(f"k2node: task not started: no process limit: {exc}", file=sys.stderr, flush=True)
+        return 3  # restarted with backoff
     why = _confine(rules) if rules.landlock else None
     if why is not None:
         print(f"k2node: task not confined: {why}", file=sys.stderr, flush=True)

@@ -264,12 +264,13 @@ class KeptProcess:
         return True
 
     def _reply(self, message: dict[str, Any]) -> None:
-        label, round_ = (
-            message.get("phaseLabel") or message.get("phaseDone"),
-            message.get("roundNumber"),
-        )
-        if self._watch is not None and isinstance(label, str) and is_round(round_):
-            self._watch.phase_done(label, round_)
+        if self._watch is not None and "phaseDone" in message:
+            label, round_ = (
+                message.get("phaseLabel") or message["phaseDone"],
+                message.get("roundNumber"),
+            )
+            if isinstance(label, str) and is_round(round_):
+                self._watch.phase_done(label, round_)
         self._on_reply(message)
 
     def _overrun(self, over: Overrun) -> None:
@@ -345,17 +346,18 @@ class KeptProcess:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
-    def _watching(self, proc: TaskProcess) -> asyncio.Future[None]:
-        """The watch of the process's limits (none if it is gone already)."""
+    def _watching(self, proc: TaskProcess) -> asyncio.Task[None] | None:
+        """The watch of the process's limits; None if the process is gone already."""
+        assert proc.pid is not None
+        spec = self.spec
         try:
-            assert proc.pid is not None
             self._watch = LimitWatch(
-                self.spec.task_id, proc.pid, self.spec.phase_cpu_s, proc.group, self.spec.javascript
+                spec.task_id, proc.pid, spec.phase_cpu_s, proc.group, spec.javascript
             )
         except OSError:
             self._watch = None
-            return asyncio.ensure_future(asyncio.sleep(0))
-        return asyncio.ensure_future(self._watch.run(self._overrun))
+            return None
+        return asyncio.create_task(self._watch.run(self._overrun), name=f"limits-{spec.task_id}")
 
     async def _until_exit_restart_or_stop(self, proc: TaskProcess) -> None:
         waiter = asyncio.ensure_future(proc.wait())
@@ -365,16 +367,20 @@ class KeptProcess:
         try:
             await asyncio.wait({waiter, restarter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for fut in (restarter, stopper, watcher):
+            for fut in (restarter, stopper):
                 fut.cancel()
             if not waiter.done():
                 await proc.stop(self._grace_s)
                 waiter.cancel()
-            *_, watched = await asyncio.gather(
-                waiter, restarter, stopper, watcher, return_exceptions=True
-            )
-            if isinstance(watched, Exception):
+            await asyncio.gather(waiter, restarter, stopper, return_exceptions=True)
+            await self._unwatch(watcher)
+
+    async def _unwatch(self, watcher: asyncio.Task[None] | None) -> None:
+        if watcher is not None:
+            watcher.cancel()
+            (watched,) = await asyncio.gather(watcher, return_exceptions=True)
+            if isinstance(watched, Exception):  # a fault of the watch's, not the task's
                 log.error("task_limits_unwatched", task_id=self.spec.task_id, error=repr(watched))
-            if self._watch is not None:
-                self._watch.close()
-                self._watch = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None

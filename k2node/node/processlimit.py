@@ -179,8 +179,11 @@ def _sweep(parent: Path) -> None:
     """Remove the folders of nodes that are gone, killing what their tasks left running."""
     for folder in parent.glob(f"{PREFIX}*"):
         pid, _, rest = folder.name.removeprefix(PREFIX).partition(".")
-        if not pid.isdigit() or start_time(int(pid)) == rest.partition(".")[0]:
-            continue  # a node alive now (or not a folder of ours)
+        if not pid.isdigit():
+            continue  # not a folder of ours
+        started = start_time(int(pid))
+        if started and started == rest.partition(".")[0]:
+            continue  # a node alive now
         killed = remove_tree(folder)
         log.info("task_groups_cleared", cgroup=str(folder), killed=killed)
 
