@@ -53,7 +53,9 @@ if _start_writeback is not None:
 
 
 class BlockStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, durable: bool = True) -> None:
+        """`durable`: an add returns once it is on disk (off for simulations)."""
+        self.durable = durable
         # blocks are mostly incompressible and written once: no compression, big write buffer
         self._db = Store.open(path, compression=None, write_buffer_size=64 * 1024 * 1024)
         self._packs = path / "packs"
@@ -129,7 +131,7 @@ class BlockBatch:
             self._small[_BLOCK + multihash] = b"".join(pieces)
             self._small_bytes += size
             if self._small_bytes >= BATCH_BYTES:
-                self._store._db.put_many_bytes(self._small, sync=True)
+                self._store._db.put_many_bytes(self._small, sync=self._store.durable)
                 self._small.clear()
                 self._small_bytes = 0
             return
@@ -155,15 +157,16 @@ class BlockBatch:
             items = self._small
             if self._pack is not None:
                 name, file = self._pack
-                os.fdatasync(file.fileno())
-                _sync_folder(self._store._packs)  # the pack's name, as durable as its bytes
+                if self._store.durable:
+                    os.fdatasync(file.fileno())
+                    _sync_folder(self._store._packs)  # the pack's name, as durable as its bytes
                 items = {**items, **self._index, _PACK + name: b""}
         except BaseException:
             self.abandon()
             raise
         try:
             if items:  # (if this fails, LevelDB may yet replay it: the pack stays)
-                self._store._db.put_many_bytes(items, sync=True)
+                self._store._db.put_many_bytes(items, sync=self._store.durable)
         finally:
             self._close_pack()
             self._small, self._index, self._small_bytes = {}, {}, 0

@@ -74,9 +74,14 @@ class EmbeddedIpfs:
 
     @classmethod
     def open(
-        cls, path: Path, session: aiohttp.ClientSession | None = None, peers: Peers = _no_peers
+        cls,
+        path: Path,
+        session: aiohttp.ClientSession | None = None,
+        peers: Peers = _no_peers,
+        durable: bool = True,
     ) -> EmbeddedIpfs:
-        return cls(BlockStore(path), session, peers)
+        """`durable`: an add returns once it is on disk (off for simulations)."""
+        return cls(BlockStore(path, durable), session, peers)
 
     def close(self) -> None:
         self._blocks.close()

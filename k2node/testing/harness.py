@@ -189,7 +189,8 @@ class TaskHarness:
             harness = cls(clock, k2, task_id)
             db = Store.open(folder / "nodes-db")
             stack.callback(db.close)
-            ipfs = EmbeddedIpfs.open(folder / "ipfs")  # one network's content, for all nodes
+            # one network's content, for all nodes; nor need it survive a power cut
+            ipfs = EmbeddedIpfs.open(folder / "ipfs", durable=False)
             stack.callback(ipfs.close)
             session = aiohttp.ClientSession()
             stack.push_async_callback(session.close)
