@@ -5,6 +5,7 @@ and the pure-Python dependencies it declares in `requirements.txt`, vendored) wi
 manifest naming its entry point, the task API version it needs and the task variables it
 reads. The same sources give the same bytes (sorted entries, fixed dates and modes), so the
 same CID. A node runs it by adding the zip (and its `vendor/`) to the task process's path.
+A JavaScript template project deploys the bundle its own webpack config wrote instead.
 """
 
 from __future__ import annotations
@@ -207,6 +208,25 @@ def _remove(target: Path, info: Path) -> None:
         if path.is_relative_to(root) and path.is_file():
             path.unlink()
     shutil.rmtree(info, ignore_errors=True)
+
+
+# Where a JavaScript template project's webpack config writes its bundle.
+JS_BUNDLE = Path("dist") / "main.js"
+
+
+def javascript_bundle(project: Path) -> Path | None:
+    """The bundle a JavaScript task project deploys (a package.json beside its
+    config-task.yml, no Python module); None for a Python project."""
+    if not (project / "package.json").is_file() or any(project.glob("*.py")):
+        return None
+    _config(project)
+    bundle = project / JS_BUNDLE
+    if not bundle.is_file() or bundle.stat().st_size == 0:
+        raise ArtifactError(
+            f"{project} is a JavaScript task project: it deploys its webpacked bundle, "
+            f"{JS_BUNDLE}, which is not there yet: build it first (npx webpack)"
+        )
+    return bundle
 
 
 def build(project: Path, out: Path) -> Manifest:

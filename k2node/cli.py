@@ -246,11 +246,11 @@ async def ipfs_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
-    """Build the project, publish the artifact on this node's IPFS, create the task on K2
-    (`task update`: a new version of an existing task)."""
+    """Build the project (a JavaScript one: take its webpacked bundle), publish it on this
+    node's IPFS, create the task on K2 (`task update`: a new version of an existing task)."""
     import aiohttp
 
-    from k2node.artifact import ArtifactError, build
+    from k2node.artifact import ArtifactError, build, javascript_bundle
     from k2node.ipfs import IpfsError
     from k2node.ipfs.embedded import EmbeddedIpfs
     from k2node.node.provision import deploy_task, update_task
@@ -260,8 +260,10 @@ async def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
 
     out = settings.data_dir / "builds" / "task.zip"  # not beside the sources: they may be read-only
     try:
-        build(args.path, out)
-        data = await asyncio.to_thread(out.read_bytes)
+        bundle = javascript_bundle(args.path)
+        if bundle is None:
+            build(args.path, out)
+        data = await asyncio.to_thread((bundle or out).read_bytes)
         ipfs = EmbeddedIpfs.open(settings.data_dir / "ipfs")
         try:
             cid = await ipfs.publish(data)
@@ -299,7 +301,7 @@ CONFIG_NAME = "config-task.yml"
 
 
 def build_command(args: argparse.Namespace) -> int:
-    from k2node.artifact import ArtifactError, build
+    from k2node.artifact import ArtifactError, build, javascript_bundle
     from k2node.ipfs.unixfs import FileBuilder
 
     out = args.out or args.path / "dist" / "task.zip"

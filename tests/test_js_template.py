@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -320,3 +322,47 @@ async def test_python_and_javascript_nodes_on_one_task_agree_for_five_rounds(
     # each audited the other through the other's own feed route at least once
     assert from_feeds["python"]["auditsFromFeed"] > 0, from_feeds
     assert from_feeds["javascript"]["auditsFromFeed"] > 0, from_feeds
+
+
+def _deploy(project: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "k2node", "task", "deploy", str(project)),
+            *("--data-dir", str(data), "--env-file", str(data / "none")),
+        ],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_task_deploy_of_a_javascript_project_publishes_its_bundle(
+    project: Path, tmp_path: Path
+) -> None:
+    unbuilt = tmp_path / "unbuilt"
+    shutil.copytree(project, unbuilt, ignore=shutil.ignore_patterns("dist", "node_modules"))
+    refused = _deploy(unbuilt, tmp_path / "refused")
+    assert refused.returncode == 1 and "dist/main.js" in refused.stderr, refused.stderr
+    assert "build it first" in refused.stderr
+
+    data = tmp_path / "node"
+    done = _deploy(project, data)
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()  # deployed task <id>: executable <cid>
+    task_id, cid = words[2].rstrip(":"), words[-1]
+    k2 = LocalK2.open(data / "k2")
+    try:
+        state = await k2.get_task_state(task_id)
+    finally:
+        k2.close()
+    assert (state["task_executable_network"], state["task_audit_program"]) == ("IPFS", cid)
+    assert state["task_name"] == "k2node hello js"  # from the project's config-task.yml
+    store = EmbeddedIpfs.open(data / "ipfs")
+    try:
+        assert (
+            await store.fetch(cid, max_bytes=1 << 26) == (project / "dist" / "main.js").read_bytes()
+        )
+    finally:
+        store.close()
