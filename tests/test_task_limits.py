@@ -143,6 +143,7 @@ async def test_a_task_over_its_limits_fails_there_and_its_neighbour_is_paid(
         "cpu-spin": "started",  # and never done: stopped over K2NODE_TASK_PHASE_CPU_S
     }
     assert not (data / "planted.txt").exists()
+    assert "PRY allocate-2gb denied MemoryError" in log.read_text()
     bombs = [line.split() for line in log.read_text().splitlines() if "PRY fork-bomb" in line]
     assert all(int(forks) < PROCESSES and why == "EAGAIN" for *_, forks, why in bombs)
 

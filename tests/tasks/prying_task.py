@@ -17,8 +17,8 @@ def _try(what: str, action: object) -> None:
     try:
         action()  # type: ignore[operator]
         print(f"PRY {what} allowed", flush=True)
-    except (OSError, MemoryError):
-        print(f"PRY {what} denied", flush=True)
+    except (OSError, MemoryError) as exc:  # (which limit: the error says)
+        print(f"PRY {what} denied {type(exc).__name__}", flush=True)
     sys.stdout.flush()
 
 
