@@ -30,14 +30,24 @@ async def _proxied(tmp: Path) -> dict[str, float]:
     node = await spawn_node(tmp / "api", port, asyncio.subprocess.DEVNULL)
     try:
         await wait_http(f"http://127.0.0.1:{port}/")
-        tasks_url = f"http://127.0.0.1:{port}/tasks"
-        async with aiohttp.ClientSession() as session, session.get(tasks_url) as resp:
-            task_id = (await resp.json())[0]["TaskID"]
+        task_id = await _first_task(f"http://127.0.0.1:{port}/tasks")
         url = f"http://127.0.0.1:{port}/task/{task_id}/"
         await wait_http(url)
         return await load(url)
     finally:
         await stop(node)
+
+
+async def _first_task(url: str) -> str:
+    """The node's first task's id, once it lists one (it serves before its tasks start)."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            async with session.get(url) as resp:
+                tasks = await resp.json()
+            if tasks:
+                return str(tasks[0]["TaskID"])
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} listed no task")
 
 
 async def bench_api(tmp: Path) -> None:

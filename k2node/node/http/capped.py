@@ -28,11 +28,17 @@ class _Busy(asyncio.Protocol):
 
 
 class _Counted(asyncio.Protocol):
-    """aiohttp's own protocol for one connection, told apart when its connection ends."""
+    """aiohttp's own protocol for one connection, told apart when its connection ends.
+    The transport calls the inner protocol's other methods itself (bound here, before the
+    transport looks them up): no frame of ours on each read."""
 
     def __init__(self, inner: Any, ended: Callable[[], None]) -> None:
         self._inner = inner
         self._ended = ended
+        self.data_received = inner.data_received  # type: ignore[method-assign]
+        self.eof_received = inner.eof_received  # type: ignore[method-assign]
+        self.pause_writing = inner.pause_writing  # type: ignore[method-assign]
+        self.resume_writing = inner.resume_writing  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._inner.connection_made(transport)
@@ -40,18 +46,6 @@ class _Counted(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended()
         self._inner.connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return cast(bool | None, self._inner.eof_received())
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
 
 
 class CappedSite(web.BaseSite):

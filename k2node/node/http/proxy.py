@@ -1,60 +1,45 @@
 """The node's proxy to a task's own HTTP server: `/task/<id>/<path>`, streamed both ways.
 
-Bodies pass through in chunks with backpressure (aiohttp's bounded read buffers on one side,
-`drain` on the other), so a download of any size costs the node a few buffers, and
-server-sent events arrive as they are sent. A WebSocket upgrade is made on both sides and
-relayed message by message: text, binary, ping, pong and close with its code and reason.
-Python tasks are reached on their Unix socket, JavaScript tasks on their loopback port.
+Requests reach the task's server as raw HTTP/1.1 on kept-alive connections
+(`upstream.py`; the heads on each side in `heads.py`). Bodies pass through in chunks with backpressure both ways (aiohttp's
+bounded read buffers on the client's side, paused reading on the task's), so a download of
+any size costs the node a few buffers, and server-sent events arrive as they are sent; an
+answer of known length up to 64 KiB goes back in one write. A WebSocket upgrade is passed
+to the task and the connection then relayed as bytes (`wsrelay.py`). Python tasks are
+reached on their Unix socket, JavaScript tasks on their loopback port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
 import structlog
-from aiohttp import WSMsgType, web
-from multidict import CIMultiDict
-from yarl import URL
+from aiohttp import web
 
 from k2node.http_errors import HttpError
+from k2node.node.http.heads import (
+    CONTROL,
+    NOT_PASSED,
+    NOT_PASSED_UP,
+    UPGRADE,
+    answer_headers,
+    switched,
+    task_target,
+    text,
+    upstream_head,
+)
+from k2node.node.http.upstream import Connection, UpstreamError, UpstreamPool
+from k2node.node.http.wsrelay import CLOSE_WAIT_S, WebSocketRelay
 
 log = structlog.get_logger("k2node.proxy")
 
-# Hop-by-hop headers are the proxy's own business, never forwarded (RFC 9110, 7.6.1).
-_HOP_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "te",
-        "upgrade",
-        "host",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "proxy-connection",
-        "trailer",
-    }
-)
-# A WebSocket handshake's own headers: each side of the relay makes its own.
-_HANDSHAKE_HEADERS = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-        "sec-websocket-accept",
-        "content-length",
-    }
-)
-_WHOLE = 64 * 1024  # a response of known length up to this is passed on in one piece
-GOING_AWAY, INTERNAL_ERROR = 1001, 1011
+_WHOLE = 64 * 1024  # an answer of known length up to this is passed on in one piece
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -63,7 +48,7 @@ class ProxyLimits:
     ws_connections: int = 256  # relayed WebSockets per task
     ws_message: int = 4 << 20  # bytes in one WebSocket message
     connect_timeout_s: float = 10.0
-    read_timeout_s: float = 300.0  # silence from the task, within a response or a socket
+    read_timeout_s: float = 300.0  # for the task's answer head, then each silence in its body
     body_idle_s: float = 30.0  # silence from a client within its request body
 
 
@@ -89,18 +74,12 @@ class _BodyRefused(Exception):
         self.refusal = refusal
 
 
-def _refused(exc: BaseException) -> HttpError | None:
-    for found in (exc, exc.__cause__, exc.__context__):
-        if isinstance(found, _BodyRefused):
-            return found.refusal
-    return None
-
-
 class TaskProxy:
     def __init__(self, limits: ProxyLimits) -> None:
         self.limits = limits
-        self._sessions: dict[Path | None, aiohttp.ClientSession] = {}
-        self._relays: defaultdict[str, set[web.WebSocketResponse]] = defaultdict(set)
+        self._pools: dict[Path | int, UpstreamPool] = {}
+        self._relays: defaultdict[str, set[WebSocketRelay]] = defaultdict(set)
+        self._opening: Counter[str] = Counter()  # upgrades the task has not answered yet
 
     def relayed(self, task_id: str) -> int:
         """WebSockets relayed to `task_id` now."""
@@ -111,269 +90,226 @@ class TaskProxy:
     ) -> web.StreamResponse:
         if task is None or not task.running:
             raise HttpError(422, f"Task {task_id[:64]} not running")
-        rel = request.rel_url
-        path = rel.raw_path[len(f"/task/{task_id}") :] or "/"
-        query = f"?{rel.raw_query_string}" if rel.raw_query_string else ""
-        socket = task.server_socket
-        base = "http://task" if socket is not None else f"http://127.0.0.1:{task.server_port}"
-        url = URL(f"{base}{path}{query}", encoded=True)
-        session = self._session(socket)
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if upgrade and request.method == "GET":
-            return await self._relay(request, task_id, session, url)
-        return await self._forward(request, task_id, task, session, url)
+        target: Path | int = task.server_socket or task.server_port
+        pool = self._pools.get(target)
+        if pool is None:
+            pool = self._pools[target] = UpstreamPool(target, self.limits.connect_timeout_s)
+        path = task_target(request)
+        if request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._relay(request, task_id, pool, path)
+        return await self._forward(request, task_id, task, pool, path)
 
     async def close(self) -> None:
         """Close every relayed WebSocket (the node is stopping), then the connections."""
-        sockets = [ws for relays in self._relays.values() for ws in relays]
-        await asyncio.gather(
-            *(ws.close(code=GOING_AWAY, message=b"the node is stopping") for ws in sockets),
-            return_exceptions=True,
-        )
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
-
-    def _session(self, socket: Path | None) -> aiohttp.ClientSession:
-        found = self._sessions.get(socket)
-        if found is None or found.closed:
-            connector: aiohttp.BaseConnector = (
-                aiohttp.UnixConnector(path=str(socket), limit=0)
-                if socket is not None
-                else aiohttp.TCPConnector(limit=0)
-            )
-            timeout = aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=self.limits.connect_timeout_s,
-                sock_read=self.limits.read_timeout_s,
-            )
-            found = aiohttp.ClientSession(
-                connector=connector,
-                timeout=timeout,
-                auto_decompress=False,  # bytes pass as the task sent them
-                cookie_jar=aiohttp.DummyCookieJar(),  # one client's cookies are not another's
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            )
-            self._sessions[socket] = found
-        return found
+        relays = [relay for found in self._relays.values() for relay in found]
+        for relay in relays:
+            relay.stop()
+        if relays:
+            await asyncio.wait([r.finished for r in relays], timeout=CLOSE_WAIT_S * 2)
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
 
     # -- HTTP ----------------------------------------------------------------------------
     async def _forward(
+        self, request: web.Request, task_id: str, task: ProxiedTask, pool: UpstreamPool, path: str
+    ) -> web.StreamResponse:
+        limits = self.limits
+        limit = min(limits.max_body, task.max_request_body or limits.max_body)
+        length = request.content_length
+        if length is not None and length > limit:
+            raise _too_large(limit)
+        has_body = request.body_exists
+        if length is not None:
+            framing = b"Content-Length: %d\r\n" % length
+        else:
+            framing = b"Transfer-Encoding: chunked\r\n" if has_body else b""
+        head = upstream_head(request, path, pool.host, NOT_PASSED, framing)
+        sending: asyncio.Task[None] | None = None
+        for attempt in range(2):
+            conn = await _connect(pool, task_id, fresh=attempt > 0)
+            conn.begin(no_body=request.method == "HEAD")
+            if has_body:
+                body = _send_body(conn, request, limit, limits.body_idle_s, length)
+                sending = asyncio.ensure_future(body)
+            try:
+                conn.write(head)
+                await _answered(conn, sending, limits.read_timeout_s)
+            except _BodyRefused as exc:
+                conn.abort()
+                raise exc.refusal from None
+            except (UpstreamError, ConnectionError) as exc:
+                conn.abort()
+                await _stop(sending)
+                failure = exc if isinstance(exc, UpstreamError) else UpstreamError(502, str(exc))
+                retry = failure.retry and conn.used and not has_body and attempt == 0
+                if retry and request.method in _IDEMPOTENT:
+                    continue  # a kept-alive connection the task's server had just closed
+                raise HttpError(failure.status, failure.message) from None
+            except BaseException:
+                conn.abort()
+                await _stop(sending)
+                raise
+            break
+        try:
+            return await self._answer(request, task_id, pool, conn, sending)
+        finally:
+            await _stop(sending)
+
+    async def _answer(
         self,
         request: web.Request,
         task_id: str,
-        task: ProxiedTask,
-        session: aiohttp.ClientSession,
-        url: URL,
+        pool: UpstreamPool,
+        conn: Connection,
+        sending: asyncio.Task[None] | None,
     ) -> web.StreamResponse:
-        limit = min(self.limits.max_body, task.max_request_body or self.limits.max_body)
-        too_large = HttpError(413, f"the request body is over {limit:,} bytes, this task's limit")
-        length = request.content_length
-        if length is not None and length > limit:
-            raise too_large
-        headers = forwarded_headers(request)
-        if length is not None:
-            headers["Content-Length"] = str(length)
-        body = (
-            _limited(request.content, limit, too_large, self.limits.body_idle_s)
-            if request.body_exists
-            else None
-        )
+        if conn.upgraded:
+            conn.abort()
+            raise HttpError(502, "the task's server switched protocols unasked")
+        status, headers = conn.status, answer_headers(conn.headers)
+        reason = text(conn.reason) if CONTROL.search(conn.reason) is None else None
+        if conn.complete and not conn.no_body and conn.buffered <= _WHOLE:
+            # small and whole already: one write of head and body, as most answers are
+            whole = b"".join(conn.body)
+            _release(pool, conn, sending)  # which makes it ready for the next exchange
+            return web.Response(status=status, reason=reason, body=whole, headers=headers)
+        response = web.StreamResponse(status=status, reason=reason, headers=headers)
+        if conn.length is not None:
+            response.content_length = conn.length
         try:
-            upstream = await session.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False
-            )
-        except (_BodyRefused, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            refusal = _refused(exc)
-            if refusal is not None:
-                raise refusal from None
-            raise HttpError(422, f"Task {task_id[:64]} not running") from None
-        async with upstream:
-            headers = CIMultiDict(
-                (name, value)
-                for name, value in upstream.headers.items()
-                if name.lower() not in _HOP_HEADERS and name.lower() != "content-length"
-            )
-            length = upstream.content_length
-            if length is not None and length <= _WHOLE and request.method != "HEAD":
-                # small and of known size: one write of headers and body, as most answers are
-                whole = await upstream.read()
-                return web.Response(
-                    status=upstream.status, reason=upstream.reason, body=whole, headers=headers
-                )
-            response = web.StreamResponse(
-                status=upstream.status, reason=upstream.reason, headers=headers
-            )
-            if length is not None:
-                response.content_length = length
             await response.prepare(request)
-            try:
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                # The task broke off mid-body: the client must see a cut, not a whole body.
-                log.warning("proxy_response_cut", task_id=task_id, error=repr(exc))
-                if request.transport is not None:
-                    request.transport.close()
-                return response
+            while chunk := await conn.chunk(self.limits.read_timeout_s):
+                await response.write(chunk)
             await response.write_eof()
+        except (UpstreamError, ConnectionError) as exc:
+            # Either side broke off mid-body: the client must see a cut, not a whole body.
+            conn.abort()
+            log.warning("proxy_response_cut", task_id=task_id, error=str(exc)[:200])
+            if request.transport is not None:
+                request.transport.close()
             return response
+        _release(pool, conn, sending)
+        return response
 
     # -- WebSockets ----------------------------------------------------------------------
     async def _relay(
-        self, request: web.Request, task_id: str, session: aiohttp.ClientSession, url: URL
+        self, request: web.Request, task_id: str, pool: UpstreamPool, path: str
     ) -> web.StreamResponse:
         relays = self._relays[task_id]
         cap = self.limits.ws_connections
-        if len(relays) >= cap:
+        if len(relays) + self._opening[task_id] >= cap:
             raise HttpError(
                 503, f"task {task_id[:64]} already has {cap} WebSocket connections, the most"
             )
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
-        protocols = [p for p in offered if p]
-        if not self._client_socket(protocols).can_prepare(request).ok:
+        checker = web.WebSocketResponse(protocols=[p for p in offered if p])
+        if not checker.can_prepare(request).ok:
             raise HttpError(400, "not a valid WebSocket upgrade request")
-        headers = forwarded_headers(request)
-        for name in _HANDSHAKE_HEADERS:
-            headers.popall(name, None)
+        head = upstream_head(request, path, pool.host, NOT_PASSED_UP, UPGRADE)
+        self._opening[task_id] += 1  # a place under the cap while the task answers
         try:
-            upstream = await session.ws_connect(
-                url,
-                headers=headers,
-                protocols=protocols,
-                autoping=False,
-                autoclose=False,
-                max_msg_size=self.limits.ws_message,
-                compress=0,
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            status = exc.status if 400 <= exc.status < 600 else 502
-            raise HttpError(status, f"the task refused the WebSocket ({exc.status})") from None
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            raise HttpError(422, f"Task {task_id[:64]} not running") from None
-        # the subprotocol the task chose, and only that one
-        ws = self._client_socket([upstream.protocol] if upstream.protocol else [])
-        relays.add(ws)
-        try:
-            await ws.prepare(request)
-            await _relay_both_ways(ws, upstream)
+            conn = await _connect(pool, task_id, fresh=True)
+            try:
+                conn.write(head)
+                await conn.head(self.limits.read_timeout_s, 0)
+                response = switched(request, conn)
+            except (UpstreamError, ConnectionError) as exc:
+                conn.abort()
+                status = exc.status if isinstance(exc, UpstreamError) else 502
+                raise HttpError(status, str(exc)) from None
+            except BaseException:
+                conn.abort()
+                raise
         finally:
-            relays.discard(ws)
+            self._opening[task_id] -= 1
+            if not self._opening[task_id]:
+                del self._opening[task_id]
+        relay = WebSocketRelay(request, conn, self.limits.ws_message)
+        relays.add(relay)
+        try:
+            writer = await response.prepare(request)
+            assert writer is not None
+            relay.start(writer)
+            await relay.finished
+        finally:
+            relay.abort()
+            relays.discard(relay)
             if not relays:
                 self._relays.pop(task_id, None)
-            await upstream.close()
-        return ws
-
-    def _client_socket(self, protocols: list[str]) -> web.WebSocketResponse:
-        """The client's side of a relay: pings, pongs and closes are relayed, not answered."""
-        return web.WebSocketResponse(
-            protocols=protocols,
-            autoping=False,
-            autoclose=False,
-            max_msg_size=self.limits.ws_message,
-            compress=False,
-        )
+        return response
 
 
-def forwarded_headers(request: web.Request) -> CIMultiDict[str]:
-    """The request's end-to-end headers, with this hop added to X-Forwarded-For and
-    Forwarded (RFC 7239)."""
-    named = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
-    dropped = _HOP_HEADERS | named | {"content-length"}
-    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in dropped)
-    remote = request.remote or "unknown"
-    prior = request.headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{prior}, {remote}" if prior else remote
-    headers["X-Forwarded-Proto"] = request.scheme
-    node = f'"[{remote}]"' if ":" in remote else remote
-    element = f"for={node};proto={request.scheme}"
-    if request.host:
-        headers["X-Forwarded-Host"] = request.host
-        element += f';host="{request.host}"'
-    prior = request.headers.get("Forwarded")
-    headers["Forwarded"] = f"{prior}, {element}" if prior else element
-    return headers
+async def _connect(pool: UpstreamPool, task_id: str, fresh: bool) -> Connection:
+    try:
+        return await (pool.new_connection() if fresh else pool.connection())
+    except UpstreamError:
+        raise HttpError(422, f"Task {task_id[:64]} not running") from None
 
 
-async def _limited(
-    content: aiohttp.StreamReader, limit: int, too_large: HttpError, idle_s: float
-) -> AsyncIterator[bytes]:
-    """The client's body as it comes, refused past its size limit or after `idle_s` of
-    silence (a body announced and never sent must not hold a connection to the task)."""
+async def _answered(conn: Connection, sending: asyncio.Task[None] | None, timeout_s: float) -> None:
+    """Until the answer's head is in; a refusal of the client's body, while it is being
+    sent, ends the wait."""
+    if sending is None:
+        await conn.head(timeout_s, _WHOLE)
+        return
+    head = asyncio.ensure_future(conn.head(timeout_s, _WHOLE))
+    try:
+        await asyncio.wait((head, sending), return_when=asyncio.FIRST_COMPLETED)
+        if sending.done() and not sending.cancelled() and sending.exception() is not None:
+            raise sending.exception()  # type: ignore[misc]
+        await head
+    finally:
+        await _stop(head)
+
+
+async def _stop(job: asyncio.Future[None] | None) -> None:
+    if job is not None and not job.done():
+        job.cancel()
+    if job is not None:
+        with contextlib.suppress(BaseException):
+            await job
+
+
+def _release(pool: UpstreamPool, conn: Connection, sending: asyncio.Task[None] | None) -> None:
+    """A connection whose request went out whole goes back to the pool."""
+    if sending is None or (sending.done() and not sending.cancelled() and not sending.exception()):
+        pool.release(conn)
+    else:
+        conn.abort()
+
+
+async def _send_body(
+    conn: Connection,
+    request: web.Request,
+    limit: int,
+    idle_s: float,
+    length: int | None,
+) -> None:
+    """The client's body to the task as it comes, refused past its size limit or after
+    `idle_s` of silence (a body announced and never sent must not hold a connection)."""
     seen = 0
+    content = request.content
     while True:
         try:
             async with asyncio.timeout(idle_s):
                 chunk = await content.readany()
         except TimeoutError:
-            stalled = HttpError(408, f"the request body stalled for {idle_s:g} s")
-            raise _BodyRefused(stalled) from None
+            raise _BodyRefused(
+                HttpError(408, f"the request body stalled for {idle_s:g} s")
+            ) from None
+        except ConnectionError:
+            raise _BodyRefused(HttpError(400, "the request body broke off")) from None
         if not chunk:
-            return
+            break
         seen += len(chunk)
         if seen > limit:
-            raise _BodyRefused(too_large)
-        yield chunk
+            raise _BodyRefused(_too_large(limit))
+        conn.write(chunk if length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        await conn.drain()
+    if length is None:
+        conn.write(b"0\r\n\r\n")
 
 
-Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
-
-
-def _close_code(code: object) -> int:
-    """A code that may be sent in a close frame (RFC 6455, 7.4), else 1000."""
-    if isinstance(code, int) and (1000 <= code <= 1014 or 3000 <= code <= 4999):
-        return 1000 if code in (1004, 1005, 1006) else code
-    return 1000
-
-
-async def _pump(source: Socket, target: Socket) -> tuple[int, str] | None:
-    """Relay messages until a close frame (its code and reason) or the source is gone."""
-    while True:
-        msg = await source.receive()
-        try:
-            if msg.type == WSMsgType.TEXT:
-                await target.send_str(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                await target.send_bytes(msg.data)
-            elif msg.type == WSMsgType.PING:
-                await target.ping(msg.data)
-            elif msg.type == WSMsgType.PONG:
-                await target.pong(msg.data)
-            elif msg.type == WSMsgType.CLOSE:
-                return _close_code(msg.data), str(msg.extra or "")
-            else:  # CLOSING, CLOSED, ERROR: gone without a close frame of its own
-                return None
-        except (ConnectionError, RuntimeError):  # the other side is gone
-            return None
-
-
-async def _relay_both_ways(client: web.WebSocketResponse, task: Socket) -> None:
-    down = asyncio.create_task(_pump(client, task))
-    up = asyncio.create_task(_pump(task, client))
-    try:
-        done, _ = await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for job in (down, up):
-            job.cancel()
-        await asyncio.gather(down, up, return_exceptions=True)
-    client_first = down in done
-    finished = down if client_first else up
-    closed = None if finished.cancelled() or finished.exception() else finished.result()
-    if closed is None:
-        code, reason = (
-            (GOING_AWAY, "the client went away")
-            if client_first
-            else (INTERNAL_ERROR, "the task went away")
-        )
-        if client.close_code is not None and client_first:  # the node closed it
-            code = client.close_code
-    else:
-        code, reason = closed
-    message = reason.encode()[:120]  # a close frame's reason fits in 123 bytes
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        if client_first:
-            await task.close(code=code, message=message)
-            await client.close(code=code, message=message)
-        else:
-            await client.close(code=code, message=message)
-            await task.close(code=code, message=message)
+def _too_large(limit: int) -> HttpError:
+    return HttpError(413, f"the request body is over {limit:,} bytes, this task's limit")
