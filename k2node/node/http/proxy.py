@@ -1,12 +1,12 @@
 """The node's proxy to a task's own HTTP server: `/task/<id>/<path>`, streamed both ways.
 
-Requests reach the task's server as raw HTTP/1.1 on kept-alive connections
-(`upstream.py`; the heads on each side in `heads.py`). Bodies pass through in chunks with backpressure both ways (aiohttp's
-bounded read buffers on the client's side, paused reading on the task's), so a download of
-any size costs the node a few buffers, and server-sent events arrive as they are sent; an
-answer of known length up to 64 KiB goes back in one write. A WebSocket upgrade is passed
-to the task and the connection then relayed as bytes (`wsrelay.py`). Python tasks are
-reached on their Unix socket, JavaScript tasks on their loopback port.
+Requests reach the task's server as raw HTTP/1.1 on kept-alive connections (`upstream.py`;
+the heads on each side in `heads.py`). Bodies pass through in chunks with backpressure both
+ways (aiohttp's bounded read buffers on the client's side, paused reading on the task's), so
+a download of any size costs the node a few buffers, and server-sent events arrive as they
+are sent; an answer of known length up to 64 KiB goes back in one write. A WebSocket
+upgrade is passed to the task and the connection then relayed as bytes (`wsrelay.py`).
+Python tasks are reached on their Unix socket, JavaScript tasks on their loopback port.
 """
 
 from __future__ import annotations
@@ -127,14 +127,20 @@ class TaskProxy:
         head = upstream_head(request, path, pool.host, NOT_PASSED, framing)
         sending: asyncio.Task[None] | None = None
         for attempt in range(2):
-            conn = await _connect(pool, task_id, fresh=attempt > 0)
+            try:
+                conn = await (pool.new_connection() if attempt else pool.connection())
+            except UpstreamError:
+                raise HttpError(422, f"Task {task_id[:64]} not running") from None
             conn.begin(no_body=request.method == "HEAD")
             if has_body:
                 body = _send_body(conn, request, limit, limits.body_idle_s, length)
                 sending = asyncio.ensure_future(body)
             try:
                 conn.write(head)
-                await _answered(conn, sending, limits.read_timeout_s)
+                if sending is None:
+                    await conn.head(limits.read_timeout_s, _WHOLE)
+                else:
+                    await _answered(conn, sending, limits.read_timeout_s)
             except _BodyRefused as exc:
                 conn.abort()
                 raise exc.refusal from None
@@ -209,7 +215,10 @@ class TaskProxy:
         head = upstream_head(request, path, pool.host, NOT_PASSED_UP, UPGRADE)
         self._opening[task_id] += 1  # a place under the cap while the task answers
         try:
-            conn = await _connect(pool, task_id, fresh=True)
+            try:
+                conn = await pool.new_connection()
+            except UpstreamError:
+                raise HttpError(422, f"Task {task_id[:64]} not running") from None
             try:
                 conn.write(head)
                 await conn.head(self.limits.read_timeout_s, 0)
@@ -240,19 +249,9 @@ class TaskProxy:
         return response
 
 
-async def _connect(pool: UpstreamPool, task_id: str, fresh: bool) -> Connection:
-    try:
-        return await (pool.new_connection() if fresh else pool.connection())
-    except UpstreamError:
-        raise HttpError(422, f"Task {task_id[:64]} not running") from None
-
-
-async def _answered(conn: Connection, sending: asyncio.Task[None] | None, timeout_s: float) -> None:
+async def _answered(conn: Connection, sending: asyncio.Task[None], timeout_s: float) -> None:
     """Until the answer's head is in; a refusal of the client's body, while it is being
     sent, ends the wait."""
-    if sending is None:
-        await conn.head(timeout_s, _WHOLE)
-        return
     head = asyncio.ensure_future(conn.head(timeout_s, _WHOLE))
     try:
         await asyncio.wait((head, sending), return_when=asyncio.FIRST_COMPLETED)

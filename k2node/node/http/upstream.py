@@ -163,7 +163,9 @@ class Connection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             self.interim = True  # a 100 Continue or 103 Early Hints: not the answer yet
             return
-        if len(self.reason) + sum(len(n) + len(v) for n, v in self.headers) > HEAD_LIMIT:
+        if self.head_bytes > HEAD_LIMIT and (  # what has come holds the head: count it
+            len(self.reason) + sum(len(n) + len(v) for n, v in self.headers) > HEAD_LIMIT
+        ):
             raise _head_too_large()
         self.status = status
         self.head_done = True
