@@ -76,6 +76,23 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "internal error")
 
 
+class ProtocolLog:
+    """What aiohttp's HTTP layer says about a request it refused before any route, or could
+    not finish (its `logger`): a client's malformed request (a header too long, a body in an
+    encoding the node cannot decode) is one short info event, not a traceback on stderr per
+    request; anything else stays an error with its traceback."""
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        pass  # aiohttp's own notes (a client that left early): not the node's events
+
+    def exception(self, message: str, *args: Any, exc_info: Any = None, **_: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError | web.RequestPayloadError | ConnectionError):
+            reason = " ".join(str(exc_info).split())  # aiohttp's reasons span lines
+            log.info("http_refused", reason=short(reason))
+        else:
+            log.error("http_layer_error", message=message % args, exc_info=exc_info)
+
+
 async def json_body(request: web.Request) -> Any:
     """The request's JSON body, or a 422 saying it is not JSON."""
     try:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,6 +256,25 @@ def fuzz_websockets(live: LiveNode, doc: Any, examples: int, found: Findings) ->
             found.problems.append(f"{problem}\n    WebSocket {url} frames={[k for k, _ in frames]}")
 
     one()
+
+
+@contextmanager
+def aiohttp_warnings() -> Iterator[list[str]]:
+    """What aiohttp logs itself meanwhile at WARNING or above (its HTTP layer's tracebacks
+    go to its own logger, not the node's events), one line each."""
+    found: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            error = record.exc_info[1] if record.exc_info else ""
+            found.append(f"aiohttp logged {record.getMessage()}: {error!r}"[:400])
+
+    handler = Collect(logging.WARNING)
+    logging.getLogger("aiohttp").addHandler(handler)
+    try:
+        yield found
+    finally:
+        logging.getLogger("aiohttp").removeHandler(handler)
 
 
 def logged_errors(logs: list[dict[str, Any]]) -> list[str]:

@@ -4,6 +4,7 @@ that was answered with a 500, or logged as one, or quoted the client back at len
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,3 +116,21 @@ async def test_a_refusal_does_not_quote_a_huge_argument_back(node: Served) -> No
     assert len(message) <= MAX_MESSAGE
     refused = [e for e in logs if e["event"] == "rpc_refused"]
     assert refused and all(len(e["error"]) <= MAX_MESSAGE for e in refused)
+
+
+async def test_a_request_refused_before_any_route_is_one_short_event(
+    node: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    # each such request was a traceback on stderr from aiohttp's HTTP layer (its own
+    # logger, not the node's JSON lines): a client could write them at will
+    caplog.set_level(logging.DEBUG, logger="aiohttp")
+    with capture_logs() as logs:
+        status, _, body = await _raw(
+            node,
+            "POST /namespace-wrapper HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\n"
+            "Content-Encoding: br\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        )
+    assert status == 400 and b"content-encoding" in body
+    assert [e["event"] for e in logs] == ["http_refused"]
+    assert "content-encoding" in logs[0]["reason"] and "\n" not in logs[0]["reason"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -32,6 +32,7 @@ from k2node.settlement.service import K2Service
 from tests.fuzz_runs import (
     TIMEOUT,
     Findings,
+    aiohttp_warnings,
     call_every_method,
     fuzz_operations,
     fuzz_websockets,
@@ -71,11 +72,11 @@ def published(live: LiveNode) -> dict[str, Any]:
 
 def _run(live: LiveNode, doc: dict[str, Any], examples: int) -> Findings:
     found = Findings()
-    with capture_logs() as logs:
+    with capture_logs() as logs, aiohttp_warnings() as warned:
         fuzz_operations(live, doc, examples, found)
         call_every_method(live, doc, examples, found)
         fuzz_websockets(live, doc, examples, found)
-    found.problems += logged_errors(logs)
+    found.problems += logged_errors(logs) + warned
     return found
 
 

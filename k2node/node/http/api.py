@@ -17,7 +17,7 @@ from k2node import __version__, codec
 from k2node.contract.methods import MAX_RPC_BODY, NAMESPACE_PATH
 from k2node.contract.phases import PAYOUT, PHASE_NAMES
 from k2node.contract.values import is_round
-from k2node.http_errors import HttpError, json_body, json_errors, json_response
+from k2node.http_errors import HttpError, ProtocolLog, json_body, json_errors, json_response
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
@@ -93,7 +93,11 @@ class NodeApi:
         self._description = b""
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_RPC_BODY, middlewares=[json_errors])
+        app = web.Application(
+            client_max_size=MAX_RPC_BODY,
+            middlewares=[json_errors],
+            handler_args={"logger": ProtocolLog()},
+        )
         app.router.add_get("/", self._status)
         app.router.add_get("/id", self._id)
         if self._standing is not None:

@@ -54,19 +54,20 @@ class Operation:
 def statuses(op: Operation, path: str) -> dict[Status, str]:
     """Every answer `op` may give at `path`: its own and those its shape implies."""
     found = dict(op.responses)
-    # aiohttp's HTTP layer, before any route: a request that is not valid HTTP/1.1, or a
-    # body in a content encoding this node cannot decode (text/plain, from aiohttp)
-    found.setdefault(400, "not a valid HTTP request, or a body in an unknown encoding")
+    refused = [found[400]] if 400 in found else []
     if op.body is not None:
-        found.setdefault(400, "the body cannot be read as sent (its encoding or length)")
+        refused.append("the body cannot be read as sent (its encoding or length)")
         found.setdefault(413, "the body is larger than this route takes")
+    if op.websocket:
+        refused.append("not a valid WebSocket upgrade request")
+        found.setdefault(101, "switched to the WebSocket protocol")
+    # aiohttp's HTTP layer answers before any route (in text/plain)
+    refused.append("not valid HTTP, or a body in a content encoding this node cannot decode")
+    found[400] = "; ".join(refused)
     if _PARAM.search(path):
         found.setdefault(404, "nothing is known by that name, or it is not a path segment")
     if op.access != "anyone":
         found.setdefault(403, "not from this machine (or, for admin calls, without the token)")
-    if op.websocket:
-        found.setdefault(101, "switched to the WebSocket protocol")
-        found.setdefault(400, "not a valid WebSocket upgrade request")
     return found
 
 

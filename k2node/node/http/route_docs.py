@@ -228,13 +228,28 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
         access="admin",
     ),
     ("POST", "/api/v0/cat"): Operation(
-        "kubo's cat", {200: "the bytes", **BAD_ARG}, body=KUBO, query=ARG, access="admin"
+        "kubo's cat",
+        {200: "the bytes", **BAD_ARG},
+        body=KUBO,
+        query=ARG,
+        required_query=("arg",),
+        access="admin",
     ),
     ("POST", "/api/v0/block/get"): Operation(
-        "kubo's block/get", {200: "the block", **BAD_ARG}, body=KUBO, query=ARG, access="admin"
+        "kubo's block/get",
+        {200: "the block", **BAD_ARG},
+        body=KUBO,
+        query=ARG,
+        required_query=("arg",),
+        access="admin",
     ),
     ("POST", "/api/v0/pin/add"): Operation(
-        "kubo's pin/add", {200: "{Pins}", **BAD_ARG}, body=KUBO, query=ARG, access="admin"
+        "kubo's pin/add",
+        {200: "{Pins}", **BAD_ARG},
+        body=KUBO,
+        query=ARG,
+        required_query=("arg",),
+        access="admin",
     ),
     ("POST", "/api/v0/id"): Operation("kubo's id", {200: "{ID, AgentVersion}"}, access="admin"),
     ("POST", "/api/v0/version"): Operation("kubo's version", {200: "{Version}"}, access="admin"),
