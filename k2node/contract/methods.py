@@ -21,6 +21,7 @@ class Method(StrEnum):
     GET_TASK_DISTRIBUTION_INFO = "getTaskDistributionInfo"
     GET_DISTRIBUTION_LIST = "getDistributionList"
     GET_NODES = "getNodes"
+    GET_PEERS = "getPeers"  # k2node: the task's other nodes, as namespace.peers() lists them
     GET_PROGRAM_ACCOUNTS = "getProgramAccounts"
     GET_TASK_STATE_BY_ID = "getTaskStateById"
     # actions the node signs with its staking key

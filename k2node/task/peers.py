@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from yarl import URL
 
 from k2node import codec
+from k2node.contract.peers import peer_urls
 
 # Retries back off from this, doubling, with jitter; the deadline bounds them all.
 BACKOFF_S = 0.2
@@ -43,14 +43,7 @@ class PeerError(Exception):
 
 def peers_of(ip_address_list: dict[str, Any], own_key: str) -> list[Peer]:
     """The task's other nodes with a usable http(s) URL, in a stable order."""
-    found = []
-    for key, url in sorted(ip_address_list.items()):
-        if key == own_key or not isinstance(url, str):
-            continue
-        parsed = URL(url) if url.startswith(("http://", "https://")) else None
-        if parsed is not None and parsed.host:
-            found.append(Peer(key, url))
-    return found
+    return [Peer(key, url) for key, url in peer_urls(ip_address_list, own_key)]
 
 
 async def _read_limited(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:

@@ -14,6 +14,7 @@ import structlog
 
 from k2node import __version__, codec
 from k2node.contract.methods import Method
+from k2node.contract.peers import peer_urls
 from k2node.contract.shared import remembered
 from k2node.crypto import payload_signing, verify_signature, web3_account
 from k2node.node.agent import ActionError
@@ -164,6 +165,13 @@ async def _version(ctx: TaskContext) -> str:
 async def _nodes(ctx: TaskContext, url: Any = None) -> list[dict[str, str]]:
     state = await ctx.agent.state()
     return [{"pubkey": k, "url": v} for k, v in state["ip_address_list"].items()]
+
+
+@method(Method.GET_PEERS)
+async def _peers(ctx: TaskContext) -> list[dict[str, str]]:
+    state = await ctx.agent.state()
+    found = peer_urls(state["ip_address_list"], ctx.agent.staking.pubkey)
+    return [{"stakingKey": key, "url": url} for key, url in found]
 
 
 @method(Method.LOGGER)
