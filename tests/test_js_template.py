@@ -33,7 +33,6 @@ from k2node.contract.units import ROE_PER_KOII
 from k2node.crypto import Keypair
 from k2node.examples.hello_task import DIFFICULTY, proof_digest
 from k2node.ipfs.embedded import EmbeddedIpfs
-from k2node.node.executables import COMMONJS_PACKAGE
 from k2node.node.provision import deploy_task
 from k2node.node.runtime import Node
 from k2node.settlement.local import LocalK2
@@ -235,8 +234,8 @@ async def test_a_webpacked_template_task_runs_by_its_id(project: Path, fast_chai
         timeout=30,
     )
     assert in_place.returncode != 0 and "require is not defined" in in_place.stderr
-    # the nodes' data folders inside that project too: only the executables folder's own
-    # package.json keeps the cached bundle CommonJS
+    # the nodes' data folders inside that project too: the node starts a bundle as
+    # CommonJS wherever it lies (k2node/node/commonjs.cjs)
     holder, fetcher = project / "node-a", project / "node-b"
     cid = await _publish(holder, bundle)
     task_id = await deploy_task(fast_chain, Keypair.generate(), project / "config-task.yml", cid)
@@ -266,7 +265,6 @@ async def test_a_webpacked_template_task_runs_by_its_id(project: Path, fast_chai
         kept = data / "executables" / f"{cid}.js"
         assert kept.read_bytes() == bundle
         assert node.tasks[task_id].process.spec.entry == str(kept)
-        assert (data / "executables" / "package.json").read_bytes() == COMMONJS_PACKAGE
     # each found the other's proof right: no audit was raised against either
     assert not any(state["submissions_audit_trigger"].values())
 
@@ -279,11 +277,9 @@ async def test_python_and_javascript_nodes_on_one_task_agree_for_five_rounds(
         chain, Keypair.generate(), bounty_amount_per_round=bounty, **FAST_ROUNDS
     )
     # a DEVELOPMENT task: each node runs its own K2NODE_TASK_ENTRY; the JavaScript one runs
-    # the bundle copied to its executables folder, as the template's prod-debug does
+    # the bundle where webpack wrote it, in its project whose package.json says "module"
     js_data = tmp_path / "js"
-    (js_data / "executables").mkdir(parents=True)
-    js_entry = js_data / "executables" / "main.js"
-    shutil.copy(project / "dist" / "main.js", js_entry)
+    js_entry = project / "dist" / "main.js"
     rounds = range(5)
     async with AsyncExitStack() as stack, aiohttp.ClientSession() as http:
         python = await stack.enter_async_context(

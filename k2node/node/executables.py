@@ -31,7 +31,6 @@ log = structlog.get_logger("k2node.node")
 MAX_EXECUTABLE_BYTES = 64 * 1024 * 1024
 FETCH_ATTEMPTS = 4
 FETCH_BACKOFF_S = 1.0
-COMMONJS_PACKAGE = b'{"type": "commonjs"}\n'
 
 
 class ExecutableError(Exception):
@@ -102,8 +101,6 @@ async def executable(
             data = await _fetch(ipfs, text)
             path = await asyncio.to_thread(_keep, folder, text, data)
             log.info("executable_fetched", cid=text, path=path, bytes=len(data))
-        if path.endswith(".js"):
-            await asyncio.to_thread(_mark_commonjs, folder)
     except ExecutableError:
         raise
     except Exception as exc:  # whatever a hostile executable or DAG provokes: skip the task
@@ -117,18 +114,6 @@ def _cached(folder: Path, text: str, cid: Cid) -> str | None:
         if cached.is_file() and _same_cid(cached.read_bytes(), cid):
             return str(cached)
     return None
-
-
-def _mark_commonjs(folder: Path) -> None:
-    """Node.js reads a `.js` file as the nearest package.json's "type" says: a webpacked
-    bundle (CommonJS) kept under a folder whose project says "module" would die with
-    `require is not defined`. The folder's own package.json keeps it CommonJS anywhere."""
-    marker = folder / "package.json"
-    if marker.is_file() and marker.read_bytes() == COMMONJS_PACKAGE:
-        return
-    partial = marker.with_name("package.json.partial")
-    partial.write_bytes(COMMONJS_PACKAGE)
-    partial.replace(marker)
 
 
 def _keep(folder: Path, text: str, data: bytes) -> str:

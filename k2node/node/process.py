@@ -48,6 +48,9 @@ OUTPUT_DRAIN_S = 1.0
 BACKOFF_CAP_S = 300.0
 STABLE_RESET_S = 5 * 3600.0
 _PACKAGE_ROOT = str(Path(k2node.__file__).resolve().parent.parent)
+# Starts a bundle as CommonJS wherever it lies (a template project's package.json says
+# "type": "module"); the bundle sees the argv the contract gives it.
+COMMONJS_LAUNCHER = Path(__file__).resolve().with_name("commonjs.cjs")
 
 OnReply = Callable[[dict[str, Any]], None]
 
@@ -78,7 +81,7 @@ class TaskSpec:
 
     def command(self) -> list[str]:
         if self.javascript:  # a bundle reads its secret from argv, as the contract says
-            command = ["node", self.entry, *self.args.argv()]
+            command = ["node", str(COMMONJS_LAUNCHER), self.entry, *self.args.argv()]
         else:
             args = dataclasses.replace(self.args, secret=SECRET_ON_CHANNEL)  # on the channel
             command = [sys.executable, "-m", "k2node.task", *args.argv()]
