@@ -95,12 +95,14 @@ async def test_an_operator_sees_claims_and_unstakes(tmp_path: Path) -> None:
         listed = _json(await _k2node(data, "tasks", "--json", port=node.port))
         assert [t["task_id"] for t in listed] == [task_id] and listed[0]["nodes"] == 1
         main = node.wallets.main.pubkey
-    # straight from the data directory's K2, no node running
+    # straight from the data directory's K2, no node running. First the one refusal that
+    # holds only for a while: four rounds (8 s of 100 ms slots) after the last submission
+    stakes, available, (main_before,) = await _world(data, task_id, main)
+    _refused(await _k2node(data, "unstake", task_id, "--yes"), "unstaking opens at round")
     seen = _json(await _k2node(data, "status", "--json"))
     assert seen["node_running"] is False
     (task,) = seen["tasks"]
     claimable = task["claimable"]
-    stakes, available, (main_before,) = await _world(data, task_id, main)
     text = await _k2node(data, "status")
     assert "node: not running" in text.stdout and f"k2node claim {task_id}" in text.stdout
 
@@ -112,7 +114,6 @@ async def test_an_operator_sees_claims_and_unstakes(tmp_path: Path) -> None:
     _refused(
         await _k2node(data, "stake", str(Pubkey.new_unique()), "1", "--yes"), "K2 knows no task"
     )
-    _refused(await _k2node(data, "unstake", task_id, "--yes"), "unstaking opens at round")
     assert await _world(data, task_id, main) == (stakes, available, [main_before])
 
     # claim: the rewards move to the main wallet, once
