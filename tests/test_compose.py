@@ -106,13 +106,13 @@ def _base_image(env: dict[str, str], runtime: Path) -> None:
     _run("debootstrap", "--variant=minbase", packages, "bookworm", str(rootfs), mirror,
          env=env, timeout=1200)  # fmt: skip
     shutil.copy("/etc/ssl/certs/ca-certificates.crt", rootfs / "etc/ssl/certs/ca-certificates.crt")
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    imported = subprocess.run(
-        ["docker", "import", "--change", "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
-         "-", BASE],
-        stdin=tar.stdout, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    tar.wait()
+    with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+        imported = subprocess.run(
+            ["docker", "import", "--change", "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
+             "-", BASE],
+            stdin=tar.stdout, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    # (the with closes tar's pipe and waits for it: an open pipe was a ResourceWarning)
     assert imported.returncode == 0, imported.stderr
     shutil.rmtree(rootfs, ignore_errors=True)
 
