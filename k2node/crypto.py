@@ -80,11 +80,26 @@ def load_or_create_wallet(path: Path) -> tuple[Keypair, bool]:
     if path.exists():
         return load_wallet(path), False
     pair = Keypair.generate()
+    new_folders = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(list(pair.secret_bytes), out)
+        # on disk, with its name, before anything is staked or signed with it: a power cut
+        # must not leave the node with a new key
+        out.flush()
+        os.fsync(out.fileno())
+    for folder in {path.parent, *(p.parent for p in new_folders)}:
+        _sync_folder(folder)
     return pair, True
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def decode_pubkey(value: Any) -> str:

@@ -109,8 +109,9 @@ class Machine:
             if self.writes == self.cut_at:
                 self.down = True
                 where = "/".join(path.split("/")[-2:])
-                key = ops[0][0][:24] if ops else b""
-                self.cut_write = f"{where} {key!r}{' synced' if synced else ''}"
+                key = ops[0][0][:80] if ops else b""
+                how = "synced" if synced else "not synced"
+                self.cut_write = f"write {self.writes}, to {where}: {key!r}... ({how})"
                 if self.on_cut is not None:
                     self.on_cut()
                 raise PowerCut(f"power cut at write {self.writes}, to {path}")

@@ -44,7 +44,7 @@ from k2node.testing.harness import seeded_keypair
 from k2node.testing.inprocess import InProcessTask, LocalNamespace
 from k2node.testing.tasks import launch_args
 from tests.powercut import Machine, PowerCut, Survival
-from tests.powercut_k2 import LEDGERED, CutK2, Journal, Sent
+from tests.powercut_k2 import LEDGERED, CutK2, Journal
 
 SLOT_MS = 400.0
 NODES = 3
@@ -146,8 +146,8 @@ class Net:
             asyncio.run(self._life(until_round))
         was_cut = cut_at is not None and self.machine.writes >= cut_at
         if was_cut:
-            self.cuts.append(f"life {self.lives}: {self.machine.cut_write}, {mode} kept")
-        down = self._downtime(rng) if was_cut and self.slots is not None else 0
+            self.cuts.append(f"life {self.lives}, {self.machine.cut_write}, {mode} kept")
+        down = self._downtime(rng) if was_cut else 0
         if down and self.slots is not None:
             self.slot += down
             self.now = self.slots.time_of(self.slot) + INTO_SLOT_S
@@ -189,16 +189,16 @@ class Net:
     async def _drive(self, life: _Life, until_round: int) -> None:
         clock = life.clock = VirtualClock() if self.now is None else VirtualClock(self.now)
         k2 = life.k2 = self.open_k2(clock)
+        self._check_sends_kept(k2)
         if self.task_id not in k2._world.tasks:  # deployed once it is on K2's disk
             account = SoldersKeypair.from_seed(self.task_key.secret_bytes[:32])
             await deploy_task(k2, self.manager, self.config, task_key=account)
         self.schedule, self.slots = Schedule.of(k2._world.task(self.task_id)), k2.slots
-        sent, self._sent_from = self.journal.sent[self._sent_from :], len(self.journal.sent)
         life.ipfs = EmbeddedIpfs.open(self.folder / "ipfs")
         life.session = aiohttp.ClientSession()
         events = EventHub()
         for i in range(NODES):
-            life.tasks.append(await self._node(i, k2, clock, life, events, sent))
+            life.tasks.append(await self._node(i, k2, clock, life, events))
         for task in life.tasks:
             life.jobs.append(asyncio.create_task(task.run(True)))
         for task in life.tasks:
@@ -210,20 +210,12 @@ class Net:
             self.now, self.slot = clock.now, slot
 
     async def _node(
-        self,
-        i: int,
-        k2: CutK2,
-        clock: VirtualClock,
-        life: _Life,
-        events: EventHub,
-        sent: list[Sent],
+        self, i: int, k2: CutK2, clock: VirtualClock, life: _Life, events: EventHub
     ) -> RunningTask:
         """Node i started as provision_task starts it: funds, stake, pending actions."""
         main, staking = self.keys[i]
         base = self.folder / f"node{i}"
-        store = Store.open(base / "node-db")
-        self._check_sends_kept(k2, staking.pubkey, store, sent)
-        ledger = Ledger(store, k2)
+        ledger = Ledger(Store.open(base / "node-db"), k2)
         agent = TaskAgent(self.task_id, k2, ledger, staking, main, base)
         await ensure_balance(k2, main.pubkey, NODE_FUNDS)
         state = await agent.state()
@@ -319,20 +311,25 @@ class Net:
             if submitters:
                 self.journal.paid[int(rkey)] = dict(lists[list(submitters)[-1]])
 
-    def _check_sends_kept(
-        self, k2: CutK2, staking_key: str, store: Store, sent: list[Sent]
-    ) -> None:
-        """A transaction of the node's that the K2 kept is in the node's ledger, under its
+    def _check_sends_kept(self, k2: CutK2) -> None:
+        """A transaction of a node's that the K2 kept is in the node's ledger, under its
         action's key: after the cut the node finds it, rather than signing it afresh."""
-        assert self.schedule is not None
+        sent, self._sent_from = self.journal.sent[self._sent_from :], len(self.journal.sent)
+        if self.schedule is None:
+            return  # (nothing sent yet)
+        ledgers = {
+            staking.pubkey: Store.open(self.folder / f"node{i}" / "node-db")
+            for i, (_, staking) in enumerate(self.keys)
+        }
         pruned = self.schedule.round_of(k2.current_slot()) - KEEP_LEDGER_ROUNDS
         for one in sent:
             if one.signature not in k2._world.signatures:
                 continue
             for name, signer, round_, detail in one.actions:
-                if name not in LEDGERED or signer != staking_key or (round_ or 0) < pruned:
+                if name not in LEDGERED or signer not in ledgers or (round_ or 0) < pruned:
                     continue
-                entry = store.get(Ledger.key(self.task_id, LEDGERED[name], round_ or 0, detail))
+                key = Ledger.key(self.task_id, LEDGERED[name], round_ or 0, detail)
+                entry = ledgers[signer].get(key)
                 assert entry is not None and entry.get("signature") == one.signature, (
                     f"{self.after()}: {name} of round {round_} by {signer[:8]} is on "
                     f"the K2's disk, and the node's ledger has {entry}"

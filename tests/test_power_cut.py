@@ -1,10 +1,12 @@
-"""Power cuts: the node's and its embedded K2's databases lose every write not yet synced
-(tests/powercut.py) at hundreds of chosen writes, across rounds of three nodes on one
-machine (tests/powercut_net.py); after each cut they restart from what survived. Nothing
-is sent twice, nothing is lost, and the K2's supply adds up. `make soak` cuts more."""
+"""Power cuts: the node's and its embedded K2's databases lose the writes not yet synced
+(tests/powercut.py) at hundreds of chosen writes, at random across rounds and at each
+write of a round in turn, with three nodes on one machine (tests/powercut_net.py); after
+each cut they restart from what survived. Nothing is sent twice, nothing is lost, and the
+K2's supply adds up. `make soak` cuts thousands of times."""
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 import k2node.settlement.local
 import k2node.store
-from k2node.crypto import Keypair
+from k2node.crypto import Keypair, load_or_create_wallet, load_wallet
 from k2node.settlement.local import LocalK2
 from k2node.settlement.snapshot import LOG_PREFIX
 from k2node.store import Store
@@ -212,3 +214,22 @@ def test_the_cut_write_and_every_one_after_it_are_lost(tmp_path: Path, machine: 
     assert (store.get("kept"), view.get("also"), store.get("v/also")) == (1, 2, 2)
     store.put("after", 4)  # on again
     assert store.get("after") == 4
+
+
+def test_a_new_wallet_is_on_disk_before_it_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside LevelDB: a wallet created at the first start is synced, file and folder."""
+    synced: set[int] = set()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.add(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "wallets" / "id.json"
+    pair, created = load_or_create_wallet(path)
+    assert created and load_wallet(path) == pair
+    folders = (path.parent, tmp_path)  # (the one it made, and the one that holds it)
+    assert {path.stat().st_ino, *(f.stat().st_ino for f in folders)} <= synced
