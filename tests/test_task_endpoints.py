@@ -18,7 +18,6 @@ import pytest
 from aiohttp import WSMsgType
 
 from k2node.crypto import Keypair
-from k2node.node.confine import landlock_abi
 from k2node.node.runtime import Node
 from k2node.settlement.local import LocalK2
 from tests.conftest import create_task, node_settings, npm_modules, task_file, wait_for
@@ -186,33 +185,3 @@ async def test_peers_audit_through_feeds_and_bad_feeds_delay_nothing(
         submitter = next(iter(state["distribution_rewards_submission"][str(r)]))
         paid = await fast_chain.get_distribution_list(task_id, submitter, r)
         assert paid is not None and all(paid[k] > 0 for k in keys), (r, paid)
-
-
-@pytest.mark.skipif(landlock_abi() < 1, reason="this kernel has no Landlock")
-async def test_a_confined_task_cannot_reach_the_wallets_other_tasks_or_much_memory(
-    tmp_path: Path, fast_chain: LocalK2
-) -> None:
-    task_id = await create_task(fast_chain, Keypair.generate(), round_time=20)
-    entry = task_file("prying_task.py") + ":PryingTask"
-    settings = node_settings(tmp_path / "n", task_id, entry, task_sandbox="required")
-    log = tmp_path / "n" / "namespace" / task_id / "task.log"
-    async with Node.manage(settings, fast_chain) as node:
-        key = node.staking.pubkey
-
-        async def submitted() -> bool:
-            state = await fast_chain.get_task_state(task_id, {"is_submission_required": True})
-            return any(key in entries for entries in state["submissions"].values())
-
-        await wait_for(submitted, within=30)  # and it still does its work
-    outcomes = dict(
-        line.split()[1:3] for line in log.read_text().splitlines() if line.startswith("PRY ")
-    )
-    assert outcomes == {
-        "wallet": "denied",
-        "other-task": "denied",
-        "shadow": "denied",
-        "write-outside": "denied",
-        "write-inside": "allowed",
-        "allocate-2gb": "denied",  # over K2NODE_TASK_MEMORY_MB
-    }
-    assert not (tmp_path / "n" / "planted.txt").exists()
