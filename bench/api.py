@@ -14,7 +14,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-from common import free_port, load, load_tool, record, stop, wait_http  # bench/, beside this file
+from common import (  # bench/, beside this file
+    cpu_seconds,
+    free_port,
+    load,
+    load_tool,
+    record,
+    stop,
+    wait_http,
+)
 from js_proxy import bench_js_proxy
 from nodes import REPO, spawn_node
 
@@ -22,21 +30,37 @@ ROUNDS = 3
 SECONDS = 4.0
 
 
+def _family(pid: int) -> list[int]:
+    """A process and its children (the node and its task processes)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
+async def _turn(url: str, pids: list[int]) -> dict[str, float]:
+    """One load run, with the CPU each of `pids` spent per request (us) meanwhile."""
+    before = [cpu_seconds(pid) for pid in pids]
+    result = await load(url, seconds=SECONDS)
+    requests = result["rps"] * SECONDS
+    for i, pid in enumerate(pids):
+        result[f"cpu_us_{i}"] = (cpu_seconds(pid) - before[i]) / requests * 1e6
+    return result
+
+
 @asynccontextmanager
-async def _bare_aiohttp() -> AsyncIterator[str]:
+async def _bare_aiohttp() -> AsyncIterator[tuple[str, list[int]]]:
     port = free_port()
     bare = await asyncio.create_subprocess_exec(
         sys.executable, str(REPO / "bench" / "bare_server.py"), str(port)
     )
     try:
         await wait_http(f"http://127.0.0.1:{port}/", bare)
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", [bare.pid]
     finally:
         await stop(bare)
 
 
 @asynccontextmanager
-async def _proxied(tmp: Path) -> AsyncIterator[str]:
+async def _proxied(tmp: Path) -> AsyncIterator[tuple[str, list[int]]]:
     port = free_port()
     node = await spawn_node(tmp / "api", port, asyncio.subprocess.DEVNULL)
     try:
@@ -44,7 +68,7 @@ async def _proxied(tmp: Path) -> AsyncIterator[str]:
         task_id = await _first_task(f"http://127.0.0.1:{port}/tasks")
         url = f"http://127.0.0.1:{port}/task/{task_id}/"
         await wait_http(url, node)
-        yield url
+        yield url, _family(node.pid)
     finally:
         await stop(node)
 
@@ -65,10 +89,10 @@ async def bench_api(tmp: Path) -> None:
     """Requests proxied by the node to a task's server vs a bare aiohttp handler."""
     bare: list[dict[str, float]] = []
     proxied: list[dict[str, float]] = []
-    async with _bare_aiohttp() as bare_url, _proxied(tmp) as proxied_url:
+    async with _bare_aiohttp() as (bare_url, server), _proxied(tmp) as (proxied_url, node):
         for _ in range(ROUNDS):
-            bare.append(await load(bare_url, seconds=SECONDS))
-            proxied.append(await load(proxied_url, seconds=SECONDS))
+            bare.append(await _turn(bare_url, server))
+            proxied.append(await _turn(proxied_url, node))
     ratios = [p["rps"] / b["rps"] for b, p in zip(bare, proxied, strict=True)]
     ratio = statistics.median(ratios)
     bare_rps, proxy_rps = (statistics.median(r["rps"] for r in runs) for runs in (bare, proxied))
@@ -83,7 +107,19 @@ async def bench_api(tmp: Path) -> None:
         " target >= 0.5, p99 <= 5 ms)"
     )
     record("api", bare_rps=bare_rps, proxy_rps=proxy_rps, proxy_ratio=ratio)
-    record("api", proxy_p99_ms=proxy_p99, proxy_ratios=ratios)
+    cpu = {
+        name: statistics.median(r[key] for r in runs)
+        for name, key, runs in (
+            ("bare", "cpu_us_0", bare),
+            ("node", "cpu_us_0", proxied),
+            ("task", "cpu_us_1", proxied),
+        )
+    }
+    print(
+        f"  CPU per request: bare handler {cpu['bare']:.0f} us;"
+        f" node {cpu['node']:.0f} us + task {cpu['task']:.0f} us (medians)"
+    )
+    record("api", proxy_p99_ms=proxy_p99, proxy_ratios=ratios, cpu_us_per_request=cpu)
     js = await bench_js_proxy(tmp, load)
     if js is not None:
         record("api", **js)
