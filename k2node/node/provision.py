@@ -149,17 +149,19 @@ async def update_task(
 async def example_task(
     store: Store, settlement: Settlement, manager: Keypair, task_config: Path
 ) -> str:
-    """The bundled example, deployed once per data directory (embedded default)."""
+    """The bundled example, deployed once per data directory (embedded default). Its id is
+    on disk before the task is created: after a power cut the node finds the task it may
+    have created, rather than creating a second."""
     known = store.get(EXAMPLE_KEY)
     if isinstance(known, str):
         try:
             await settlement.get_task_state(known)
             return known
         except TransactionError:
-            pass  # a K2 that no longer knows it: deploy again
-    task_id = await deploy_task(settlement, manager, task_config)
-    store.put(EXAMPLE_KEY, task_id)
-    return task_id
+            pass  # a K2 that does not know it (it never got there, or was wiped): again
+    task_key = SoldersKeypair()
+    store.put(EXAMPLE_KEY, str(task_key.pubkey()), sync=True)
+    return await deploy_task(settlement, manager, task_config, task_key=task_key)
 
 
 @dataclass(frozen=True)
