@@ -28,7 +28,8 @@ test: lint
 compose-test: $(STAMP)
 	$(PY) -m pytest -q -m compose tests/test_compose.py
 
-# the long fault variants (30 kill -9 of a node: about 2 minutes)
+# the long variants: 30 kill -9 of a node, the fuzz suite's 17,000 requests, 3,000 power
+# cuts (some 15-20 minutes in all)
 soak: $(STAMP)
 	$(PY) -m pytest -q -m soak
 
