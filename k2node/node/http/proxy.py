@@ -147,7 +147,10 @@ class TaskProxy:
             except (UpstreamError, ConnectionError) as exc:
                 conn.abort()
                 await _stop(sending)
-                failure = exc if isinstance(exc, UpstreamError) else UpstreamError(502, str(exc))
+                # a write refused: the connection went before anything of the request did
+                failure = (
+                    exc if isinstance(exc, UpstreamError) else UpstreamError(502, str(exc), True)
+                )
                 retry = failure.retry and conn.used and not has_body and attempt == 0
                 if retry and request.method in _IDEMPOTENT:
                     continue  # a kept-alive connection the task's server had just closed

@@ -123,7 +123,7 @@ class Connection(asyncio.Protocol):
             if self.raw_lost is not None:
                 self.raw_lost()
         elif not self.complete and self.error is None:
-            if self.to_eof:  # an answer whose body ends with the connection
+            if self.to_eof and exc is None:  # a body that ends with the connection, cleanly
                 self.complete = True
             else:
                 nothing = not self.head_bytes
@@ -323,7 +323,7 @@ class UpstreamPool:
         fresh = time.monotonic() - IDLE_REUSE_S
         while self._idle:
             conn = self._idle.pop()
-            if not conn.lost and conn.idle_since > fresh:
+            if not conn.closing and conn.idle_since > fresh:
                 return conn
             conn.close()
         return await self.new_connection()
