@@ -301,7 +301,7 @@ CONFIG_NAME = "config-task.yml"
 
 
 def build_command(args: argparse.Namespace) -> int:
-    from k2node.artifact import ArtifactError, build, javascript_bundle
+    from k2node.artifact import ArtifactError, build
     from k2node.ipfs.unixfs import FileBuilder
 
     out = args.out or args.path / "dist" / "task.zip"
