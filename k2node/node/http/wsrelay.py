@@ -134,7 +134,10 @@ class WebSocketRelay:
         self._protocol.keep_alive(False)
         if task.tail:
             self._from_task(task.tail)
-        task.resume_reading()
+        if task.lost:  # it went while the 101 was being written
+            self._task_lost()
+        else:
+            task.resume_reading()
 
     def stop(self, code: int = GOING_AWAY, reason: str = "the node is stopping") -> None:
         """Close both sides with the node's own close frame."""
