@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+
+from tests.k2_service import k2_service, spawn, stop
 
 # K2's own slots: the example's rounds take 8 s, its windows 3.2 s. (At 100 ms slots a
 # distribution phase whose calls are retried with backoff overruns its 0.8 s window.)
@@ -46,59 +46,11 @@ class FlakyK2:
             )
 
 
-async def _spawn(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "k2node",
-        *args,
-        env=os.environ | env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), 30)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-
-
-async def _k2_service(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
-    """A `k2node k2` on ports of its own choosing, and its URL once it serves."""
-    k2 = await _spawn(
-        *("k2", "--port", "0", "--ws-port", "0", "--data-dir", str(data_dir)),
-        *("--slot-ms", SLOT_MS, "--log-format", "json"),
-        env={},
-    )
-    assert k2.stdout is not None
-    async with asyncio.timeout(60):
-        while line := await k2.stdout.readline():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "k2_service_started":
-                # its later lines are not read: keep the pipe from filling
-                asyncio.get_running_loop().create_task(_drain(k2.stdout))
-                return k2, str(event["url"])
-    raise AssertionError(f"k2node k2 ended before serving (exit {await k2.wait()})")
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.read(65536):
-        pass
-
-
 @pytest.mark.timeout(200)
 async def test_a_k2_answering_429_and_500_to_a_quarter_of_calls_still_pays(
     tmp_path: Path,
 ) -> None:
-    k2, k2_url = await _k2_service(tmp_path / "k2")
+    k2, k2_url = await k2_service(tmp_path / "k2", SLOT_MS)
     flaky = FlakyK2(k2_url + "/")
     app = web.Application()
     app.router.add_post("/", flaky.handle)
@@ -109,7 +61,7 @@ async def test_a_k2_answering_429_and_500_to_a_quarter_of_calls_still_pays(
     node = None
     events: list[dict[str, object]] = []
     try:
-        node = await _spawn(
+        node = await spawn(
             *("run", "--data-dir", str(tmp_path / "node"), "--port", "0"),
             *("--env-file", str(tmp_path / "none")),
             env={"K2_NODE_URL": f"http://127.0.0.1:{proxy_port}", "K2NODE_LOG_FORMAT": "json"},
@@ -125,9 +77,9 @@ async def test_a_k2_answering_429_and_500_to_a_quarter_of_calls_still_pays(
                     continue
     finally:
         if node is not None:
-            await _stop(node)
+            await stop(node)
         await runner.cleanup()
-        await _stop(k2)
+        await stop(k2)
     paid = [e for e in events if e.get("event") == "payout_settled"]
     assert paid[0]["outcome"] == "PayoutSuccessful", paid
     assert flaky.refused[429] >= 5 and flaky.refused[500] >= 5, flaky.refused

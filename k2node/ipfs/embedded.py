@@ -3,6 +3,10 @@
 Every block is checked against its CID before it is stored or used, wherever it came from
 (this node's disk included); a mismatch is an error naming the CID, never data. Blocks this
 node lacks are fetched from peers' trustless gateways (`GET /ipfs/<cid>?format=raw`).
+
+The search for a block is bounded: each peer has PEER_ANSWER_S to connect and to send each
+piece, all of them together SEARCH_S; a peer that failed is asked last for a while, and its
+failure is one `ipfs_peer_unreachable` line until it serves again (`ipfs_peer_reachable`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,11 @@ __all__ = ["EmbeddedIpfs", "IpfsError", "NotFound", "TooLarge"]
 log = structlog.get_logger("k2node.ipfs")
 
 MAX_BLOCK_BYTES = 2 * 1024 * 1024  # our blocks are <= 256 KiB plus a header; kubo caps at 1 MiB
-FETCH_TIMEOUT_S = 10.0
+FETCH_TIMEOUT_S = 10.0  # one block from one peer, whole
+# A peer that does not connect, or send its answer's next piece, within this is given up:
+# a stopped or unplugged peer costs a search this long, not a whole fetch's timeout.
+PEER_ANSWER_S = 2.0
+SEARCH_S = 10.0  # one block, from every peer in turn
 # A peer that failed to serve a block is asked last for this long: a slow or broken peer
 # costs a fetch one timeout, not one per block.
 PEER_REST_S = 30.0
@@ -65,6 +73,7 @@ class EmbeddedIpfs:
     ) -> None:
         self._blocks = blocks
         self._resting: dict[str, float] = {}  # peer -> until when it is asked last
+        self._failing: set[str] = set()  # peers whose failure was logged, until they serve
         self._good: str | None = None  # the peer that served the last block
         self._session = session
         self._peers = peers
@@ -139,20 +148,28 @@ class EmbeddedIpfs:
         peers = await self._peers()
         if self._session is None or not peers:
             raise NotFound(f"block {cid} is not stored here and no peer is known")
+        self._failing &= set(peers)  # (peers no longer listed are forgotten)
         problems = []
+        deadline = time.monotonic() + SEARCH_S
         for peer in self._in_turn(peers):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                problems.append(f"no answer within {SEARCH_S:g} s")
+                break
             url = f"{peer.rstrip('/')}/ipfs/{cid}?format=raw"
+            timeout = aiohttp.ClientTimeout(
+                total=min(FETCH_TIMEOUT_S, left),
+                sock_connect=PEER_ANSWER_S,
+                sock_read=PEER_ANSWER_S,
+            )
             try:
-                async with self._session.get(
-                    url, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-                ) as resp:
+                async with self._session.get(url, timeout=timeout) as resp:
                     if resp.status != 200:
                         problems.append(f"{peer}: HTTP {resp.status}")
                         continue
                     block = await _read_capped(resp, MAX_BLOCK_BYTES + 1)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                problems.append(f"{peer}: {type(exc).__name__}")
-                self._resting[peer] = time.monotonic() + PEER_REST_S
+                self._peer_failed(peer, f"{type(exc).__name__}: {exc}"[:200], problems)
                 continue
             try:
                 self.put_verified(cid, block)
@@ -163,9 +180,19 @@ class EmbeddedIpfs:
                 continue
             self._good = peer
             self._resting.pop(peer, None)
+            if peer in self._failing:
+                self._failing.discard(peer)
+                log.info("ipfs_peer_reachable", peer=peer)
             self.stats.bytes_fetched += len(block)
             return block
         raise NotFound(f"block {cid} could not be fetched: {'; '.join(problems)[:500]}")
+
+    def _peer_failed(self, peer: str, error: str, problems: list[str]) -> None:
+        problems.append(f"{peer}: {error.split(':')[0]}")
+        self._resting[peer] = time.monotonic() + PEER_REST_S
+        if peer not in self._failing:  # one line until it serves again, not one a block
+            self._failing.add(peer)
+            log.warning("ipfs_peer_unreachable", peer=peer, error=error, rest_s=PEER_REST_S)
 
     # -- adding ------------------------------------------------------------------------------
     def file_builder(self, cid_version: int = 0, raw_leaves: bool | None = None) -> FileBuilder:

@@ -5,6 +5,10 @@ before it is sent and `confirmed` after K2 accepts it. On restart a pending acti
 against K2 by its signature: applied means confirmed; not applied means it is still owed,
 and when asked its same bytes are sent again (they cannot land twice), or, once their
 blockhash has expired, it is signed afresh.
+
+A write the disk refuses (a full disk) raises as it would, and is the ledger's `disk`
+outage: one `disk_write_failed` line until a write goes through again (`disk_writable`).
+An action whose pending entry could not be written never leaves: it stays owed.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from k2node.settlement.base import (
     Settlement,
     TransactionError,
 )
+from k2node.settlement.outage import Outage
 from k2node.settlement.wire import Signed
 from k2node.store import Store
 
 log = structlog.get_logger("k2node.ledger")
 
 PENDING, CONFIRMED, FAILED = "pending", "confirmed", "failed"
+PROBE_KEY = "disk-probe"  # deleted (a write that leaves nothing) to see if the disk is back
 
 
 class Action(StrEnum):
@@ -48,6 +54,31 @@ class Ledger:
         self._durable = durable  # sync what must survive a power cut (off in simulations)
         self._settlement = settlement
         self._locks: dict[str, asyncio.Lock] = {}
+        self.disk = Outage(
+            "disk_write_failed", "disk_writable", self._probe_disk, path=str(store.path)
+        )
+
+    def _write(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except OSError as exc:  # plyvel's IOError is one
+            self.disk.failed(str(exc))
+            raise
+        self.disk.succeeded()
+
+    def _put_now(self, key: str, value: Any) -> None:
+        self._write(lambda: self.store.put(key, value))
+
+    def writable(self) -> bool:
+        """Whether the disk takes a write now (one that leaves nothing behind)."""
+        try:
+            self._write(lambda: self.store.delete(PROBE_KEY))
+        except OSError:
+            return False
+        return True
+
+    async def _probe_disk(self) -> bool:
+        return self.writable()
 
     @staticmethod
     def key(task_id: str, action: Action, round_: int, detail: str = "") -> str:
@@ -96,17 +127,22 @@ class Ledger:
         except BlockhashExpired:
             raise  # still owed: the caller signs it afresh
         except TransactionError as exc:
-            self.store.put(key, {"status": FAILED, "error": str(exc)})
+            self._put_now(key, {"status": FAILED, "error": str(exc)})
             raise
         return await self._confirm(key, signature)
 
     async def _put(self, key: str, entry: dict[str, Any]) -> None:
         """A write that must survive a power cut: synced, on a thread (an fsync must not
         hold up the timers of the node's other tasks)."""
-        if self._durable:
-            await asyncio.to_thread(self.store.put, key, entry, True)
-        else:
-            self.store.put(key, entry)
+        try:
+            if self._durable:
+                await asyncio.to_thread(self.store.put, key, entry, True)
+            else:
+                self.store.put(key, entry)
+        except OSError as exc:
+            self.disk.failed(str(exc), key=key)
+            raise
+        self.disk.succeeded()
 
     async def _confirm(self, key: str, signature: str, already: bool = False) -> dict[str, Any]:
         # on disk before the phase that asked for it can be marked done
@@ -120,7 +156,7 @@ class Ledger:
             if entry.get("status") != PENDING:
                 continue
             if await self._settlement.transaction_applied(entry["signature"]):
-                self.store.put(key, {"status": CONFIRMED, "signature": entry["signature"]})
+                self._put_now(key, {"status": CONFIRMED, "signature": entry["signature"]})
                 confirmed += 1
             else:
                 owed += 1
@@ -137,13 +173,13 @@ class Ledger:
         return bool(self.store.get(self.phase_key(task_id, phase, round_)) == "done")
 
     def mark_phase(self, task_id: str, phase: str, round_: int, status: str) -> None:
-        self.store.put(self.phase_key(task_id, phase, round_), status)
+        self._put_now(self.phase_key(task_id, phase, round_), status)
 
     def once(self, key: str) -> bool:
         """True the first time `key` is seen (for events logged once)."""
         if self.store.get(key) is not None:
             return False
-        self.store.put(key, True)
+        self._put_now(key, True)
         return True
 
     def prune(self, task_id: str, before_round: int) -> None:
@@ -156,7 +192,7 @@ class Ledger:
         prefixes += [f"phase/{task_id}/", f"logged/{task_id}/"]
         stale = [k for p in prefixes for k in self.store.keys_between(p, p + stop)]
         if stale:
-            self.store.put_many({}, delete=stale)
+            self._write(lambda: self.store.put_many({}, delete=stale))
         for key in [k for k, lock in self._locks.items() if not lock.locked()]:
             del self._locks[key]
 

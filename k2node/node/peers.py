@@ -32,6 +32,8 @@ class Peers:
                 state = await self._settlement.get_task_state(task_id)
             except TransactionError:
                 continue
+            except OSError:  # K2 unreachable (its outage says so): the last list serves
+                return cached
             for url in state["ip_address_list"].values():
                 if url not in self._own_urls and url not in urls:
                     urls.append(url)

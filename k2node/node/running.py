@@ -222,6 +222,10 @@ class RunningTask:
                 await self.scheduler.run()
             except asyncio.CancelledError:
                 raise
+            except OSError:
+                if not self.scheduler.faulted:  # (a K2 or disk outage has said so once)
+                    log.exception("timers_error", task_id=self.task_id)
+                await self._clock.sleep(TIMERS_RETRY_S)
             except Exception:
                 log.exception("timers_error", task_id=self.task_id)
                 await self._clock.sleep(TIMERS_RETRY_S)

@@ -5,11 +5,18 @@ so no error accumulates from sleeping. A phase is sent once its window has opene
 while it is still open; the ledger remembers finished phases, so a restarted node sends what
 is still owed and nothing that is done. The scheduler only keeps time: what a round's
 opening means for payouts and the watchdog, and the payout itself, are its owner's.
+
+Faults (a K2 that does not answer, a disk that refuses writes) are logged once where they
+are met (`Outage`); here they cost no line of their own. While K2 is unreachable the timers
+go on with the last task state they read, and skip the round's bookkeeping; a phase that
+failed while a fault held, or a payout that could not be triggered, is sent again once the
+fault clears, if its window is still open (else `phase_missed`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -20,6 +27,7 @@ from k2node.contract.values import is_round
 from k2node.node.agent import TaskAgent
 from k2node.node.clock import Clock
 from k2node.node.events import EventHub
+from k2node.settlement.rpc import RpcSettlement
 
 # What a paused task is not sent: new work and its submission.
 WORK_PHASES = frozenset({Phase.EXECUTE_TASK, Phase.SUBMIT_PAYLOAD})
@@ -50,6 +58,12 @@ class Scheduler:
         self.delays_ms: list[float] = []  # dispatch delay after a window opens (metrics)
         self._awake_at: float | None = None  # when the timers first ran
         self.paused = False  # the bounty cannot pay a round: no new work is sent
+        settlement = agent.settlement
+        self._k2 = settlement.outage if isinstance(settlement, RpcSettlement) else None
+        self._faults = [f for f in (self._k2, agent.ledger.disk) if f is not None]
+        # phases sent and not yet answered, with the faults begun by then
+        self._sent: dict[tuple[str, int], tuple[TimedPhase, int]] = {}
+        self._owed: asyncio.Queue[TimedPhase] = asyncio.Queue()  # to send once faults clear
 
     @property
     def task_id(self) -> str:
@@ -59,6 +73,15 @@ class Scheduler:
         return await self._agent.state({"is_distribution_required": True})
 
     async def run(self) -> None:
+        resending = asyncio.get_running_loop().create_task(
+            self._resend_owed(), name=f"owed-{self.task_id}"
+        )
+        try:
+            await self._rounds()
+        finally:
+            resending.cancel()
+
+    async def _rounds(self) -> None:
         clock = self._clock
         if self._awake_at is None:
             self._awake_at = clock.time()
@@ -79,12 +102,69 @@ class Scheduler:
                 await self._run_phase(phase)
             # let every other task's opening messages out before this one's bookkeeping
             await clock.sleep(self._bookkeeping_delay_s())
-            state = await self._state()
-            await self._owner.round_opened(r, state)
+            fresh = await self._fresh_state()
+            if fresh is not None:
+                state = fresh
+                await self._bookkeeping(r, state)
+            now = clock.current_slot()  # (a task that never answers leaves its phases here)
+            self._sent = {k: v for k, v in self._sent.items() if v[0].deadline > now}
             for phase in phases_of_round(r, state):
                 if phase not in opened:
                     await self._run_phase(phase)
             await clock.sleep_until_slot(Schedule.of(state).round_start(r + 1))
+
+    # -- faults ---------------------------------------------------------------------------
+    def _faults_begun(self) -> int:
+        return sum(f.count for f in self._faults)
+
+    @property
+    def faulted(self) -> bool:
+        """Whether a fault (K2 unreachable, the disk refusing writes) holds now."""
+        return any(f.active for f in self._faults)
+
+    async def _fresh_state(self) -> dict[str, Any] | None:
+        """The task's state now; None while K2 cannot be read (the last state serves: the
+        schedule does not change, and a known outage is not waited on here)."""
+        if self._k2 is not None and self._k2.active:
+            return None
+        try:
+            return await self._state()
+        except OSError:  # K2Unreachable: its outage has said so
+            return None
+
+    async def _bookkeeping(self, r: int, state: dict[str, Any]) -> None:
+        try:
+            await self._owner.round_opened(r, state)
+        except OSError as exc:  # a fault met midway: the next round does it
+            if not self.faulted:
+                self._events.warn(
+                    "round_bookkeeping_failed", task_id=self.task_id, round=r, error=str(exc)
+                )
+
+    async def _resend_owed(self) -> None:
+        """Each owed phase, once every fault has cleared, while its window is open."""
+        clock = self._clock
+        while True:
+            phase = await self._owed.get()
+            cleared = True
+            for fault in self._faults:
+                left = clock.wall_time_of_slot(phase.deadline) - clock.time()
+                cleared = cleared and await fault.cleared(max(0.0, left))
+            if cleared:
+                await self._run_phase(phase, resent=True)
+            else:
+                self._missed(phase, clock.current_slot())
+
+    async def _payout(self, phase: TimedPhase) -> None:
+        try:
+            await self._owner.payout_due(phase.round_)
+        except OSError as exc:
+            if self.faulted:
+                self._owed.put_nowait(phase)
+            else:
+                self._events.warn(
+                    "payout_failed", task_id=self.task_id, round=phase.round_, error=str(exc)
+                )
 
     def _bookkeeping_delay_s(self) -> float:
         return min(BOOKKEEPING_DELAY_S, self._clock.slot_ms / 4000)
@@ -102,7 +182,7 @@ class Scheduler:
                 event, task_id=self.task_id, round=r, bounty_left=left, bounty_per_round=per_round
             )
 
-    async def _run_phase(self, phase: TimedPhase) -> None:
+    async def _run_phase(self, phase: TimedPhase, resent: bool = False) -> None:
         clock = self._clock
         ledger = self._agent.ledger
         if self.paused and phase.kind in WORK_PHASES:
@@ -115,22 +195,17 @@ class Scheduler:
             await clock.sleep(self._bookkeeping_delay_s())
         now = clock.current_slot()
         if now >= phase.deadline:
-            self._events.warn(
-                "phase_missed",
-                task_id=self.task_id,
-                round=phase.round_,
-                phase=phase.label,
-                window_end=phase.deadline,
-                slot=now,
-            )
+            self._missed(phase, now)
             return
         opened = clock.wall_time_of_slot(phase.slot)
         delay_ms = (clock.time() - opened) * 1000
         if phase.kind == PAYOUT:
-            await self._owner.payout_due(phase.round_)
+            await self._payout(phase)
             return
         delivered = await self._send(phase_message(Phase(phase.kind), phase.round_, phase.retry))
-        if self._awake_at is not None and opened >= self._awake_at:
+        if delivered:
+            self._sent[(phase.label, phase.round_)] = (phase, self._faults_begun())
+        if self._awake_at is not None and opened >= self._awake_at and not resent:
             # (a window that opened before the timers ran is not: its delay is not theirs)
             self.delays_ms.append(delay_ms)
         # logged after the other tasks' messages due now have left: the log can wait
@@ -143,7 +218,18 @@ class Scheduler:
                 phase=phase.label,
                 delivered=delivered,
                 delay_ms=round(delay_ms, 3),
+                **({"resent": True} if resent else {}),
             )
+        )
+
+    def _missed(self, phase: TimedPhase, now: int) -> None:
+        self._events.warn(
+            "phase_missed",
+            task_id=self.task_id,
+            round=phase.round_,
+            phase=phase.label,
+            window_end=phase.deadline,
+            slot=now,
         )
 
     def on_phase_done(self, reply: dict[str, Any]) -> None:
@@ -154,17 +240,26 @@ class Scheduler:
         label = reply.get("phaseLabel") or reply.get("phaseDone")
         if not isinstance(label, str) or not is_round(round_):
             return
+        sent = self._sent.pop((label, round_), None)
         if reply.get("ok"):
-            self._agent.ledger.mark_phase(self.task_id, label, round_, "done")
+            # a disk refusing it has said so once; the phase is done all the same
+            with contextlib.suppress(OSError):
+                self._agent.ledger.mark_phase(self.task_id, label, round_, "done")
             self._events.emit(
                 "phase_done", task_id=self.task_id, round=round_, phase=label, ms=reply.get("ms")
             )
-        else:
-            self._events.warn(
-                "phase_failed",
-                task_id=self.task_id,
-                round=round_,
-                phase=label,
-                ms=reply.get("ms"),
-                error=str(reply.get("error"))[:500],
-            )
+            return
+        self._events.warn(
+            "phase_failed",
+            task_id=self.task_id,
+            round=round_,
+            phase=label,
+            ms=reply.get("ms"),
+            error=str(reply.get("error"))[:500],
+        )
+        if sent is None:
+            return
+        # a full disk may have failed the task's own writes first: the ledger looks
+        faulted = self._faults_begun() > sent[1] or not self._agent.ledger.writable()
+        if faulted or self.faulted:
+            self._owed.put_nowait(sent[0])  # failed by a fault: again once it clears

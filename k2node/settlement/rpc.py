@@ -5,7 +5,9 @@ Standard Solana methods for slots, balances, blockhashes, transactions and accou
 K2's own `getTaskAccountInfo`, `getTaskSubmissionInfo` and `getTaskDistributionInfo`. The
 slot clock is computed locally (from `k2node k2`'s `getClock`, or from a K2's slot and
 recent performance samples), so the timers never wait on the network to know the slot.
-Calls are retried with exponential backoff and jitter on 429, 5xx and timeouts.
+Calls are retried with exponential backoff and jitter on 429, 5xx and timeouts; a call that
+still finds no K2 begins an outage (`Outage`: `k2_unreachable` once, `k2_reachable` when a
+call goes through again), which the node's timers wait out by probing with `getSlot`.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from k2node.settlement.base import (
     SlotClocked,
     TransactionError,
 )
+from k2node.settlement.outage import Outage
 
 REQUEST_TIMEOUT_S = 15.0
+PROBE_TIMEOUT_S = 2.0  # one getSlot asking whether an unreachable K2 is back
 CONFIRM_S, CONFIRM_POLL_S = 60.0, 0.4
 ATTEMPTS = 4
 BACKOFF_S = 0.25
@@ -73,13 +77,18 @@ async def _call(session: aiohttp.ClientSession, url: str, method: str, *params: 
     raise AssertionError("unreachable")
 
 
-async def _call_once(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
+async def _call_once(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    timeout_s: float = REQUEST_TIMEOUT_S,
+) -> Any:
     try:
         async with session.post(
             url,
             data=codec.dumps(body),
             headers=JSON_HEADERS,
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as resp:
             if resp.status in _RETRY_STATUSES:
                 raise _Retry(f"HTTP {resp.status}")
@@ -122,6 +131,7 @@ class RpcSettlement(SlotClocked):
         self._session = session
         # told of each call: its method, seconds, and whether it was answered (the metrics)
         self.observe: Callable[[str, float, bool], None] | None = None
+        self.outage = Outage("k2_unreachable", "k2_reachable", self.probe, url=url)
 
     @classmethod
     async def connect(cls, url: str, session: aiohttp.ClientSession) -> RpcSettlement:
@@ -135,15 +145,36 @@ class RpcSettlement(SlotClocked):
         return cls(url, session, slots)
 
     async def _call(self, method: str, *params: Any) -> Any:
-        if self.observe is None:
-            return await _call(self._session, self._url, method, *params)
         started, ok = time.monotonic(), False
         try:
             answer = await _call(self._session, self._url, method, *params)
             ok = True
             return answer
+        except K2Unreachable as exc:
+            self.outage.failed(str(exc), method=method)
+            raise
+        except TransactionError:
+            self.outage.succeeded()  # an answer, if a refusal
+            raise
         finally:
-            self.observe(method, time.monotonic() - started, ok)
+            if ok:
+                self.outage.succeeded()
+            if self.observe is not None:
+                self.observe(method, time.monotonic() - started, ok)
+
+    async def probe(self) -> bool:
+        """One `getSlot`, not retried and soon given up: whether K2 answers now. A K2 that
+        does not begins an outage (if none had), one that does ends it."""
+        body = {"jsonrpc": "2.0", "id": next(_ids), "method": "getSlot", "params": []}
+        try:
+            await _call_once(self._session, self._url, body, PROBE_TIMEOUT_S)
+        except (_Retry, K2Unreachable) as exc:
+            self.outage.failed(str(exc), method="getSlot")
+            return False
+        except TransactionError:
+            pass
+        self.outage.succeeded()
+        return True
 
     @property
     def url(self) -> str:

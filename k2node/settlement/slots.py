@@ -3,11 +3,14 @@
 
 The node computes slots locally from a genesis and a slot time (the timers must not wait
 on the network); each slot the K2 announces re-anchors that genesis when the two disagree.
+A K2 that does not answer at all is the RPC's outage, logged there once; the PubSub alone
+gone is `k2_pubsub_unavailable`, once until it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
@@ -49,6 +52,7 @@ class SlotFollower:
     def __init__(self, rpc: RpcSettlement, ws_url: str) -> None:
         self._rpc = rpc
         self._ws_url = ws_url
+        self._down = False  # the PubSub is known gone (said once)
         self.announced = 0  # slots heard over the WebSocket (tests, metrics)
 
     async def run(self) -> None:
@@ -56,7 +60,10 @@ class SlotFollower:
             try:
                 await self._follow()
             except (OSError, WebSocketException, ValueError, TimeoutError) as exc:
-                log.warning("k2_pubsub_unavailable", url=self._ws_url, error=str(exc)[:200])
+                # a K2 that does not answer either is an outage of its own, said by the RPC
+                if not self._down and await self._rpc.probe():
+                    log.warning("k2_pubsub_unavailable", url=self._ws_url, error=str(exc)[:200])
+                    self._down = True
             await self._poll(RETRY_WS_S)
 
     async def _follow(self) -> None:
@@ -67,6 +74,9 @@ class SlotFollower:
             async for raw in socket:
                 slot = _announced_slot(raw)
                 if slot is not None:
+                    if self._down:
+                        log.info("k2_pubsub_available", url=self._ws_url)
+                        self._down = False
                     self.announced += 1
                     self._rpc.resync(slot)
 
@@ -74,8 +84,7 @@ class SlotFollower:
         loop = asyncio.get_running_loop()
         until = loop.time() + for_s
         while loop.time() < until:
-            try:
+            # an unanswered poll is the RPC's outage, logged there once, not once a poll
+            with contextlib.suppress(K2Unreachable):
                 self._rpc.resync(int(await self._rpc.get_slot()))
-            except K2Unreachable as exc:
-                log.warning("k2_slot_poll_failed", error=str(exc)[:200])
             await asyncio.sleep(POLL_S)
