@@ -32,3 +32,25 @@ async def test_a_stop_before_the_task_runs_starts_nothing(tmp_path: Path, k2: Lo
     await asyncio.wait_for(task.run(timers=True), 5)  # returns: no timers left running
     assert task.process.pid is None and not task.process.started.is_set()
     store.close()
+
+
+async def test_replies_that_name_no_phase_of_ours_are_passed_over(
+    tmp_path: Path, k2: LocalK2
+) -> None:
+    """A task's reply with a round that is not one (a list, an object, text) changes
+    nothing and stops nothing: the next real reply is heard."""
+    store = Store.open(tmp_path / "node-db")
+    task_id = await create_task(k2, Keypair.generate())
+    me = Keypair.generate()
+    ledger = Ledger(store, k2)
+    agent = TaskAgent(task_id, k2, ledger, me, await funded(k2), tmp_path / "task")
+    context = TaskContext(agent, "t", "secret", 0, "http://127.0.0.1:1")
+    args = TaskArgs("t", task_id, 0, TASK_MODE, me.pubkey, "secret", "u", "u", "0", 0)
+    spec = TaskSpec(args, "k2node.examples.hello_task:HelloTask", tmp_path / "task.log")
+    task = RunningTask(context, spec, SlotTimer(k2), EventHub())
+    for hostile in ([3], {"r": 3}, "3", None, 3.5, True):
+        task._on_message({"phaseDone": "executeTask", "roundNumber": hostile, "ok": True})
+    assert not ledger.phase_done(task_id, "executeTask", 3)
+    task._on_message({"phaseDone": "executeTask", "roundNumber": 3, "ok": True})
+    assert ledger.phase_done(task_id, "executeTask", 3)
+    store.close()

@@ -8,6 +8,7 @@ watchdog restarts the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import structlog
 
 from k2node.contract.ipc import TASK_LIMITS
 from k2node.contract.phases import PAYOUT, Phase, phase_message
-from k2node.contract.values import is_int
+from k2node.contract.values import is_int, is_round
 from k2node.node.clock import Clock
 from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
@@ -35,6 +36,7 @@ KEEP_LEDGER_ROUNDS = 20
 TIMERS_RETRY_S = 1.0
 # A reload waits this long for the phases running to finish before it restarts the task.
 RELOAD_WAIT_S = 60.0
+RELOAD_POLL_S = 0.25  # how often it looks whether the process it waits on is still there
 
 
 class TaskChannel(Protocol):
@@ -123,8 +125,12 @@ class RunningTask:
             self.max_request_body = body if is_int(body) and body > 0 else None
             return
         if "phaseDone" in message:
-            label = message.get("phaseLabel") or message["phaseDone"]
-            self._in_flight.discard((str(label), message.get("roundNumber", -1)))
+            label, round_ = (
+                message.get("phaseLabel") or message["phaseDone"],
+                message.get("roundNumber"),
+            )
+            if is_round(round_):  # (whatever else a task sends is no phase of ours)
+                self._in_flight.discard((str(label), round_))
             if not self._in_flight:
                 self._idle.set()
         self.scheduler.on_phase_done(message)
@@ -182,6 +188,18 @@ class RunningTask:
             return await process.started_after(before)
         return await process.restart(reason)
 
+    async def _phases_answered(self) -> bool:
+        """Wait for the phases in flight to be answered, for at most RELOAD_WAIT_S; True if
+        they were, or if the process is gone (what it was sent will never be answered)."""
+        deadline = asyncio.get_running_loop().time() + RELOAD_WAIT_S
+        while self._in_flight and self.process.running:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):  # (and look again whether it still runs)
+                await asyncio.wait_for(self._idle.wait(), min(left, RELOAD_POLL_S))
+        return True
+
     async def reload(self, changed: Path) -> None:
         """Restart the task process with its new code once its running phases are done,
         holding the next phase until the new process is up."""
@@ -193,9 +211,7 @@ class RunningTask:
                 file=str(changed),
                 phases_running=sorted(self._in_flight),
             )
-            try:
-                await asyncio.wait_for(self._idle.wait(), RELOAD_WAIT_S)
-            except TimeoutError:
+            if not await self._phases_answered():
                 log.warning(
                     "task_reload_interrupts", task_id=self.task_id, phases=sorted(self._in_flight)
                 )
