@@ -14,9 +14,9 @@ from aiohttp import web
 
 from tests.k2_service import k2_service, spawn, stop
 
-# K2's own slots: the example's rounds take 8 s, its windows 3.2 s. (At 100 ms slots a
+# Half K2's own slots: the example's rounds take 4 s, its windows 1.6 s. (At 100 ms slots a
 # distribution phase whose calls are retried with backoff overruns its 0.8 s window.)
-SLOT_MS = "400"
+SLOT_MS = "200"
 
 
 class FlakyK2:
