@@ -82,8 +82,9 @@ _SCALARS = (str, int, float, bool, type(None))
 
 def _identity(value: Any, kept: list[Any]) -> Any:
     """What identifies `value` for a memory of shared reads, or None: a frozen object by
-    identity (kept alive so its id is not reused), a plain dict of frozen ones by theirs,
-    a scalar by itself."""
+    identity (kept alive so its id is not reused), a plain dict of frozen ones by theirs
+    (a few rounds' parts, gathered by the caller), a scalar by itself. Anything else is not
+    a shared read: looked at no further (a plain list of 100,000 entries costs one check)."""
     if isinstance(value, FrozenDict | FrozenList):
         kept.append(value)
         return ("id", id(value))
@@ -92,10 +93,10 @@ def _identity(value: Any, kept: list[Any]) -> Any:
     if type(value) is dict:
         parts = []
         for k, v in value.items():
-            part = _identity(v, kept)
-            if part is None:
+            if not isinstance(v, FrozenDict | FrozenList):
                 return None
-            parts.append((k, part))
+            kept.append(v)
+            parts.append((k, id(v)))
         return ("dict", tuple(parts))
     return None
 
