@@ -361,7 +361,7 @@ async def test_a_misbehaving_task_never_delays_its_healthy_neighbour(tmp_path: P
                 results = await _run_beside_unruly(node, chain, logs, unruly, healthy)
     finally:
         chain.close()
-    delays, batch, last, states = results
+    delays, idle, last, states = results
     key = node.staking.pubkey
     unruly_log = data / "namespace" / unruly / "task.log"
     for task_id, state in zip(healthy, states, strict=True):
@@ -385,14 +385,14 @@ async def test_a_misbehaving_task_never_delays_its_healthy_neighbour(tmp_path: P
     # every phase of the healthy task went out in its window (no phase_missed: the warnings
     # above), and task processes never preempt the node that keeps their time (how late
     # the phases go, as a figure: `make bench`, dispatch beside real task processes)
-    assert len(delays) >= 25 and batch, (len(delays), batch)
+    assert len(delays) >= 25 and idle, (len(delays), idle)
 
 
 async def _run_beside_unruly(
     node: Node, chain: LocalK2, logs: list[dict[str, Any]], unruly: str, healthy: list[str]
 ) -> tuple[list[float], bool, int, list[dict[str, Any]]]:
     """Until the unruly task has tried every way and what the healthy ones ran meanwhile
-    has settled: their dispatch delays, whether they ran SCHED_BATCH, the last round, and
+    has settled: their dispatch delays, whether they ran SCHED_IDLE, the last round, and
     their states."""
     unruly_log = node.settings.data_dir / "namespace" / unruly / "task.log"
 
@@ -414,7 +414,7 @@ async def _run_beside_unruly(
     )
     delays = [d for task_id in healthy for d in node.tasks[task_id].scheduler.delays_ms]
     pid = node.tasks[healthy[0]].process.pid
-    batch = pid is not None and os.sched_getscheduler(pid) == os.SCHED_BATCH
+    idle = pid is not None and os.sched_getscheduler(pid) == os.SCHED_IDLE
     wanted = {"is_submission_required": True, "is_distribution_required": True}
     states = [await chain.get_task_state(task_id, wanted) for task_id in healthy]
-    return delays, batch, last, states
+    return delays, idle, last, states

@@ -11,7 +11,6 @@ ask for it to be required.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import mimetypes
 import os
@@ -43,7 +42,8 @@ SYSTEM_READ = (
     "/sys/devices/system/cpu",
     *mimetypes.knownfiles,  # aiohttp reads them at import
 )
-# How much less of the CPU than the node a busy task gets (nice 10: a tenth of its weight).
+# Where SCHED_IDLE is missing (not Linux), how much less of the CPU than the node a busy
+# task gets (nice 10: a tenth of its weight).
 TASK_NICENESS = 10
 DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 
@@ -165,14 +165,17 @@ def main(argv: list[str]) -> int:
         print(f"k2node: task not confined: {why}", file=sys.stderr, flush=True)
         if rules.required:
             return 1
-    # A task is batch work beside a node that keeps time: SCHED_BATCH (no privilege asked,
-    # inherited by its threads and children) never preempts the node, which a task woken
-    # by its phase message otherwise did before the node's next messages due at the same
-    # instant had left (2-8 ms late instead of about 1), and nice 10 leaves the node most of
-    # a busy CPU. A task still gets all of an idle one.
-    with contextlib.suppress(OSError, AttributeError):  # (not Linux: as it was)
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    os.nice(TASK_NICENESS)
+    # A task runs on what the node leaves of the CPU: SCHED_IDLE (no privilege asked,
+    # inherited by its threads and children). A task woken by its phase message otherwise
+    # took the node's CPU before the other messages due at that instant had left: as
+    # SCHED_BATCH at nice 10, ten example tasks woken at once still held the node back up
+    # to 15-20 ms (bench: dispatch beside real task processes); as SCHED_IDLE, the node
+    # runs the moment it wakes. A task still has every CPU the node and the machine's
+    # other programs are not using; on a machine busy with other work it waits for them.
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):  # (not Linux)
+        os.nice(TASK_NICENESS)
     command = argv[2:]
     os.execvp(command[0], command)
 
