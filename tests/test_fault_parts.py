@@ -2,7 +2,8 @@
 line however many calls meet it and is waited out by probing; a task log on a disk that
 refuses writes loses lines, not its pump; a flood is counted and written a chunk at a time,
 not line by line; a peer that accepts and never answers costs a search a bounded wait and
-one line."""
+one line; a K2 that answers slowly is one line each way, and its late answers do not pull the
+slot clock back."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from k2node.ipfs import embedded as embedded_module
 from k2node.ipfs.embedded import EmbeddedIpfs, NotFound
 from k2node.ipfs.unixfs import Cid
 from k2node.node.tasklog import TaskLog
+from k2node.settlement.base import SlotClock
 from k2node.settlement.outage import Outage
+from k2node.settlement.rpc import SLOW_SLOTS, RpcSettlement
 
 
 async def test_an_outage_is_one_line_each_way_and_waited_out_by_probing() -> None:
@@ -50,6 +53,57 @@ async def test_an_outage_is_one_line_each_way_and_waited_out_by_probing() -> Non
         "log_level": "warning",
     }
     assert probes == 3 and 0.2 <= waited < 3.0  # probed at a growing interval, not spun
+
+
+def _clocked(now: list[float]) -> RpcSettlement:
+    """An RPC settlement with 400 ms slots from 1000.0, read at `now[0]` (no K2 is asked)."""
+    rpc = RpcSettlement("http://127.0.0.1:1/", None, SlotClock(1000.0, 400))  # type: ignore[arg-type]
+    rpc._now = lambda: now[0]
+    return rpc
+
+
+def test_a_late_answer_naming_the_slot_it_was_asked_in_leaves_the_clock_alone() -> None:
+    now = [1000.0 + 10 * 0.4 + 0.1]  # slot 10
+    rpc = _clocked(now)
+    asked_at = rpc.time()
+    now[0] += 1.2  # the answer, "slot 10", comes back three slots later
+    rpc.resync(10, asked_at)
+    assert rpc.current_slot() == 13  # (it had been moved back to 10)
+    rpc.resync(12, asked_at)  # any slot from the asking to now agrees
+    assert rpc.current_slot() == 13
+    rpc.resync(15, asked_at)  # K2 ahead of every slot of the question: it begins now
+    assert rpc.current_slot() == 15
+    assert rpc.wall_time_of_slot(15) == pytest.approx(now[0], abs=1e-5)
+    later = rpc.time()
+    now[0] += 0.05
+    rpc.resync(12, later)  # K2 behind the asking: the latest anchor it allows, 12 now
+    assert rpc.current_slot() == 12 and rpc.wall_time_of_slot(12) == pytest.approx(now[0], abs=1e-5)
+    rpc.resync(11)  # announced (no question): it begins now
+    assert rpc.current_slot() == 11
+
+
+async def test_a_slow_k2_is_one_line_when_it_slows_and_one_when_it_is_prompt_again() -> None:
+    delays = iter([0.0, 0.15, 0.15, 0.15, 0.0, 0.0])
+
+    async def get_slot(request: web.Request) -> web.Response:
+        body = await request.json()
+        await asyncio.sleep(next(delays))
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": 7})
+
+    app = web.Application()
+    app.router.add_post("/", get_slot)
+    async with TestClient(TestServer(app)) as client:
+        slot_ms = 20  # slow: an answer over SLOW_SLOTS slots, 0.1 s
+        rpc = RpcSettlement(str(client.make_url("/")), client.session, SlotClock(0.0, slot_ms))
+        assert SLOW_SLOTS * slot_ms / 1000 < 0.15
+        with capture_logs() as logs:
+            for _ in range(6):
+                assert await rpc.get_slot() == 7  # every answer arrives, late or not
+    events = [e for e in logs if e["event"] in ("k2_slow", "k2_prompt")]
+    assert [e["event"] for e in events] == ["k2_slow", "k2_prompt"], logs
+    assert events[0]["method"] == "getSlot" and events[0]["error"].startswith("answered in 0.1")
+    assert 0.25 < events[1]["slow_s"] < 2.0
+    assert not rpc.outage.active and rpc.outage.count == 0  # slow is not unreachable
 
 
 def _stream(*pieces: bytes) -> asyncio.StreamReader:

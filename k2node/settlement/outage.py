@@ -20,8 +20,11 @@ Probe = Callable[[], Awaitable[bool]]
 
 
 class Outage:
-    def __init__(self, began: str, cleared: str, probe: Probe, **where: Any) -> None:
+    def __init__(
+        self, began: str, cleared: str, probe: Probe, lasted: str = "down_s", **where: Any
+    ) -> None:
         self._began, self._cleared = began, cleared  # the two events logged
+        self._lasted = lasted  # the cleared line's field saying how long the fault held
         self._probe = probe  # True once the fault has cleared; it may call succeeded()
         self._where = where  # fields of both lines (the URL, the path)
         self._since: float | None = None
@@ -44,7 +47,7 @@ class Outage:
         if self._since is not None:
             down_s = round(time.monotonic() - self._since, 3)
             self._since = None
-            log.info(self._cleared, **self._where, down_s=down_s)
+            log.info(self._cleared, **self._where, **{self._lasted: down_s})
 
     async def cleared(self, within_s: float) -> bool:
         """True once the fault has cleared (at once when there is none), probing for it

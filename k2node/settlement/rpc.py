@@ -38,6 +38,8 @@ from k2node.settlement.base import (
 from k2node.settlement.outage import Outage
 
 REQUEST_TIMEOUT_S = 15.0
+# An answer taking longer than this many slots is slow: `k2_slow` once, `k2_prompt` after.
+SLOW_SLOTS = 5
 PROBE_TIMEOUT_S = 2.0  # one getSlot asking whether an unreachable K2 is back
 CONFIRM_S, CONFIRM_POLL_S = 60.0, 0.4
 ATTEMPTS = 4
@@ -132,6 +134,8 @@ class RpcSettlement(SlotClocked):
         # told of each call: its method, seconds, and whether it was answered (the metrics)
         self.observe: Callable[[str, float, bool], None] | None = None
         self.outage = Outage("k2_unreachable", "k2_reachable", self.probe, url=url)
+        # a K2 that answers, late: said, not waited on (nothing is owed, the answers come)
+        self.slowness = Outage("k2_slow", "k2_prompt", self.probe, lasted="slow_s", url=url)
 
     @classmethod
     async def connect(cls, url: str, session: aiohttp.ClientSession) -> RpcSettlement:
@@ -154,13 +158,21 @@ class RpcSettlement(SlotClocked):
             self.outage.failed(str(exc), method=method)
             raise
         except TransactionError:
-            self.outage.succeeded()  # an answer, if a refusal
+            self._answered(method, time.monotonic() - started)  # an answer, if a refusal
             raise
         finally:
+            took = time.monotonic() - started
             if ok:
-                self.outage.succeeded()
+                self._answered(method, took)
             if self.observe is not None:
-                self.observe(method, time.monotonic() - started, ok)
+                self.observe(method, took, ok)
+
+    def _answered(self, method: str, took: float) -> None:
+        self.outage.succeeded()
+        if took > SLOW_SLOTS * self.slot_ms / 1000:
+            self.slowness.failed(f"answered in {took:.2f} s", method=method)
+        else:
+            self.slowness.succeeded()
 
     async def probe(self) -> bool:
         """One `getSlot`, not retried and soon given up: whether K2 answers now. A K2 that
@@ -183,10 +195,18 @@ class RpcSettlement(SlotClocked):
     async def get_slot(self) -> int:
         return int(await self._call("getSlot", {"commitment": "processed"}))
 
-    def resync(self, slot: int) -> None:
-        """K2 says `slot` has begun: re-anchor the local clock if it disagrees."""
-        if self.current_slot() != slot:
-            genesis = self.time() - slot * self.slot_ms / 1000
+    def resync(self, slot: int, asked_at: float | None = None) -> None:
+        """K2 says `slot` has begun (announced now, or answered to a question asked at
+        `asked_at`): re-anchor the local clock if it disagrees. An answer that took long
+        names a slot of when it was asked: the clock agrees if that slot is any from the
+        asking to now (a slow K2 had pulled the clock back by its delay)."""
+        now_slot = self.current_slot()
+        first = now_slot if asked_at is None else self._slots.slot_at(asked_at)
+        if not first <= slot <= now_slot:
+            # the latest anchor K2's answer allows: `slot` begins now (early is worse than
+            # late: a phase sent before its window opens is refused)
+            # (a microsecond in: the round trip through floats still lands in `slot`)
+            genesis = self.time() - slot * self.slot_ms / 1000 - 1e-6
             self._slots = SlotClock(genesis, self.slot_ms)
 
     async def get_task_state(

@@ -86,5 +86,6 @@ class SlotFollower:
         while loop.time() < until:
             # an unanswered poll is the RPC's outage, logged there once, not once a poll
             with contextlib.suppress(K2Unreachable):
-                self._rpc.resync(int(await self._rpc.get_slot()))
+                asked_at = self._rpc.time()
+                self._rpc.resync(int(await self._rpc.get_slot()), asked_at)
             await asyncio.sleep(POLL_S)
