@@ -50,3 +50,31 @@ def test_settle_freezes_what_start_up_made() -> None:
         assert gc.get_freeze_count() >= before + len(kept)
     finally:
         gc.unfreeze()
+
+
+async def test_the_settling_collection_falls_mid_slot_too(clock: FakeClock) -> None:
+    slots = SlotClock(clock.now + 0.123, 400.0)
+    timer = clock.timer(slots)
+    seen: list[tuple[int, float, int]] = []
+
+    def record(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            seen.append((info["generation"], clock.now, gc.get_freeze_count()))
+
+    kept = [object() for _ in range(10)]
+    gc.unfreeze()
+    gc.callbacks.append(record)
+    try:
+        collector = asyncio.create_task(heap.collect_between_slots(timer, settle_first=True))
+        while len(seen) < 2:
+            await asyncio.sleep(0)
+            assert not gc.isenabled()
+        collector.cancel()
+        await asyncio.gather(collector, return_exceptions=True)
+    finally:
+        gc.callbacks.remove(record)
+        gc.unfreeze()
+    (first, at, frozen_before), (second, _, frozen_after) = seen
+    assert first == 2 and frozen_before == 0  # the full collection, then the freeze
+    assert frozen_after >= len(kept) and second == 0  # then the young ones as before
+    assert abs((at - slots.genesis) % 0.4 - 0.2) < 1e-6

@@ -32,9 +32,11 @@ def unsettle() -> None:
     gc.unfreeze()
 
 
-async def collect_between_slots(clock: Clock) -> None:
+async def collect_between_slots(clock: Clock, settle_first: bool = False) -> None:
     """Run for as long as the node does (cancel it to stop); the automatic collector is
-    off meanwhile, and as it was before after."""
+    off meanwhile, and as it was before after. `settle_first`: the first collection is the
+    settling one (`settle`), mid-slot too: the node's timers are already running then, and
+    its full collection takes milliseconds."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -42,6 +44,10 @@ async def collect_between_slots(clock: Clock) -> None:
         while True:
             midpoint = clock.wall_time_of_slot(clock.current_slot() + 1) + clock.slot_ms / 2000
             await clock.sleep(max(0.0, midpoint - clock.time()))
+            if settle_first:
+                settle_first = False
+                settle()
+                continue
             collections += 1
             if collections % FULL_EVERY == 0:
                 gc.collect(2)

@@ -226,8 +226,9 @@ class Node:
             stakes = list(settings.task_stakes) + [0] * len(task_ids)
             await fleet.start_all(list(zip(task_ids, stakes, strict=False)), start)
             node = cls(settings, settlement, wallets, ledger, ipfs, events, tasks, port, plan)
-            heap.settle()
-            collector = asyncio.create_task(heap.collect_between_slots(timer), name="gc")
+            collector = asyncio.create_task(
+                heap.collect_between_slots(timer, settle_first=True), name="gc"
+            )
             collector.add_done_callback(report_failure)
             stack.callback(heap.unsettle)
             stack.callback(collector.cancel)  # first thing at shutdown: instant, not a step
