@@ -48,6 +48,25 @@ def test_strings_escape_like_javascript() -> None:
     assert stringify(json.loads('"\\ud800x"')) == '"\\ud800x"'
 
 
+def test_every_ascii_character_in_a_string_prints_as_javascript_prints_it() -> None:
+    # the plain-ASCII fast path and the escaping one must agree character by character
+    # (JSON.stringify escapes quotes, backslashes and codes below 0x20, \b \f \n \r \t by name)
+    named = {"\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    for code in range(128):
+        char = chr(code)
+        if char in named:
+            inner = named[char]
+        elif char in '"\\':
+            inner = "\\" + char
+        elif code < 0x20:
+            inner = f"\\u{code:04x}"
+        else:
+            inner = char
+        assert stringify(f"k{char}k") == f'"k{inner}k"', code
+        assert stringify({f"k{char}": 1}) == f'{{"k{inner}":1}}', code
+        assert stringify({f"k{char}": [1]}) == f'{{"k{inner}":[1]}}', code
+
+
 def test_flat_objects_take_the_fast_path_only_when_exact() -> None:
     assert stringify({"v": "a\ud800", "n": -3, "t": True, "z": None}) == (
         '{"v":"a\\ud800","n":-3,"t":true,"z":null}'
