@@ -149,7 +149,7 @@ class RpcSettlement(SlotClocked):
         return cls(url, session, slots)
 
     async def _call(self, method: str, *params: Any) -> Any:
-        started, ok = time.monotonic(), False
+        started, ok, refused = time.monotonic(), False, False
         try:
             answer = await _call(self._session, self._url, method, *params)
             ok = True
@@ -158,11 +158,11 @@ class RpcSettlement(SlotClocked):
             self.outage.failed(str(exc), method=method)
             raise
         except TransactionError:
-            self._answered(method, time.monotonic() - started)  # an answer, if a refusal
+            refused = True  # an answer, if a refusal
             raise
         finally:
             took = time.monotonic() - started
-            if ok:
+            if ok or refused:
                 self._answered(method, took)
             if self.observe is not None:
                 self.observe(method, took, ok)
