@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import base58
+import based58
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
 from nacl.signing import SigningKey, VerifyKey
@@ -18,6 +18,15 @@ from nacl.signing import SigningKey, VerifyKey
 from k2node.contract.jsjson import stringify
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{1,64}$")
+
+
+def b58encode(data: bytes) -> str:
+    return based58.b58encode(data).decode()
+
+
+def b58decode(text: str | bytes) -> bytes:
+    """Base58 (Bitcoin's alphabet) to bytes; ValueError for a character outside it."""
+    return based58.b58decode(text.encode() if isinstance(text, str) else text)
 
 
 class WalletError(Exception):
@@ -47,7 +56,7 @@ class Keypair:
 
     @functools.cached_property
     def pubkey(self) -> str:
-        return str(base58.b58encode(self.public_bytes).decode())
+        return b58encode(self.public_bytes)
 
     @property
     def secret_bytes(self) -> bytes:
@@ -106,20 +115,20 @@ def decode_pubkey(value: Any) -> str:
     """A public key as base58, from base58 or from an old web3 `{"_bn": hex}` object."""
     if isinstance(value, str):
         try:
-            raw = base58.b58decode(value)
+            raw = b58decode(value)
         except ValueError:
             raise ValueError(f"not a base58 public key: {value[:60]!r}") from None
         if len(raw) != 32:
             raise ValueError(f"a public key has 32 bytes, got {len(raw)}")
         return value
     if isinstance(value, dict) and isinstance(value.get("_bn"), str) and _HEX64.match(value["_bn"]):
-        return str(base58.b58encode(bytes.fromhex(value["_bn"].rjust(64, "0"))).decode())
+        return b58encode(bytes.fromhex(value["_bn"].rjust(64, "0")))
     raise ValueError("a public key must be a base58 string or {'_bn': hex}")
 
 
 def verify_detached(pubkey: str, message: bytes, signature: bytes) -> bool:
     try:
-        VerifyKey(base58.b58decode(pubkey)).verify(message, signature)
+        VerifyKey(b58decode(pubkey)).verify(message, signature)
     except (BadSignatureError, NaclValueError, ValueError, TypeError):
         return False
     return True
@@ -128,7 +137,7 @@ def verify_detached(pubkey: str, message: bytes, signature: bytes) -> bool:
 def payload_signing(body: Any, keypair: Keypair) -> str:
     """The template's signed payload: bs58(signature || UTF-8 JSON.stringify(body))."""
     message = stringify(body).encode()
-    return str(base58.b58encode(keypair.sign(message) + message).decode())
+    return b58encode(keypair.sign(message) + message)
 
 
 def verify_signature(signed: str, pubkey: str) -> dict[str, str]:
@@ -152,8 +161,8 @@ def decode_pubkey_or_none(value: Any) -> str | None:
 
 def _opened(signed: str, pubkey: str) -> str | None:
     try:
-        raw = base58.b58decode(signed)
-        key = VerifyKey(base58.b58decode(decode_pubkey(pubkey)))
+        raw = b58decode(signed)
+        key = VerifyKey(b58decode(decode_pubkey(pubkey)))
         return key.verify(raw[64:], raw[:64]).decode("utf-8")
     except (BadSignatureError, NaclValueError, ValueError, TypeError, UnicodeDecodeError):
         return None

@@ -6,10 +6,14 @@ from pathlib import Path
 
 import base58
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from k2node.crypto import (
     Keypair,
     WalletError,
+    b58decode,
+    b58encode,
     decode_pubkey,
     load_or_create_wallet,
     load_wallet,
@@ -40,6 +44,21 @@ def test_bad_wallet_files_are_refused(tmp_path: Path, content: str) -> None:
     path.write_text(content)
     with pytest.raises(WalletError, match=str(path)):
         load_wallet(path)
+
+
+@given(st.binary(max_size=1300))
+def test_base58_agrees_with_the_pure_python_library(data: bytes) -> None:
+    text = base58.b58encode(data).decode()
+    assert b58encode(data) == text
+    assert b58decode(text) == data == b58decode(text.encode())
+
+
+@pytest.mark.parametrize("bad", ["0", "O", "I", "l", "abc+", "ünï", " 1", "1\x00"])
+def test_base58_refuses_what_is_outside_the_alphabet(bad: str) -> None:
+    with pytest.raises(ValueError):
+        base58.b58decode(bad)  # the reference refuses it too
+    with pytest.raises(ValueError):
+        b58decode(bad)
 
 
 def test_signed_payload_round_trip_and_tampering() -> None:

@@ -20,6 +20,7 @@ from k2node.ipfs import IpfsError, NotFound, TooLarge
 from k2node.ipfs import embedded as embedded_module
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.kubo import KuboIpfs
+from k2node.ipfs.recent import SMALL_FILE_BYTES, RecentFiles
 from k2node.ipfs.unixfs import CHUNK_SIZE, MAX_LINKS, Cid, UnixFsError
 from k2node.node.http.gateway import IpfsGateway
 from tests.conftest import SHARED_VECTORS, VECTORS
@@ -109,6 +110,38 @@ async def test_cat_and_paths(store: EmbeddedIpfs) -> None:
         await store.cat_bytes(cid, max_bytes=CHUNK_SIZE)
     with pytest.raises(IpfsError, match="not a CID"):
         await store.fetch("QmNotACid")
+
+
+async def test_a_small_file_read_again_comes_from_memory_a_large_one_from_its_blocks(
+    store: EmbeddedIpfs,
+) -> None:
+    big = random.Random(2).randbytes(SMALL_FILE_BYTES + 1)
+    directory = str(store.add_directory({"s.json": b'{"a":1}', "big": big}))
+    assert await store.fetch(directory, "s.json") == b'{"a":1}'
+    assert await store.fetch(directory, "big") == big
+    with pytest.raises(TooLarge):  # kept, and still refused past the asker's limit
+        await store.fetch(directory, "s.json", max_bytes=3)
+    for cid, _block in [pair async for pair in store.reader.walk(Cid.parse(directory))]:
+        store._blocks.drop(cid.multihash)  # the blocks are gone: only memory can answer
+    assert await store.fetch(directory, "s.json") == b'{"a":1}'
+    assert store.recent.hits == 1
+    with pytest.raises(NotFound):
+        await store.fetch(directory, "big")
+    with pytest.raises(NotFound):  # another path under the same CID is another file
+        await store.fetch(directory, "")
+
+
+def test_recent_files_keep_the_most_recently_read_within_their_bytes() -> None:
+    recent = RecentFiles(file_bytes=10, kept_bytes=25)
+    for name in "abc":
+        recent.keep("cid", name, name.encode() * 10)
+    assert len(recent) == 2 and recent.get("cid", "a", 100) is None  # the oldest went
+    assert recent.get("cid", "b", 100) == b"b" * 10
+    recent.keep("cid", "d", b"d" * 10)  # c is now the least recently read
+    assert recent.get("cid", "c", 100) is None and recent.get("cid", "b", 100) == b"b" * 10
+    recent.keep("cid", "e", b"e" * 11)  # over a file's share: not kept
+    assert recent.get("cid", "e", 100) is None
+    assert recent.get("cid", "b", 9) is None  # over the asker's limit: the reader says so
 
 
 async def test_a_corrupted_block_is_an_error_naming_its_cid_then_is_written_again(

@@ -18,6 +18,7 @@ from k2node.settlement import transactions, wire
 from k2node.settlement.base import DuplicateTransaction, TransactionError
 from k2node.settlement.local import LocalK2
 from k2node.settlement.program import LAMPORTS_PER_SIGNATURE
+from k2node.settlement.reads import SharedReads
 from k2node.settlement.round_ix import KEEP_ROUNDS
 from k2node.settlement.wire import Ix, WireError
 from tests.conftest import (
@@ -446,6 +447,53 @@ async def test_task_state_sections_follow_options(k2: LocalK2, clock: FakeClock,
     assert (await k2.get_task_state(task_id, {"is_submission_required": True}))["submissions"]
     with pytest.raises(TransactionError, match="does not exist"):
         await k2.get_task_state("nope")
+
+
+async def test_a_state_read_follows_every_change_scalars_too(
+    k2: LocalK2, clock: FakeClock, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SharedReads, "check", False)  # this test compares by itself
+    task_id = await _staked_task(k2, keys)
+    wanted = {"is_submission_required": True}
+    before = await k2.get_task_state(task_id, wanted)
+    again = await k2.get_task_state(task_id, wanted)
+    assert again == before and again is not before  # the same values, a dict of one's own
+    again["is_active"] = "mine"
+    assert (await k2.get_task_state(task_id, wanted))["is_active"] is True
+    # SetActive changes a plain field, no shared part: the next read shows it all the same
+    await send(k2, keys["manager"], "SetActive", task_id, is_active=False)
+    assert (await k2.get_task_state(task_id, wanted))["is_active"] is False
+    assert (await k2.get_task_state(task_id, {}))["is_active"] is False
+    await send(k2, keys["manager"], "SetActive", task_id, is_active=True)
+    await _submit_all(k2, clock, keys, task_id, 0)
+    state = await k2.get_task_state(task_id, wanted)
+    assert state["is_active"] is True and len(state["submissions"]["0"]) == 4
+    assert (await k2.get_task_state(task_id, {}))["submissions"] == {}
+
+
+async def test_a_simulation_k2_trusts_signatures_and_keeps_every_other_rule(
+    tmp_path: Path, clock: FakeClock, keys: Any
+) -> None:
+    trusting = LocalK2.open(tmp_path / "sim", slot_ms=1000, clock=clock, verify_signatures=False)
+    try:
+        task_id = await _staked_task(trusting, keys)
+        payer = await funded(trusting)
+        clock.to_slot(trusting, 20)
+        good = (await _submission(trusting, keys["a"], task_id, payer)).transaction
+        forged = Transaction.populate(
+            good.message,
+            [good.signatures[0], wire.signer(keys["b"]).sign_message(bytes(good.message))],
+        )
+        await trusting.send(bytes(forged))  # b signed in a's place, and it is taken
+        state = await trusting.get_task_state(task_id, {"is_submission_required": True})
+        assert list(state["submissions"]["0"]) == [keys["a"].pubkey]
+        with pytest.raises(TransactionError, match="already submitted"):
+            other_payer = await funded(trusting)
+            await trusting.send((await _submission(trusting, keys["a"], task_id, other_payer)).wire)
+        with pytest.raises(TransactionError, match="malformed"):
+            await trusting.send(bytes(good)[:-3])
+    finally:
+        trusting.close()
 
 
 async def test_state_survives_restart(tmp_path: Path, clock: FakeClock, keys: Any) -> None:

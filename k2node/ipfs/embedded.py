@@ -22,6 +22,7 @@ import structlog
 
 from k2node.ipfs.blocks import BlockStore
 from k2node.ipfs.dag import DEFAULT_MAX_BYTES, DagReader, IpfsError, NotFound, TooLarge
+from k2node.ipfs.recent import RecentFiles
 from k2node.ipfs.unixfs import (
     CHUNK_SIZE,
     Added,
@@ -80,6 +81,7 @@ class EmbeddedIpfs:
         self.reader = DagReader(self.block)
         self.local_reader = DagReader(self._held_block)  # never asks a peer
         self.stats = IpfsStats()
+        self.recent = RecentFiles()
 
     @classmethod
     def open(
@@ -249,11 +251,16 @@ class EmbeddedIpfs:
         return str(await asyncio.to_thread(self.add_directory, files, cid_version))
 
     async def fetch(self, cid: str, path: str = "", max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+        kept = self.recent.get(cid, path, max_bytes)
+        if kept is not None:
+            return kept
         try:
             root = Cid.parse(cid)
         except UnixFsError as exc:
             raise IpfsError(str(exc)) from None
-        return await self.cat_bytes(root, path, max_bytes)
+        data = await self.cat_bytes(root, path, max_bytes)
+        self.recent.keep(cid, path, data)
+        return data
 
     async def pin(self, cid: str) -> None:
         """Everything stored here is kept; pinning only checks the DAG is whole."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import base58
 from solders.system_program import ID as SYSTEM_PROGRAM
 
+from k2node.crypto import b58decode
 from k2node.settlement.base import Account
 from k2node.settlement.wire import PROGRAM_ID
 from k2node.settlement.world import World
@@ -64,7 +64,7 @@ def parse_filters(filters: list[Filter]) -> list[tuple[int, bytes] | int]:
                 raise ValueError(f"memcmp bytes must be base58 of at most {MAX_MEMCMP_CHARS}")
             if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
                 raise ValueError("memcmp offset must be a non-negative integer")
-            parsed.append((offset, base58.b58decode(wanted)))
+            parsed.append((offset, b58decode(wanted)))
         else:
             raise ValueError("a filter is memcmp or dataSize")
     return parsed

@@ -2,7 +2,8 @@
 
 A slot clock and the task program's rules (program.py) over a world of task states in the
 contract's JSON shape (world.py). It takes K2's own transactions, Solana's wire format:
-every signature is verified, the blockhash must be one of the last 150 slots', a signature
+every signature is verified (a simulation's K2 may trust them: its nodes are all its own
+process's code), the blockhash must be one of the last 150 slots', a signature
 is applied once, and the payer is charged the fee. Applied transactions are appended to a
 LevelDB log (their wire bytes and slot) and the world is snapshotted now and then
 (snapshot.py), so a restart replays to exactly the state it had.
@@ -25,7 +26,7 @@ from solders.hash import Hash
 from solders.transaction import Transaction
 
 from k2node.contract.rounds import Schedule
-from k2node.contract.task_state import HEAVY_SECTIONS, OPTION_SECTIONS
+from k2node.contract.task_state import OPTION_SECTIONS
 from k2node.contract.units import DEFAULT_SLOT_MS, SlotClock
 from k2node.settlement import accounts
 from k2node.settlement.base import (
@@ -66,8 +67,10 @@ class LocalK2(SlotClocked):
         slots: SlotClock,
         clock: Callable[[], float],
         durable: bool = True,
+        verify_signatures: bool = True,
     ) -> None:
         super().__init__(slots, clock)
+        self._verify_signatures = verify_signatures
         self._store = store
         self._world = world
         self._snapshots = snapshots
@@ -93,9 +96,12 @@ class LocalK2(SlotClocked):
         slot_ms: float = DEFAULT_SLOT_MS,
         clock: Callable[[], float] = time.time,
         durable: bool = True,
+        verify_signatures: bool = True,
     ) -> LocalK2:
         """Open (or create) the local K2 at `path` and replay it to its last state.
-        `durable`: answer only once what was answered is on disk (off for simulations)."""
+        `durable`: answer only once what was answered is on disk; `verify_signatures`: check
+        every signature of a transaction (both off for simulations, whose every transaction
+        was signed by their own nodes, in the same process)."""
         if slot_ms <= 0:
             raise ValueError("slot time must be positive")
         store = Store.open(path)
@@ -115,7 +121,7 @@ class LocalK2(SlotClocked):
             log.warning("k2_slot_time_kept", stored=meta["slot_ms"], asked=slot_ms)
         snapshots, world = Snapshots.load(store)
         slots = SlotClock(float(meta["genesis"]), float(meta["slot_ms"]))
-        k2 = cls(store, world, snapshots, slots, clock, durable)
+        k2 = cls(store, world, snapshots, slots, clock, durable, verify_signatures)
         replayed = 0
         for _key, entry in store.items(LOG_PREFIX):
             snapshots.saw_log_entry(entry["seq"])
@@ -181,15 +187,11 @@ class LocalK2(SlotClocked):
     ) -> dict[str, Any]:
         """The task's state; its containers are shared, read-only copies (reads.py)."""
         state = self._world.task(task_id)
-        reads = self._world.reads
         options = options or {}
-        wanted = {s for opt, group in OPTION_SECTIONS.items() if options.get(opt) for s in group}
-        out = {
-            k: (v if not isinstance(v, dict | list) else reads.section(state, k))
-            if k not in HEAVY_SECTIONS or k in wanted
-            else {}
-            for k, v in state.items()
-        }
+        wanted = frozenset(
+            s for opt, group in OPTION_SECTIONS.items() if options.get(opt) for s in group
+        )
+        out = self._world.reads.task_state(state, wanted)
         out["current_round"] = max(0, Schedule.of(state).round_of(self.current_slot()))
         return out
 
@@ -273,10 +275,11 @@ class LocalK2(SlotClocked):
             raise TransactionError(f"malformed transaction: {exc}") from None
         if tx.message.has_duplicates():
             raise TransactionError("an account is loaded twice (AccountLoadedTwice)")
-        try:
-            tx.verify()
-        except Exception:
-            raise TransactionError("signature verification failed") from None
+        if self._verify_signatures:
+            try:
+                tx.verify()
+            except Exception:
+                raise TransactionError("signature verification failed") from None
         for name in instruction_names(tx):
             self.tx_count[name] = self.tx_count.get(name, 0) + 1
         signature = str(tx.signatures[0])

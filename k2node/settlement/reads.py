@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from k2node.contract.shared import EMPTY, FrozenDict, freeze
-from k2node.contract.task_state import ROUND_SECTIONS
+from k2node.contract.task_state import HEAVY_SECTIONS, ROUND_SECTIONS
 
 ALL = None  # every entry of a part
 # Parts copied between two sweeps for parts the world no longer has.
@@ -70,11 +70,18 @@ class SharedReads:
         # the section and of the whole task so far, the world's section and its rounds
         self._sections: dict[tuple[str, str], tuple[tuple[int, int], Any, Any, Any]] = {}
         self._versions: dict[tuple[str, str], int] = {}  # per (task, section or "*")
+        # per task: how many instructions have changed it (any field, scalars too)
+        self._generation: dict[str, int] = {}
+        # a whole state as last handed out, per (task, heavy sections wanted): made from
+        # which generation of which world object
+        self._states: dict[tuple[str, frozenset[str]], tuple[int, Any, dict[str, Any]]] = {}
         self._copied = 0  # parts copied since the last sweep
         # submitted lists never change: (the world's list, its frozen copy), newest last
         self._lists: OrderedDict[int, tuple[dict[str, Any], FrozenDict]] = OrderedDict()
 
     def touch(self, task_id: str, touches: list[Touch]) -> None:
+        """An instruction changed the task (`touches`: the shared parts it changed)."""
+        self._generation[task_id] = self._generation.get(task_id, 0) + 1
         for section, _, _ in touches:
             index = (task_id, section)  # ("*": every section of the task)
             self._versions[index] = self._versions.get(index, 0) + 1
@@ -117,6 +124,31 @@ class SharedReads:
         if self.check and part.frozen != live:
             raise AssertionError(f"shared read of {section}[{rkey}] differs from the world")
         return part.frozen
+
+    def task_state(self, state: dict[str, Any], wanted: frozenset[str]) -> dict[str, Any]:
+        """The task's state with its containers frozen, the heavy sections only if
+        `wanted`: a new dict (the caller's to add to), its values shared. Made again only
+        once an instruction has changed the task; until then every reader of the same
+        sections gets the same values (a simulation's nodes all read at one instant)."""
+        task_id = state["task_id"]
+        index = (task_id, wanted)
+        generation = self._generation.get(task_id, 0)
+        cached = self._states.get(index)
+        if cached is not None and cached[0] == generation and cached[1] is state:
+            if self.check and cached[2] != self._made_state(state, wanted):
+                raise AssertionError(f"shared read of task {task_id} differs from the world")
+            return dict(cached[2])
+        made = self._made_state(state, wanted)
+        self._states[index] = (generation, state, made)
+        return dict(made)
+
+    def _made_state(self, state: dict[str, Any], wanted: frozenset[str]) -> dict[str, Any]:
+        return {
+            k: (v if not isinstance(v, dict | list) else self.section(state, k))
+            if k not in HEAVY_SECTIONS or k in wanted
+            else {}
+            for k, v in state.items()
+        }
 
     def section(self, state: dict[str, Any], section: str) -> Any:
         """A whole section: a round section as the frozen copies of its rounds."""
@@ -166,3 +198,4 @@ class SharedReads:
                 if live is not part.source:
                     del parts[section, rkey]
         self._sections = {i: c for i, c in self._sections.items() if i[0] in self._tasks}
+        self._states = {i: c for i, c in self._states.items() if i[0] in self._tasks}

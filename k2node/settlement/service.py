@@ -15,7 +15,6 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import base58
 import structlog
 from aiohttp import web
 from solders.message import Message
@@ -23,6 +22,7 @@ from solders.message import Message
 from k2node import __version__, codec
 from k2node.contract.task_state import ACCOUNT_OPTIONS, DISTRIBUTION_SECTIONS, SUBMISSION_SECTIONS
 from k2node.contract.values import is_int
+from k2node.crypto import b58decode, b58encode
 from k2node.http_errors import json_response
 from k2node.settlement import accounts
 from k2node.settlement.base import (
@@ -75,7 +75,7 @@ def _str_long(value: Any, name: str) -> str:
 def _pubkey(value: Any, name: str = "public key") -> str:
     text = _str(value, name)
     try:
-        if len(base58.b58decode(text)) == 32:
+        if len(b58decode(text)) == 32:
             return text
     except ValueError:
         pass
@@ -270,7 +270,7 @@ class K2Service:
             if encoding == "base64":
                 raw = base64.b64decode(encoded, validate=True)
             else:
-                raw = base58.b58decode(encoded)
+                raw = b58decode(encoded)
         except ValueError:
             raise RpcError(INVALID_PARAMS, f"the transaction is not {encoding}") from None
         return await self._k2.send(raw)
@@ -299,7 +299,7 @@ class K2Service:
             raise RpcError(TRANSACTION_REFUSED, "this K2 has no faucet")
         if not is_int(lamports) or not 0 < lamports <= MAX_AIRDROP:
             raise RpcError(INVALID_PARAMS, f"lamports must be 1-{MAX_AIRDROP} (a million KOII)")
-        signature = base58.b58encode(secrets.token_bytes(_AIRDROP_SIGNATURE_BYTES)).decode()
+        signature = b58encode(secrets.token_bytes(_AIRDROP_SIGNATURE_BYTES))
         await self._k2.airdrop(_pubkey(pubkey), lamports, signature)
         return signature
 

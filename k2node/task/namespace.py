@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import base58
 
 from k2node import codec
 from k2node.codec import JSON_HEADERS
 from k2node.contract.jsjson import sha256_hex, stringify
 from k2node.contract.methods import NAMESPACE_PATH, Method
 from k2node.contract.shared import freeze, remembered
+from k2node.crypto import b58encode
 from k2node.crypto import verify_signature as _verify_signature
 from k2node.store import Store
 from k2node.task.peers import Peer, PeerError, get_json, peers_of, websocket
@@ -141,7 +141,7 @@ class NamespaceWrapper:
         if self._submitter is None:
             account = await self.get_submitter_account()
             raw = bytes.fromhex(account["_keypair"]["publicKey"]["_bn"].rjust(64, "0"))
-            self._submitter = base58.b58encode(raw).decode()
+            self._submitter = b58encode(raw)
         return self._submitter
 
     # -- chain writes (the node signs with its staking key) ----------------------------------

@@ -94,7 +94,7 @@ class InProcessTask:
         if not self.running:
             return False
         self._clock.job_started()  # before this returns: time must not move past it
-        job = asyncio.create_task(self._phase(message), name=f"phase-{message}")
+        job = asyncio.create_task(self._phase(message), name=f"phase-{message.get('functionCall')}")
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
         return True
