@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import aleph_cid
+import cid as cidlib
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from k2node.http_errors import json_errors
 from k2node.ipfs import IpfsError, NotFound, TooLarge
@@ -125,6 +128,8 @@ async def test_a_small_file_read_again_comes_from_memory_a_large_one_from_its_bl
         store._blocks.drop(cid.multihash)  # the blocks are gone: only memory can answer
     assert await store.fetch(directory, "s.json") == b'{"a":1}'
     assert store.recent.hits == 1
+    published = await store.publish_directory({"p.json": b"[1]"})
+    assert await store.fetch(published, "p.json") == b"[1]" and store.recent.hits == 2
     with pytest.raises(NotFound):
         await store.fetch(directory, "big")
     with pytest.raises(NotFound):  # another path under the same CID is another file
@@ -166,6 +171,24 @@ async def test_a_corrupted_block_is_an_error_naming_its_cid_then_is_written_agai
     assert not store.has(leaf)
     store.add_bytes(data, 1)
     assert await store.cat_bytes(big) == data
+
+
+@given(
+    st.binary(min_size=32, max_size=32), st.sampled_from([(0, "dag-pb"), (1, "dag-pb"), (1, "raw")])
+)
+def test_cid_text_and_bytes_agree_with_the_general_cid_library(
+    digest: bytes, kind: tuple[int, str]
+) -> None:
+    version, codec = kind
+    cid = Cid(version, codec, digest)
+    multihash = b"\x12\x20" + digest
+    lib = cidlib.CIDv0(multihash) if version == 0 else cidlib.CIDv1(codec, multihash)
+    text = lib.encode().decode() if version == 0 else lib.encode("base32").decode()
+    assert str(cid) == text and cid.binary == bytes(lib.buffer)
+    assert Cid.parse(text) == Cid.parse(cid.binary) == cid
+    if version == 1:  # other multibases of the same CID: the general parser reads them
+        assert Cid.parse(lib.encode("base58btc").decode()) == cid
+        assert Cid.parse(lib.encode("base32upper").decode()) == cid
 
 
 def test_cid_parsing_refuses_what_it_cannot_verify() -> None:

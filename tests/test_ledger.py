@@ -122,10 +122,28 @@ async def test_pruning_reads_only_stale_keys_of_every_kind(tmp_path: Path, k2: L
         ledger.mark_phase("t", "auditPayload", r, "done")
         assert ledger.once(f"logged/t/{r:010d}/payout-PayoutSuccessful")
     store.put(Ledger.key("other", "submit", 1), {"status": CONFIRMED})
+    ranges: list[tuple[str, str]] = []
+    between = store.keys_between
+
+    def recorded(start: str, stop: str) -> list[str]:
+        ranges.append((start, stop))
+        return between(start, stop)
+
+    store.keys_between = recorded  # type: ignore[method-assign]
     ledger.prune("t", 6)
     left = store.keys("ledger/t/") + store.keys("phase/t/") + store.keys("logged/t/")
     assert all("0000000009" in k for k in left) and len(left) == len(Action) + 2
     assert store.keys("ledger/other/")  # another task's entries are its own
+    assert all(start.endswith("0000000000") for start, _ in ranges)
+    # the next pruning reads on from where this one stopped, not from the first round
+    ranges.clear()
+    ledger.prune("t", 6)
+    assert ranges == []
+    ledger.prune("t", 10)
+    assert ranges and all(
+        start.endswith("0000000006") and stop.endswith("0000000010") for start, stop in ranges
+    )
+    assert store.keys("phase/t/") == []
     store.close()
 
 

@@ -471,10 +471,10 @@ async def test_a_state_read_follows_every_change_scalars_too(
     assert (await k2.get_task_state(task_id, {}))["submissions"] == {}
 
 
-async def test_a_simulation_k2_trusts_signatures_and_keeps_every_other_rule(
+async def test_a_simulation_k2_trusts_signatures_keeps_every_other_rule_and_writes_nothing(
     tmp_path: Path, clock: FakeClock, keys: Any
 ) -> None:
-    trusting = LocalK2.open(tmp_path / "sim", slot_ms=1000, clock=clock, verify_signatures=False)
+    trusting = LocalK2.open(tmp_path / "sim", slot_ms=1000, clock=clock, simulated=True)
     try:
         task_id = await _staked_task(trusting, keys)
         payer = await funded(trusting)
@@ -492,8 +492,16 @@ async def test_a_simulation_k2_trusts_signatures_and_keeps_every_other_rule(
             await trusting.send((await _submission(trusting, keys["a"], task_id, other_payer)).wire)
         with pytest.raises(TransactionError, match="malformed"):
             await trusting.send(bytes(good)[:-3])
+        assert trusting.seq > 0
     finally:
         trusting.close()
+    again = LocalK2.open(tmp_path / "sim", slot_ms=1000, clock=clock)
+    try:  # the world ended with the run: no log, no snapshot
+        assert again.seq == 0
+        with pytest.raises(TransactionError, match="does not exist"):
+            await again.get_task_state(task_id)
+    finally:
+        again.close()
 
 
 async def test_state_survives_restart(tmp_path: Path, clock: FakeClock, keys: Any) -> None:

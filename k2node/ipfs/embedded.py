@@ -248,7 +248,10 @@ class EmbeddedIpfs:
         return str(await asyncio.to_thread(self.add_bytes, data, cid_version))
 
     async def publish_directory(self, files: dict[str, bytes], cid_version: int = 0) -> str:
-        return str(await asyncio.to_thread(self.add_directory, files, cid_version))
+        cid = str(await asyncio.to_thread(self.add_directory, files, cid_version))
+        for name, data in files.items():  # a submission is read by its auditors next
+            self.recent.keep(cid, name, data)
+        return cid
 
     async def fetch(self, cid: str, path: str = "", max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         kept = self.recent.get(cid, path, max_bytes)

@@ -8,11 +8,14 @@ so adding a file of any size holds a few kilobytes besides the chunk in hand.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import cid as cidlib
+
+from k2node.crypto import b58decode, b58encode
 
 CHUNK_SIZE = 256 * 1024
 MAX_LINKS = 174
@@ -39,18 +42,16 @@ class Cid:
         return _SHA2_256 + self.digest
 
     def __str__(self) -> str:
+        # CIDv0: the multihash in base58; CIDv1: multibase "b", lowercase unpadded base32
         if self.version == 0:
-            return str(cidlib.CIDv0(self.multihash).encode().decode())
-        return str(cidlib.CIDv1(self.codec, self.multihash).encode("base32").decode())
+            return b58encode(self.multihash)
+        return "b" + base64.b32encode(self.binary).decode().lower().rstrip("=")
 
     @property
     def binary(self) -> bytes:
-        return bytes(self.as_lib().buffer)
-
-    def as_lib(self) -> cidlib.CIDv0 | cidlib.CIDv1:
         if self.version == 0:
-            return cidlib.CIDv0(self.multihash)
-        return cidlib.CIDv1(self.codec, self.multihash)
+            return self.multihash  # a binary CIDv0 is its bare multihash
+        return _V1_PREFIX[self.codec] + self.multihash
 
     def verify(self, block: bytes) -> None:
         if hashlib.sha256(block).digest() != self.digest:
@@ -63,6 +64,9 @@ class Cid:
     @classmethod
     def parse(cls, text: str | bytes) -> Cid:
         """A CID from its string or binary form; only sha2-256 dag-pb or raw blocks."""
+        fast = _parsed_common(text)
+        if fast is not None:
+            return fast
         try:
             if isinstance(text, bytes) and text[:2] == _SHA2_256 and len(text) == 34:
                 parsed = cidlib.CIDv0(text)  # binary CIDv0 is the bare multihash
@@ -78,6 +82,34 @@ class Cid:
         if parsed.codec not in (DAG_PB, RAW):
             raise UnixFsError(f"CID {str(text)[:80]} is neither dag-pb nor raw")
         return cls(int(parsed.version), str(parsed.codec), multihash[2:])
+
+
+# A CIDv1's binary form before its multihash: version 1, then the codec (both varints).
+_V1_PREFIX = {DAG_PB: b"\x01\x70", RAW: b"\x01\x55"}
+_V1_CODEC = {prefix: codec for codec, prefix in _V1_PREFIX.items()}
+
+
+def _parsed_common(text: str | bytes) -> Cid | None:
+    """The forms this node writes (CIDv0, base32 CIDv1 of sha2-256 dag-pb or raw), read
+    without the general parser; None for anything else, which the general parser reads."""
+    if not isinstance(text, str) or not text.isascii():
+        return None
+    if len(text) == 46 and text.startswith("Qm"):
+        try:
+            raw = b58decode(text)
+        except ValueError:
+            return None
+        return Cid(0, DAG_PB, raw[2:]) if raw[:2] == _SHA2_256 and len(raw) == 34 else None
+    if len(text) == 59 and text.startswith("b"):
+        try:
+            raw = base64.b32decode(text[1:].upper() + "=" * 6)  # 58 characters, 36 bytes
+        except ValueError:
+            return None
+        codec = _V1_CODEC.get(raw[:2])
+        if codec is None or raw[2:4] != _SHA2_256 or len(raw) != 36:
+            return None
+        return Cid(1, codec, raw[4:])
+    return None
 
 
 # -- protobuf, the little of it dag-pb and UnixFS use -----------------------------------------

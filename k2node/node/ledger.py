@@ -54,6 +54,7 @@ class Ledger:
         self._durable = durable  # sync what must survive a power cut (off in simulations)
         self._settlement = settlement
         self._locks: dict[str, asyncio.Lock] = {}
+        self._pruned: dict[str, int] = {}  # task -> every round below it pruned already
         self.disk = Outage(
             "disk_write_failed", "disk_writable", self._probe_disk, path=str(store.path)
         )
@@ -185,14 +186,18 @@ class Ledger:
     def prune(self, task_id: str, before_round: int) -> None:
         """Forget what is older than `before_round`: a range per kind of key, so each call
         reads only the keys it deletes."""
-        if before_round <= 0:
+        start = self._pruned.get(task_id, 0)
+        if before_round <= start:
             return
-        stop = f"{before_round:010d}"
+        # from where the last pruning stopped: LevelDB keeps what it deleted as markers
+        # for a while, and a range from the first round would step over them all again
+        begin, stop = f"{start:010d}", f"{before_round:010d}"
         prefixes = [f"ledger/{task_id}/{action}/" for action in Action]
         prefixes += [f"phase/{task_id}/", f"logged/{task_id}/"]
-        stale = [k for p in prefixes for k in self.store.keys_between(p, p + stop)]
+        stale = [k for p in prefixes for k in self.store.keys_between(p + begin, p + stop)]
         if stale:
             self._write(lambda: self.store.put_many({}, delete=stale))
+        self._pruned[task_id] = before_round
         for key in [k for k, lock in self._locks.items() if not lock.locked()]:
             del self._locks[key]
 

@@ -2,11 +2,14 @@
 
 A slot clock and the task program's rules (program.py) over a world of task states in the
 contract's JSON shape (world.py). It takes K2's own transactions, Solana's wire format:
-every signature is verified (a simulation's K2 may trust them: its nodes are all its own
-process's code), the blockhash must be one of the last 150 slots', a signature
+every signature is verified, the blockhash must be one of the last 150 slots', a signature
 is applied once, and the payer is charged the fee. Applied transactions are appended to a
 LevelDB log (their wire bytes and slot) and the world is snapshotted now and then
 (snapshot.py), so a restart replays to exactly the state it had.
+
+A simulation's K2 (`simulated`) keeps its world in memory only and trusts the signatures
+of its transactions: they were made in its own process, by the simulation's own nodes, and
+the world ends with the run.
 """
 
 from __future__ import annotations
@@ -66,16 +69,15 @@ class LocalK2(SlotClocked):
         snapshots: Snapshots,
         slots: SlotClock,
         clock: Callable[[], float],
-        durable: bool = True,
-        verify_signatures: bool = True,
+        simulated: bool = False,
     ) -> None:
         super().__init__(slots, clock)
-        self._verify_signatures = verify_signatures
+        self._simulated = simulated
         self._store = store
         self._world = world
         self._snapshots = snapshots
         # Group commit: an answer waits until its log entry is on disk (log_writer.py).
-        self._log_writer = LogWriter(store, snapshots.seq, durable)
+        self._log_writer = LogWriter(store, snapshots.seq, kept=not simulated)
         self._since_snapshot = 0
         # Held by every write, and by a snapshot while its thread reads the world.
         self._lock = asyncio.Lock()
@@ -95,13 +97,10 @@ class LocalK2(SlotClocked):
         path: Path,
         slot_ms: float = DEFAULT_SLOT_MS,
         clock: Callable[[], float] = time.time,
-        durable: bool = True,
-        verify_signatures: bool = True,
+        simulated: bool = False,
     ) -> LocalK2:
-        """Open (or create) the local K2 at `path` and replay it to its last state.
-        `durable`: answer only once what was answered is on disk; `verify_signatures`: check
-        every signature of a transaction (both off for simulations, whose every transaction
-        was signed by their own nodes, in the same process)."""
+        """Open (or create) the local K2 at `path` and replay it to its last state;
+        `simulated`: a simulation's (see above), whose changes are not written."""
         if slot_ms <= 0:
             raise ValueError("slot time must be positive")
         store = Store.open(path)
@@ -110,7 +109,7 @@ class LocalK2(SlotClocked):
             meta = {"genesis": clock(), "slot_ms": slot_ms, "format": STORE_FORMAT}
             # synced: a later sync need not carry it (LevelDB may have changed log file),
             # and a K2 that lost its genesis would count its slots from another instant
-            store.put("meta", meta, sync=durable)
+            store.put("meta", meta, sync=not simulated)
         elif meta.get("format") != STORE_FORMAT:
             store.close()
             raise StoreError(
@@ -121,7 +120,7 @@ class LocalK2(SlotClocked):
             log.warning("k2_slot_time_kept", stored=meta["slot_ms"], asked=slot_ms)
         snapshots, world = Snapshots.load(store)
         slots = SlotClock(float(meta["genesis"]), float(meta["slot_ms"]))
-        k2 = cls(store, world, snapshots, slots, clock, durable, verify_signatures)
+        k2 = cls(store, world, snapshots, slots, clock, simulated)
         replayed = 0
         for _key, entry in store.items(LOG_PREFIX):
             snapshots.saw_log_entry(entry["seq"])
@@ -163,7 +162,7 @@ class LocalK2(SlotClocked):
         task = self._snapshot_task
         if task is not None and not task.done() and not task.get_loop().is_closed():
             task.cancel()
-        if self._snapshots.seq != self.seq:
+        if self._snapshots.seq != self.seq and not self._simulated:
             self._snapshots.write(self._world, self.seq)
         self._store.close()
 
@@ -275,7 +274,7 @@ class LocalK2(SlotClocked):
             raise TransactionError(f"malformed transaction: {exc}") from None
         if tx.message.has_duplicates():
             raise TransactionError("an account is loaded twice (AccountLoadedTwice)")
-        if self._verify_signatures:
+        if not self._simulated:
             try:
                 tx.verify()
             except Exception:
@@ -291,14 +290,19 @@ class LocalK2(SlotClocked):
                 if not self._recent(tx.message.recent_blockhash, slot):
                     raise BlockhashExpired("Blockhash not found (older than 150 slots, or unknown)")
                 apply(self._world, tx, slot)  # raises, the world unchanged, when refused
-                seq = self._log({"tx": base64.b64encode(raw).decode(), "slot": slot})
+                seq = self._log({"tx": raw, "slot": slot})
         await self._log_writer.on_disk(seq)  # "already processed" too only once on disk
         if duplicate:
             raise DuplicateTransaction("This transaction has already been processed")
         return signature
 
     def _log(self, entry: dict[str, Any]) -> int:
-        """Append an applied change to the log (the caller holds the lock); its number."""
+        """Append an applied change to the log (the caller holds the lock); its number.
+        A transaction's wire bytes are written in base64."""
+        if self._simulated:
+            return self._log_writer.append(None)
+        if isinstance(entry.get("tx"), bytes):
+            entry["tx"] = base64.b64encode(entry["tx"]).decode()
         seq = self._log_writer.append(entry)
         self._since_snapshot += 1
         if self._since_snapshot >= self._snapshot_spacing():

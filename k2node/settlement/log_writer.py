@@ -22,10 +22,10 @@ log = structlog.get_logger("k2node.k2")
 
 
 class LogWriter:
-    def __init__(self, store: Store, seq: int, durable: bool = True) -> None:
+    def __init__(self, store: Store, seq: int, kept: bool = True) -> None:
         self.seq = seq  # the last entry appended
         self._store = store
-        self._durable = durable  # off: entries written as they come, never synced (simulations)
+        self._kept = kept  # off: entries are counted, not written (a simulation's K2)
         self._synced = seq
         self._pending: dict[str, Any] = {}  # appended, not yet on disk
         self._waiters: list[asyncio.Future[None]] = []
@@ -35,20 +35,18 @@ class LogWriter:
         """An entry found on disk when the K2 opened."""
         self.seq = self._synced = seq
 
-    def append(self, entry: dict[str, Any]) -> int:
-        """Append a change (the caller holds the K2's lock); its number."""
+    def append(self, entry: dict[str, Any] | None) -> int:
+        """Append a change (the caller holds the K2's lock); its number. (None: a change
+        only counted, in a log that is not kept.)"""
         self.seq += 1
-        value = {"seq": self.seq, **entry}
-        if self._durable:
-            self._pending[log_key(self.seq)] = value
-        else:
-            self._store.put(log_key(self.seq), value)
+        if self._kept and entry is not None:
+            self._pending[log_key(self.seq)] = {"seq": self.seq, **entry}
         return self.seq
 
     async def on_disk(self, seq: int) -> None:
         """Return once the log is on disk up to entry `seq`; LogNotDurable if it cannot be
         written now (the entries are kept for the next batch)."""
-        if not self._durable or seq <= self._synced:
+        if not self._kept or seq <= self._synced:
             return
         done = asyncio.get_running_loop().create_future()
         self._waiters.append(done)

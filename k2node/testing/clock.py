@@ -13,7 +13,7 @@ import contextvars
 import heapq
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from k2node.contract.units import SlotClock
 from k2node.node.clock import SlotTimer
@@ -40,13 +40,12 @@ class StuckError(RuntimeError):
     """Virtual time cannot move: something has kept running too long in real time."""
 
 
-@dataclass(order=True)
+@dataclass
 class _Waiter:
     deadline: float
-    seq: int
-    future: asyncio.Future[None] = field(compare=False)
-    timer: bool = field(compare=False)  # a timer's sleep (else a running phase's)
-    woken: bool = field(default=False, compare=False)
+    future: asyncio.Future[None]
+    timer: bool  # a timer's sleep (else a running phase's)
+    woken: bool = False
 
 
 class VirtualClock:
@@ -54,7 +53,8 @@ class VirtualClock:
 
     def __init__(self, start: float = EPOCH) -> None:
         self.now = start
-        self._waiters: list[_Waiter] = []
+        # (deadline, order of parking, waiter): a heap of plain tuples compares in C
+        self._waiters: list[tuple[float, int, _Waiter]] = []
         self._seq = 0
         self._timers = 0  # timers alive
         self._parked = 0  # of them, waiting on the clock
@@ -83,10 +83,8 @@ class VirtualClock:
     async def park(self, deadline: float, timer: bool) -> None:
         """Wait until virtual time reaches `deadline`."""
         self._seq += 1
-        waiter = _Waiter(
-            max(deadline, self.now), self._seq, asyncio.get_running_loop().create_future(), timer
-        )
-        heapq.heappush(self._waiters, waiter)
+        waiter = _Waiter(max(deadline, self.now), asyncio.get_running_loop().create_future(), timer)
+        heapq.heappush(self._waiters, (waiter.deadline, self._seq, waiter))
         if timer:
             self._parked += 1
         else:
@@ -154,14 +152,15 @@ class VirtualClock:
         """Move time to `when`, waking every sleep due on the way, in deadline order."""
         while True:
             await self.settle()
-            while self._waiters and self._waiters[0].future.done():
-                heapq.heappop(self._waiters)  # cancelled
-            if not self._waiters or self._waiters[0].deadline > when:
+            waiters = self._waiters
+            while waiters and waiters[0][2].future.done():
+                heapq.heappop(waiters)  # cancelled
+            if not waiters or waiters[0][0] > when:
                 break
-            due = self._waiters[0].deadline
+            due = waiters[0][0]
             self.now = max(self.now, due)
-            while self._waiters and self._waiters[0].deadline <= due:
-                waiter = heapq.heappop(self._waiters)
+            while waiters and waiters[0][0] <= due:
+                waiter = heapq.heappop(waiters)[2]
                 if waiter.future.done():
                     continue
                 waiter.woken = True

@@ -180,11 +180,8 @@ class TaskHarness:
             folder.mkdir(parents=True, exist_ok=True)
             inline(stack, asyncio.get_running_loop())
             clock = VirtualClock()
-            # a simulation's K2 need not survive a power cut (no syncing), nor doubt the
-            # signatures of its nodes' transactions: the nodes' own code signed them here
-            k2 = LocalK2.open(
-                folder / "k2", slot_ms, clock=clock, durable=False, verify_signatures=False
-            )
+            # the world in memory only, and the nodes' signatures trusted: they sign here
+            k2 = LocalK2.open(folder / "k2", slot_ms, clock=clock, simulated=True)
             stack.push_async_callback(k2.aclose)
             manager = seeded_keypair(seed, "manager")
             account = task_key or seeded_keypair(seed, "task")
