@@ -29,7 +29,7 @@ FULL_COLLECTION_EVERY = 10
 
 
 @contextmanager
-def collected_between_rounds() -> Iterator[Callable[[int], None]]:
+def collected_between_rounds() -> Iterator[Callable[[int], object]]:
     """Python's automatic collector off while the simulation runs, and a collection after
     each round instead (the young objects; all of them every FULL_COLLECTION_EVERY rounds),
     with what the start made frozen out of its sight: a thousand nodes keep a large heap,
