@@ -16,6 +16,7 @@ import orjson
 import plyvel
 
 from k2node.codec import dumps
+from k2node.memory_db import MemoryDatabase
 
 
 class StoreError(Exception):
@@ -42,6 +43,11 @@ class Store:
         except plyvel.IOError as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
         return cls(db, path)
+
+    @classmethod
+    def memory(cls, path: Path) -> Store:
+        """A store in memory only, for a simulation (memory_db.py); `path` names it."""
+        return cls(MemoryDatabase(), path)
 
     def view(self, prefix: str) -> Store:
         """The keys under `prefix` as a store of their own, in this database: many small

@@ -54,12 +54,17 @@ if _start_writeback is not None:
 
 class BlockStore:
     def __init__(self, path: Path, durable: bool = True) -> None:
-        """`durable`: an add returns once it is on disk (off for simulations)."""
+        """`durable`: an add returns once it is on disk; off (a simulation's store), the
+        small blocks and the index of the packed ones are kept in memory only."""
         self.durable = durable
         # blocks are mostly incompressible and written once: no compression, big write buffer
-        self._db = Store.open(path, compression=None, write_buffer_size=64 * 1024 * 1024)
+        self._db = (
+            Store.open(path, compression=None, write_buffer_size=64 * 1024 * 1024)
+            if durable
+            else Store.memory(path)
+        )
         self._packs = path / "packs"
-        self._packs.mkdir(exist_ok=True)
+        self._packs.mkdir(parents=True, exist_ok=True)
         _sync_folder(path)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipfs-packs")
         self._sweep()

@@ -91,7 +91,8 @@ class EmbeddedIpfs:
         peers: Peers = _no_peers,
         durable: bool = True,
     ) -> EmbeddedIpfs:
-        """`durable`: an add returns once it is on disk (off for simulations)."""
+        """`durable`: an add returns once it is on disk; off, for a simulation, the small
+        blocks are kept in memory only."""
         return cls(BlockStore(path, durable), session, peers)
 
     def close(self) -> None:

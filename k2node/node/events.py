@@ -25,11 +25,24 @@ class EventHub:
         self._queues: set[Subscription] = set()
         # called with each event as it is published (the metrics): quick, and never raising
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._soon: list[tuple[str, dict[str, Any]]] = []  # emit_soon's, not yet emitted
 
     def emit(self, event: str, **fields: Any) -> None:
         """Log `event` and publish it to every subscriber."""
         log.info(event, **fields)
         self.publish({"event": event, "time": time.time(), **fields})
+
+    def emit_soon(self, event: str, **fields: Any) -> None:
+        """Emit `event` once the callbacks ready to run now have run: the phases due now go
+        out before their log lines. (One callback carries all the events of one moment.)"""
+        if not self._soon:
+            asyncio.get_running_loop().call_soon(self._emit_waiting)
+        self._soon.append((event, fields))
+
+    def _emit_waiting(self) -> None:
+        waiting, self._soon = self._soon, []
+        for event, fields in waiting:
+            self.emit(event, **fields)
 
     def warn(self, event: str, **fields: Any) -> None:
         log.warning(event, **fields)

@@ -55,6 +55,9 @@ class Ledger:
         self._settlement = settlement
         self._locks: dict[str, asyncio.Lock] = {}
         self._pruned: dict[str, int] = {}  # task -> every round below it pruned already
+        # task -> the keys of its finished phases: read once, then kept as they are written
+        # (this node is their only writer), so a phase about to be sent costs no read
+        self._done: dict[str, set[str]] = {}
         self.disk = Outage(
             "disk_write_failed", "disk_writable", self._probe_disk, path=str(store.path)
         )
@@ -170,11 +173,24 @@ class Ledger:
     def phase_key(task_id: str, phase: str, round_: int) -> str:
         return f"phase/{task_id}/{round_:010d}/{phase}"
 
+    def _phases_done(self, task_id: str) -> set[str]:
+        done = self._done.get(task_id)
+        if done is None:
+            marks = self.store.items(f"phase/{task_id}/")
+            done = self._done[task_id] = {key for key, status in marks if status == "done"}
+        return done
+
     def phase_done(self, task_id: str, phase: str, round_: int) -> bool:
-        return bool(self.store.get(self.phase_key(task_id, phase, round_)) == "done")
+        return self.phase_key(task_id, phase, round_) in self._phases_done(task_id)
 
     def mark_phase(self, task_id: str, phase: str, round_: int, status: str) -> None:
-        self._put_now(self.phase_key(task_id, phase, round_), status)
+        key = self.phase_key(task_id, phase, round_)
+        done = self._phases_done(task_id)
+        self._put_now(key, status)
+        if status == "done":
+            done.add(key)
+        else:
+            done.discard(key)
 
     def once(self, key: str) -> bool:
         """True the first time `key` is seen (for events logged once)."""
@@ -197,6 +213,7 @@ class Ledger:
         stale = [k for p in prefixes for k in self.store.keys_between(p + begin, p + stop)]
         if stale:
             self._write(lambda: self.store.put_many({}, delete=stale))
+            self._done.get(task_id, set()).difference_update(stale)
         self._pruned[task_id] = before_round
         for key in [k for k, lock in self._locks.items() if not lock.locked()]:
             del self._locks[key]

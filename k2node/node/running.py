@@ -30,8 +30,10 @@ from k2node.settlement.base import TransactionError
 
 log = structlog.get_logger("k2node.node")
 
-# Finished-phase and ledger records are kept this many rounds.
+# Finished-phase and ledger records are kept this many rounds, and pruned every
+# PRUNE_EVERY_ROUNDS (a pruning reads a range of keys per kind of record).
 KEEP_LEDGER_ROUNDS = 20
+PRUNE_EVERY_ROUNDS = 10
 # A K2 hiccup must not end the timers for good: they start again after this pause.
 TIMERS_RETRY_S = 1.0
 # A reload waits this long for the phases running to finish before it restarts the task.
@@ -250,7 +252,8 @@ class RunningTask:
     async def round_opened(self, round_: int, state: dict[str, Any]) -> None:
         await self.payouts.settle(round_, state)
         self.watchdog.check(round_)
-        self.context.agent.ledger.prune(self.task_id, round_ - KEEP_LEDGER_ROUNDS)
+        if round_ % PRUNE_EVERY_ROUNDS == 0:
+            self.context.agent.ledger.prune(self.task_id, round_ - KEEP_LEDGER_ROUNDS)
         if self._auto_claim > 0:
             await self._claim_if_due(round_)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -209,17 +208,14 @@ class Scheduler:
             # (a window that opened before the timers ran is not: its delay is not theirs)
             self.delays_ms.append(delay_ms)
         # logged after the other tasks' messages due now have left: the log can wait
-        asyncio.get_running_loop().call_soon(
-            functools.partial(
-                self._events.emit,
-                "phase_sent",
-                task_id=self.task_id,
-                round=phase.round_,
-                phase=phase.label,
-                delivered=delivered,
-                delay_ms=round(delay_ms, 3),
-                **({"resent": True} if resent else {}),
-            )
+        self._events.emit_soon(
+            "phase_sent",
+            task_id=self.task_id,
+            round=phase.round_,
+            phase=phase.label,
+            delivered=delivered,
+            delay_ms=round(delay_ms, 3),
+            **({"resent": True} if resent else {}),
         )
 
     def _missed(self, phase: TimedPhase, now: int) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import heapq
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from k2node.contract.units import SlotClock
@@ -111,20 +109,21 @@ class VirtualClock:
                 self._poke()
             raise
 
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Run a phase in its turn: phases due at the same time run one after another in
-        the order they were sent, so the same seed gives the same run whatever threads the
-        phases wait on. A phase waiting on the clock gives its turn up meanwhile."""
+    async def take_turn(self) -> _Turn:
+        """Wait for a phase's turn: phases due at the same time run one after another in the
+        order they were sent, so the same seed gives the same run whatever threads the
+        phases wait on. A phase waiting on the clock gives its turn up meanwhile. (Methods,
+        not a context manager: this runs for every phase of every node.)"""
         turn = _Turn()
         _TURN.set(turn)
         await self._turn.acquire()
         turn.held = True
-        try:
-            yield
-        finally:
-            if turn.held:
-                self._turn.release()
+        return turn
+
+    def end_turn(self, turn: _Turn) -> None:
+        if turn.held:
+            turn.held = False
+            self._turn.release()
 
     def job_started(self) -> None:
         self._busy += 1

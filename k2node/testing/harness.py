@@ -93,7 +93,6 @@ class _Parts:
     """What every node of a harness shares, or is built with."""
 
     folder: Path
-    db: Store
     ipfs: EmbeddedIpfs
     session: aiohttp.ClientSession
     timers: bool
@@ -192,9 +191,7 @@ class TaskHarness:
                 task_key=SoldersKeypair.from_seed(account.secret_bytes[:32]),
             )
             harness = cls(clock, k2, task_id)
-            db = Store.open(folder / "nodes-db")
-            stack.callback(db.close)
-            # one network's content, for all nodes; nor need it survive a power cut
+            # one network's content, for all nodes, in memory
             ipfs = EmbeddedIpfs.open(folder / "ipfs", durable=False)
             stack.callback(ipfs.close)
             session = aiohttp.ClientSession()
@@ -206,7 +203,7 @@ class TaskHarness:
                     if keys is not None
                     else (seeded_keypair(seed, f"main{i}"), seeded_keypair(seed, f"staking{i}"))
                 )
-                parts = _Parts(folder, db, ipfs, session, timers, stake)
+                parts = _Parts(folder, ipfs, session, timers, stake)
                 harness.nodes.append(await harness._add_node(i, make(i), main, staking, parts))
             harness.schedule = await harness.nodes[0].agent.schedule()
             stack.push_async_callback(harness._stop)
@@ -216,10 +213,11 @@ class TaskHarness:
     async def _add_node(
         self, i: int, core: CoreLogic, main: Keypair, staking: Keypair, parts: _Parts
     ) -> SimNode:
-        k2, db, timers = self.k2, parts.db, parts.timers
+        k2, timers = self.k2, parts.timers
         await k2.airdrop(main.pubkey, NODE_FUNDS_KOII * ROE_PER_KOII)
         base = parts.folder / f"node{i}"
-        ledger = Ledger(db.view(f"node{i}/ledger/"), k2, durable=False)
+        # a node's ledger and its task's store live in memory: they end with the harness
+        ledger = Ledger(Store.memory(base / "ledger"), k2, durable=False)
         agent = TaskAgent(self.task_id, k2, ledger, staking, main, base)
         state = await agent.state()
         stake = max(parts.stake or 0, int(state["minimum_stake_amount"]), 1)
@@ -230,7 +228,8 @@ class TaskHarness:
         spec = TaskSpec(
             launch_args(self.task_id, state, main.pubkey, secret, stake, url), "", base / "task.log"
         )
-        namespace = LocalNamespace(context, self.events, db.view(f"node{i}/task/"), parts.session)
+        task_store = Store.memory(base / "task-db")
+        namespace = LocalNamespace(context, self.events, task_store, parts.session)
 
         def channel(_spec: TaskSpec, on_reply: OnReply) -> InProcessTask:
             return InProcessTask(core, namespace, on_reply, self.clock)

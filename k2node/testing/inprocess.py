@@ -29,7 +29,7 @@ log = structlog.get_logger("k2node.testing")
 
 class LocalNamespace(NamespaceWrapper):
     """A NamespaceWrapper whose calls are handled in this process by the node's own methods,
-    with the task's store a view of one shared database."""
+    with the task's store in memory."""
 
     def __init__(
         self,
@@ -103,8 +103,11 @@ class InProcessTask:
         try:
             structlog.contextvars.bind_contextvars(task_id=self.namespace.task_id)
             await asyncio.sleep(0)  # the node logs the phase as sent first, as with a process
-            async with self._clock.turn():
+            turn = await self._clock.take_turn()
+            try:
                 await self.run_now(message)
+            finally:
+                self._clock.end_turn(turn)
         finally:
             self._clock.job_ended()
 
