@@ -6,7 +6,7 @@ from pathlib import Path
 
 import base58
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from k2node.crypto import (
@@ -47,6 +47,9 @@ def test_bad_wallet_files_are_refused(tmp_path: Path, content: str) -> None:
 
 
 @given(st.binary(max_size=1300))
+@example(b"\0" * 70)  # all zeros, past the short-input path
+@example(b"\0\0" + b"\xff" * 100)
+@example(b"\x01" + b"\0" * 64)
 def test_base58_agrees_with_the_pure_python_library(data: bytes) -> None:
     text = base58.b58encode(data).decode()
     assert b58encode(data) == text

@@ -113,7 +113,12 @@ def _parsed_common(text: str | bytes) -> Cid | None:
 
 
 # -- protobuf, the little of it dag-pb and UnixFS use -----------------------------------------
+_SMALL_VARINTS = [bytes([value]) for value in range(0x80)]  # one byte each: most fields
+
+
 def varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL_VARINTS[value]
     out = bytearray()
     while True:
         byte = value & 0x7F
