@@ -3,6 +3,7 @@ schedule", "IPC between node and task process")."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -56,9 +57,16 @@ class TimedPhase:
         return phase_label(self.kind, self.retry)
 
 
-def phases_of_round(r: int, state: dict[str, Any]) -> list[TimedPhase]:
+def phases_of_round(r: int, state: dict[str, Any]) -> tuple[TimedPhase, ...]:
     """What the timers send in round `r` (K2-CONTRACT: "The phase schedule"), in start order."""
-    s = Schedule.of(state)
+    records = state.get("distributions_audit_record", {})
+    retry = r >= 3 and distribution_retries(state) >= 1 and records.get(str(r - 3)) == PAYOUT_FAILED
+    return _phases_of_round(r, Schedule.of(state), retry)
+
+
+@functools.lru_cache(maxsize=256)
+def _phases_of_round(r: int, s: Schedule, retry: bool) -> tuple[TimedPhase, ...]:
+    # the same for every node of a task: the nodes of one process (a simulation) share it
     start = s.round_start(r)
     sub_end = start + s.submission_window
     audit_end = sub_end + s.audit_window
@@ -71,9 +79,8 @@ def phases_of_round(r: int, state: dict[str, Any]) -> list[TimedPhase]:
         due.append(TimedPhase(start, sub_end, Phase.GENERATE_DISTRIBUTION, r - 2))
         due.append(TimedPhase(sub_end, audit_end, Phase.DISTRIBUTION_AUDIT, r - 2))
         due.append(TimedPhase(audit_end, next_round, PAYOUT, r - 2))
-    records = state.get("distributions_audit_record", {})
-    if r >= 3 and distribution_retries(state) >= 1 and records.get(str(r - 3)) == PAYOUT_FAILED:
+    if retry:
         due.append(TimedPhase(start, sub_end, Phase.GENERATE_DISTRIBUTION, r - 3, True))
         due.append(TimedPhase(sub_end, audit_end, Phase.DISTRIBUTION_AUDIT, r - 3, True))
         due.append(TimedPhase(audit_end, next_round, PAYOUT, r - 3, True))
-    return sorted(due, key=lambda e: e.slot)
+    return tuple(sorted(due, key=lambda e: e.slot))

@@ -30,7 +30,8 @@ class EventHub:
     def emit(self, event: str, **fields: Any) -> None:
         """Log `event` and publish it to every subscriber."""
         log.info(event, **fields)
-        self.publish({"event": event, "time": time.time(), **fields})
+        if self.listeners or self._queues:
+            self.publish({"event": event, "time": time.time(), **fields})
 
     def emit_soon(self, event: str, **fields: Any) -> None:
         """Emit `event` once the callbacks ready to run now have run: the phases due now go
@@ -46,7 +47,8 @@ class EventHub:
 
     def warn(self, event: str, **fields: Any) -> None:
         log.warning(event, **fields)
-        self.publish({"event": event, "time": time.time(), "level": "warning", **fields})
+        if self.listeners or self._queues:
+            self.publish({"event": event, "time": time.time(), "level": "warning", **fields})
 
     def publish(self, message: dict[str, Any]) -> None:
         for listener in self.listeners:

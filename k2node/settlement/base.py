@@ -61,6 +61,7 @@ class SlotClocked:
     def __init__(self, slots: SlotClock, now: Callable[[], float] = time.time) -> None:
         self._slots = slots
         self._now = now
+        self._last: tuple[float, SlotClock | None, int] = (float("nan"), None, 0)
 
     @property
     def slots(self) -> SlotClock:
@@ -75,7 +76,12 @@ class SlotClocked:
         return self._slots.slot_ms
 
     def current_slot(self) -> int:
-        return self._slots.slot_at(self._now())
+        # the last answer again for the same time on the same clock: a virtual clock stands
+        # still while many ask (a re-synced clock is another SlotClock)
+        now, slots = self._now(), self._slots
+        if now != self._last[0] or slots is not self._last[1]:
+            self._last = (now, slots, slots.slot_at(now))
+        return self._last[2]
 
     def wall_time_of_slot(self, slot: int) -> float:
         return self._slots.time_of(slot)

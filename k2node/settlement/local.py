@@ -28,7 +28,6 @@ import structlog
 from solders.hash import Hash
 from solders.transaction import Transaction
 
-from k2node.contract.rounds import Schedule
 from k2node.contract.task_state import OPTION_SECTIONS
 from k2node.contract.units import DEFAULT_SLOT_MS, SlotClock
 from k2node.settlement import accounts
@@ -59,6 +58,12 @@ MAX_TRANSACTION_BYTES = 1232
 SNAPSHOT_EVERY = 2_000
 SNAPSHOT_SHARE = 4
 STORE_FORMAT = "wire-1"
+
+
+@functools.lru_cache(maxsize=64)
+def _sections_wanted(options: frozenset[str]) -> frozenset[str]:
+    """The heavy sections a getTaskState's options ask for."""
+    return frozenset(s for opt in options for s in OPTION_SECTIONS.get(opt, ()))
 
 
 class LocalK2(SlotClocked):
@@ -186,12 +191,10 @@ class LocalK2(SlotClocked):
     ) -> dict[str, Any]:
         """The task's state; its containers are shared, read-only copies (reads.py)."""
         state = self._world.task(task_id)
-        options = options or {}
-        wanted = frozenset(
-            s for opt, group in OPTION_SECTIONS.items() if options.get(opt) for s in group
-        )
-        out = self._world.reads.task_state(state, wanted)
-        out["current_round"] = max(0, Schedule.of(state).round_of(self.current_slot()))
+        reads = self._world.reads
+        asked = frozenset(opt for opt, on in options.items() if on) if options else frozenset()
+        out = reads.task_state(state, _sections_wanted(asked))
+        out["current_round"] = max(0, reads.schedule(state).round_of(self.current_slot()))
         return out
 
     async def get_round_sections(
