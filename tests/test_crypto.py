@@ -9,11 +9,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from k2node.b58 import b58decode, b58encode
 from k2node.crypto import (
     Keypair,
     WalletError,
-    b58decode,
-    b58encode,
     decode_pubkey,
     load_or_create_wallet,
     load_wallet,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import cid as cidlib
 
-from k2node.crypto import b58decode, b58encode
+from k2node.b58 import b58decode, b58encode
 
 CHUNK_SIZE = 256 * 1024
 MAX_LINKS = 174

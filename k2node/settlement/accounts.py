@@ -11,7 +11,7 @@ from typing import Any
 
 from solders.system_program import ID as SYSTEM_PROGRAM
 
-from k2node.crypto import b58decode
+from k2node.b58 import b58decode
 from k2node.settlement.base import Account
 from k2node.settlement.wire import PROGRAM_ID
 from k2node.settlement.world import World

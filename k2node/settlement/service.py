@@ -20,9 +20,9 @@ from aiohttp import web
 from solders.message import Message
 
 from k2node import __version__, codec
+from k2node.b58 import b58decode, b58encode
 from k2node.contract.task_state import ACCOUNT_OPTIONS, DISTRIBUTION_SECTIONS, SUBMISSION_SECTIONS
 from k2node.contract.values import is_int
-from k2node.crypto import b58decode, b58encode
 from k2node.http_errors import json_response
 from k2node.settlement import accounts
 from k2node.settlement.base import (

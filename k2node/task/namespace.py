@@ -10,11 +10,11 @@ from typing import Any
 import aiohttp
 
 from k2node import codec
+from k2node.b58 import b58encode
 from k2node.codec import JSON_HEADERS
 from k2node.contract.jsjson import sha256_hex, stringify
 from k2node.contract.methods import NAMESPACE_PATH, Method
 from k2node.contract.shared import freeze, remembered
-from k2node.crypto import b58encode
 from k2node.crypto import verify_signature as _verify_signature
 from k2node.store import Store
 from k2node.task.peers import Peer, PeerError, get_json, peers_of, websocket
