@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from k2node.contract.units import SlotClock
 from k2node.crypto import Keypair
+from k2node.node import scheduler as scheduler_module
 from k2node.node.agent import TaskAgent
 from k2node.node.clock import SlotTimer
 from k2node.node.events import EventHub
@@ -187,6 +188,16 @@ async def test_no_drift_over_a_thousand_rounds(
     assert set(recorder.sent) >= _expected(999, start)
     assert len(scheduler.delays_ms) == len(recorder.sent) - 998  # every phase but payouts
     assert max(scheduler.delays_ms) < 0.01
+
+
+async def test_a_long_running_scheduler_keeps_only_its_latest_delays(
+    agent: TaskAgent, k2: LocalK2, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler_module, "KEPT_DELAYS", 40)
+    recorder = Recorder(k2, stop_at_round=30)
+    scheduler = await _run(agent, clock, recorder)
+    assert len(recorder.sent) - 29 > 40  # more phases were sent than are kept
+    assert len(scheduler.delays_ms) == 40
 
 
 async def test_the_slot_timer_wakes_in_the_slot_it_waits_for_not_before() -> None:

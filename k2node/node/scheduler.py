@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ from k2node.node.clock import Clock
 from k2node.node.events import EventHub
 from k2node.settlement.rpc import RpcSettlement
 
+KEPT_DELAYS = 10_000  # dispatch delays kept: a long-running node keeps only the latest
 # What a paused task is not sent: new work and its submission.
 WORK_PHASES = frozenset({Phase.EXECUTE_TASK, Phase.SUBMIT_PAYLOAD})
 # How long after a round opens its re-sync and bookkeeping wait, and a payout due then,
@@ -54,7 +56,8 @@ class Scheduler:
         self._send = send
         self._owner = owner
         self._events = events
-        self.delays_ms: list[float] = []  # dispatch delay after a window opens (metrics)
+        # dispatch delay after a window opens, the latest KEPT_DELAYS (metrics, benchmarks)
+        self.delays_ms: deque[float] = deque(maxlen=KEPT_DELAYS)
         self._awake_at: float | None = None  # when the timers first ran
         self.paused = False  # the bounty cannot pay a round: no new work is sent
         settlement = agent.settlement
