@@ -27,7 +27,8 @@ class MemoryDatabase:
     def put(self, key: bytes, value: bytes, sync: bool = False) -> None:
         if self._order is not None and key not in self._data:
             bisect.insort(self._order, key)
-        self._data[key] = bytes(value)
+        # a copy of its own size: orjson's output keeps a 4 KiB buffer behind a few bytes
+        self._data[key] = bytes(memoryview(value))
 
     def delete(self, key: bytes, sync: bool = False) -> None:
         if key in self._data:
@@ -77,7 +78,7 @@ class MemoryBatch:
         self._writes: list[tuple[bytes, bytes | None]] = []
 
     def put(self, key: bytes, value: bytes) -> None:
-        self._writes.append((key, bytes(value)))
+        self._writes.append((key, value))
 
     def delete(self, key: bytes) -> None:
         self._writes.append((key, None))
