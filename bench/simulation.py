@@ -25,7 +25,7 @@ TARGET_S = 60.0  # 1,000 nodes x 100 rounds
 TASK = "k2node/examples/hello_task.py:HelloTask"
 
 
-async def _simulate(nodes: int, folder: Path) -> tuple[float, dict[str, object]]:
+async def _simulate(nodes: int) -> tuple[float, dict[str, object]]:
     """One `k2node simulate --json` run: its wall time and its report."""
     command = [sys.executable, "-m", "k2node", "simulate", TASK, "--nodes", str(nodes)]
     command += ["--rounds", str(ROUNDS), "--liars", "0.1", "--seed", "1", "--json"]
@@ -46,7 +46,7 @@ async def bench_simulation(tmp: Path) -> None:
     costs: list[tuple[int, float]] = []
     figures: dict[str, float] = {}
     for nodes in NODES:
-        took, report = await _simulate(nodes, tmp)
+        took, report = await _simulate(nodes)
         simulated = ROUNDS + SETTLED_AFTER - 1  # the last round's payout settles 3 later
         per = took / (nodes * simulated) * 1000
         costs.append((nodes, per))

@@ -51,7 +51,7 @@ class Store:
 
     def view(self, prefix: str) -> Store:
         """The keys under `prefix` as a store of their own, in this database: many small
-        stores (a simulation's nodes) without a database, and its open files, each."""
+        stores without a database, and its open files, each."""
         return Store(self._db.prefixed_db(prefix.encode()), self.path, owned=False)
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ import structlog
 from solders.hash import Hash
 from solders.transaction import Transaction
 
+from k2node.contract.rounds import Schedule
 from k2node.contract.task_state import OPTION_SECTIONS
 from k2node.contract.units import DEFAULT_SLOT_MS, SlotClock
 from k2node.settlement import accounts
@@ -194,7 +195,7 @@ class LocalK2(SlotClocked):
         reads = self._world.reads
         asked = frozenset(opt for opt, on in options.items() if on) if options else frozenset()
         out = reads.task_state(state, _sections_wanted(asked))
-        out["current_round"] = max(0, reads.schedule(state).round_of(self.current_slot()))
+        out["current_round"] = max(0, Schedule.of(state).round_of(self.current_slot()))
         return out
 
     async def get_round_sections(
@@ -261,7 +262,7 @@ class LocalK2(SlotClocked):
             airdrop(self._world, pubkey, amount)  # raises, nothing changed, if refused
             if signature is not None:
                 self._world.signatures[signature] = slot
-            seq = self._log({"airdrop": [pubkey, amount, signature], "slot": slot})
+            seq = self._log(lambda: {"airdrop": [pubkey, amount, signature], "slot": slot})
         await self._log_writer.on_disk(seq)
 
     async def send(self, raw: bytes) -> str:
@@ -293,20 +294,18 @@ class LocalK2(SlotClocked):
                 if not self._recent(tx.message.recent_blockhash, slot):
                     raise BlockhashExpired("Blockhash not found (older than 150 slots, or unknown)")
                 apply(self._world, tx, slot)  # raises, the world unchanged, when refused
-                seq = self._log({"tx": raw, "slot": slot})
+                seq = self._log(lambda: {"tx": base64.b64encode(raw).decode(), "slot": slot})
         await self._log_writer.on_disk(seq)  # "already processed" too only once on disk
         if duplicate:
             raise DuplicateTransaction("This transaction has already been processed")
         return signature
 
-    def _log(self, entry: dict[str, Any]) -> int:
+    def _log(self, entry: Callable[[], dict[str, Any]]) -> int:
         """Append an applied change to the log (the caller holds the lock); its number.
-        A transaction's wire bytes are written in base64."""
+        `entry` makes it: a simulation's K2 only counts its changes, and makes none."""
         if self._simulated:
             return self._log_writer.append(None)
-        if isinstance(entry.get("tx"), bytes):
-            entry["tx"] = base64.b64encode(entry["tx"]).decode()
-        seq = self._log_writer.append(entry)
+        seq = self._log_writer.append(entry())
         self._since_snapshot += 1
         if self._since_snapshot >= self._snapshot_spacing():
             self._start_snapshot()

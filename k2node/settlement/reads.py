@@ -15,7 +15,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from k2node.contract.rounds import Schedule
 from k2node.contract.shared import EMPTY, FrozenDict, freeze
 from k2node.contract.task_state import HEAVY_SECTIONS, ROUND_SECTIONS
 
@@ -76,7 +75,6 @@ class SharedReads:
         # a whole state as last handed out, per (task, heavy sections wanted): made from
         # which generation of which world object
         self._states: dict[tuple[str, frozenset[str]], tuple[int, Any, dict[str, Any]]] = {}
-        self._schedules: dict[str, tuple[int, Any, Schedule]] = {}
         self._copied = 0  # parts copied since the last sweep
         # submitted lists never change: (the world's list, its frozen copy), newest last
         self._lists: OrderedDict[int, tuple[dict[str, Any], FrozenDict]] = OrderedDict()
@@ -144,15 +142,6 @@ class SharedReads:
         self._states[index] = (generation, state, made)
         return dict(made)
 
-    def schedule(self, state: dict[str, Any]) -> Schedule:
-        """The task's round schedule, read again only once an instruction has changed it."""
-        task_id = state["task_id"]
-        generation = self._generation.get(task_id, 0)
-        cached = self._schedules.get(task_id)
-        if cached is None or cached[0] != generation or cached[1] is not state:
-            cached = self._schedules[task_id] = (generation, state, Schedule.of(state))
-        return cached[2]
-
     def _made_state(self, state: dict[str, Any], wanted: frozenset[str]) -> dict[str, Any]:
         return {
             k: (v if not isinstance(v, dict | list) else self.section(state, k))
@@ -210,4 +199,3 @@ class SharedReads:
                     del parts[section, rkey]
         self._sections = {i: c for i, c in self._sections.items() if i[0] in self._tasks}
         self._states = {i: c for i, c in self._states.items() if i[0] in self._tasks}
-        self._schedules = {i: c for i, c in self._schedules.items() if i in self._tasks}
