@@ -90,13 +90,19 @@ async def test_submission_size_limit_is_512_bytes(k2: LocalK2, clock: FakeClock,
 
 
 async def _submission(
-    k2: LocalK2, key: Keypair, task_id: str, payer: Keypair, blockhash: str | None = None
+    k2: LocalK2,
+    key: Keypair,
+    task_id: str,
+    payer: Keypair,
+    blockhash: str | None = None,
+    checked: bool = True,
 ) -> wire.Signed:
-    """A signed SubmitTask of round 0, not sent."""
+    """A signed SubmitTask of round 0, not sent (`checked=False`: stand-in signatures)."""
     task, me = Pubkey.from_string(task_id), Pubkey.from_string(key.pubkey)
     ix = transactions.round_action(Ix.SUBMIT_TASK, task, me, submission="x", round=0)
     blockhash = blockhash or (await k2.latest_blockhash())[0]
-    return wire.sign([ix], wire.signer(payer), [wire.signer(key)], Hash.from_string(blockhash))
+    signers = [wire.signer(key)]
+    return wire.sign([ix], wire.signer(payer), signers, Hash.from_string(blockhash), checked)
 
 
 async def test_forged_tampered_unsigned_and_malformed_transactions_are_refused(
@@ -502,6 +508,41 @@ async def test_a_simulation_k2_trusts_signatures_keeps_every_other_rule_and_writ
             await again.get_task_state(task_id)
     finally:
         again.close()
+
+
+async def test_stand_in_signatures_are_refused_by_a_checking_k2_and_taken_by_a_simulations(
+    k2: LocalK2, tmp_path: Path, clock: FakeClock, keys: Any
+) -> None:
+    assert k2.checks_signatures
+    task_id = await _staked_task(k2, keys)
+    payer = await funded(k2)
+    clock.to_slot(k2, 20)
+    stand_in = await _submission(k2, keys["a"], task_id, payer, checked=False)
+    real = await _submission(k2, keys["a"], task_id, payer)
+    assert stand_in.transaction.message == real.transaction.message
+    assert stand_in.signature != real.signature
+    again = await _submission(k2, keys["a"], task_id, payer, checked=False)
+    other = await _submission(k2, keys["b"], task_id, payer, checked=False)
+    # like ed25519's: the same for the same signer and message, another for another
+    assert again.signature == stand_in.signature != other.signature
+    with pytest.raises(TransactionError, match="signature verification failed"):
+        await k2.send(stand_in.wire)
+    assert await k2.send(real.wire) == real.signature
+
+    trusting = LocalK2.open(tmp_path / "sim", slot_ms=1000, clock=clock, simulated=True)
+    try:
+        assert not trusting.checks_signatures
+        task_id = await _staked_task(trusting, keys)  # signed_now: stand-ins, taken
+        payer = await funded(trusting)
+        clock.to_slot(trusting, 20)
+        stand_in = await _submission(trusting, keys["a"], task_id, payer, checked=False)
+        assert await trusting.send(stand_in.wire) == stand_in.signature
+        with pytest.raises(DuplicateTransaction):
+            await trusting.send(stand_in.wire)
+        state = await trusting.get_task_state(task_id, {"is_submission_required": True})
+        assert list(state["submissions"]["0"]) == [keys["a"].pubkey]
+    finally:
+        trusting.close()
 
 
 async def test_state_survives_restart(tmp_path: Path, clock: FakeClock, keys: Any) -> None:

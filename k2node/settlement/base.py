@@ -90,6 +90,11 @@ class SlotClocked:
 class Settlement(Protocol):
     """The K2 calls the node makes; `LocalK2` implements them in-process."""
 
+    # False only for a simulation's K2, which trusts the nodes in its own process: their
+    # transactions then carry stand-in signatures (wire.sign)
+    @property
+    def checks_signatures(self) -> bool: ...
+
     @property
     def slots(self) -> SlotClock: ...
 

@@ -7,9 +7,9 @@ is applied once, and the payer is charged the fee. Applied transactions are appe
 LevelDB log (their wire bytes and slot) and the world is snapshotted now and then
 (snapshot.py), so a restart replays to exactly the state it had.
 
-A simulation's K2 (`simulated`) keeps its world in memory only and trusts the signatures
-of its transactions: they were made in its own process, by the simulation's own nodes, and
-the world ends with the run.
+A simulation's K2 (`simulated`) keeps its world in memory only and checks no signature:
+its transactions come from the simulation's own nodes, in its own process, which sign them
+with stand-ins (`checks_signatures`, wire.sign); the world ends with the run.
 """
 
 from __future__ import annotations
@@ -186,6 +186,10 @@ class LocalK2(SlotClocked):
             self._snapshot_thread.shutdown(wait=False)
             self._store.close()
 
+    @property
+    def checks_signatures(self) -> bool:
+        return not self._simulated
+
     # -- reads -------------------------------------------------------------------------
     async def get_task_state(
         self, task_id: str, options: dict[str, Any] | None = None
@@ -278,7 +282,7 @@ class LocalK2(SlotClocked):
             raise TransactionError(f"malformed transaction: {exc}") from None
         if tx.message.has_duplicates():
             raise TransactionError("an account is loaded twice (AccountLoadedTwice)")
-        if not self._simulated:
+        if self.checks_signatures:
             try:
                 tx.verify()
             except Exception:

@@ -137,6 +137,10 @@ class RpcSettlement(SlotClocked):
         # a K2 that answers, late: said, not waited on (nothing is owed, the answers come)
         self.slowness = Outage("k2_slow", "k2_prompt", self.probe, lasted="slow_s", url=url)
 
+    @property
+    def checks_signatures(self) -> bool:
+        return True
+
     @classmethod
     async def connect(cls, url: str, session: aiohttp.ClientSession) -> RpcSettlement:
         try:

@@ -38,7 +38,8 @@ async def signed_now(
 ) -> Signed:
     """One transaction signed over K2's latest blockhash, the payer paying its fees."""
     blockhash, _ = await settlement.latest_blockhash()
-    return sign(instructions, payer, signers, Hash.from_string(blockhash))
+    hash_ = Hash.from_string(blockhash)
+    return sign(instructions, payer, signers, hash_, checked=settlement.checks_signatures)
 
 
 def _program_account(payer: Pubkey, new: Pubkey, lamports: int, space: int) -> Instruction:
