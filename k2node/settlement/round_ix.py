@@ -254,8 +254,13 @@ def payout(world: World, tx: dict[str, Any], args: dict[str, Any], slot: int) ->
 
 
 def _prune(world: World, state: dict[str, Any], current_round: int) -> None:
-    oldest = current_round - KEEP_ROUNDS
+    """Drop the rounds older than KEEP_ROUNDS, once a round (every submission asks, and no
+    instruction writes a round that old)."""
     private = world.private[state["task_id"]]
+    if private.pruned_in == current_round:
+        return
+    private.pruned_in = current_round
+    oldest = current_round - KEEP_ROUNDS
     for section in ROUND_SECTIONS:
         for rkey in [k for k in state[section] if int(k) < oldest]:
             del state[section][rkey]

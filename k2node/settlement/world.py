@@ -25,6 +25,8 @@ class TaskPrivate:
     last_submission: dict[str, int] = field(default_factory=dict)
     # round -> "<uploader>/<attempt>" -> chunk index -> hex of the chunk's bytes
     uploads: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    # the round the old rounds were last pruned in (not kept: a reopened K2 prunes again)
+    pruned_in: int = field(default=-1, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
