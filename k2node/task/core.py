@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from typing import Any
 
@@ -17,6 +16,7 @@ from k2node.contract.distribution import (
 )
 from k2node.contract.task_state import in_round
 from k2node.contract.votes import audit_sample
+from k2node.task.eager import eager_gather
 from k2node.task.namespace import NamespaceWrapper
 
 log = structlog.get_logger("k2node.task")
@@ -79,7 +79,7 @@ class CoreLogic:
 
         # all at once: a slow peer delays the audit by its own time, not everyone's
         sample = audit_sample(submissions, await ns.get_submitter_pubkey(), self.audit_rng)
-        verdicts = await asyncio.gather(*(validate(key) for key in sample))
+        verdicts = await eager_gather(*(validate(key) for key in sample))
         for key, is_valid in zip(sample, verdicts, strict=True):
             log.info("node_validated", round=round_, candidate=key, is_valid=is_valid)
             if not is_valid or key in triggers:
