@@ -32,21 +32,18 @@ async def eager_gather(*coros: Coroutine[Any, Any, T]) -> list[T]:
 
 def _started(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     context = contextvars.copy_context()
+    ended: asyncio.Future[T] = loop.create_future()
     try:
         awaiting = context.run(coro.send, None)
     except StopIteration as stop:
-        done: asyncio.Future[T] = loop.create_future()
-        done.set_result(stop.value)
-        return done
+        ended.set_result(stop.value)
     except asyncio.CancelledError:
-        cancelled: asyncio.Future[T] = loop.create_future()
-        cancelled.cancel()
-        return cancelled
+        ended.cancel()
     except Exception as exc:
-        failed: asyncio.Future[T] = loop.create_future()
-        failed.set_exception(exc)
-        return failed
-    return loop.create_task(_GoingOn(coro, awaiting), context=context)
+        ended.set_exception(exc)
+    else:  # it waits: a task of its own drives it on (`ended` goes unused)
+        return loop.create_task(_GoingOn(coro, awaiting), context=context)
+    return ended
 
 
 class _GoingOn(Coroutine[Any, Any, T]):
@@ -67,7 +64,9 @@ class _GoingOn(Coroutine[Any, Any, T]):
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         self._handed = True
-        return self._coro.throw(typ, val, tb) if val is not None else self._coro.throw(typ)
+        if val is None and tb is None:  # how a task throws: the exception alone
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
 
     def close(self) -> None:
         self._coro.close()
