@@ -11,13 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import structlog
-
 from k2node import __version__
 from k2node.config import ConfigError, Settings, load_settings
 from k2node.crypto import WalletError, load_or_create_wallet
 from k2node.eventloop import EventLoopError, run_main
-from k2node.logs import configure_logging
+from k2node.logs import configure_logging, get_logger
 from k2node.operator.commands import OPERATOR_COMMANDS, add_operator_commands
 from k2node.store import StoreError
 
@@ -132,7 +130,7 @@ async def _serve_k2(args: argparse.Namespace) -> int:
             ws_port = args.ws_port if args.ws_port is not None else (port + 1 if args.port else 0)
             async with pubsub(k2, args.host, ws_port) as server:
                 ws_port = next(iter(server.sockets)).getsockname()[1]
-                log = structlog.get_logger("k2node.k2")
+                log = get_logger("k2node.k2")
                 log.info(
                     "k2_service_started",
                     url=f"http://{host}:{port}",

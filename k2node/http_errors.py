@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from k2node import codec
+from k2node.logs import get_logger
 
-log = structlog.get_logger("k2node.http")
+log = get_logger("k2node.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import weakref
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 import orjson
 import structlog
@@ -52,3 +53,37 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
+    Logger.reconfigured()
+
+
+class Logger:
+    """A module's logger, as `structlog.get_logger(name)` gives, minus the cost of its lazy
+    proxy: the proxy builds, or looks up, a bound logger on every call (some 1.3 us, where
+    a call filtered out by level costs 0.2), a score of times per node and round. Once
+    logging is configured, each method is looked up once and kept; configuring again
+    forgets them, so a new level or renderer applies to every logger."""
+
+    _all: ClassVar[weakref.WeakSet[Logger]] = weakref.WeakSet()
+    _configured = False
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        Logger._all.add(self)
+
+    def __getattr__(self, method: str) -> Any:
+        found = getattr(structlog.get_logger(self._name), method)
+        if Logger._configured and not method.startswith("__"):
+            setattr(self, method, found)
+        return found
+
+    @classmethod
+    def reconfigured(cls) -> None:
+        cls._configured = True
+        for logger in list(cls._all):
+            for method in [k for k in vars(logger) if k != "_name"]:
+                delattr(logger, method)
+
+
+def get_logger(name: str) -> Any:
+    """The logger of a module of k2node (see Logger)."""
+    return Logger(name)

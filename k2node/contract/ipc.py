@@ -7,11 +7,10 @@ import contextlib
 import socket
 from typing import Any
 
-import structlog
-
 from k2node import codec
+from k2node.logs import get_logger
 
-log = structlog.get_logger("k2node.ipc")
+log = get_logger("k2node.ipc")
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 # k2node's own message from a task to its node, once started: {TASK_LIMITS: {"maxRequestBody":

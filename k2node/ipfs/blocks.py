@@ -30,12 +30,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from io import FileIO
 from pathlib import Path
 
-import structlog
-
 from k2node.ipfs.unixfs import Piece
+from k2node.logs import get_logger
 from k2node.store import Store
 
-log = structlog.get_logger("k2node.ipfs")
+log = get_logger("k2node.ipfs")
 
 SMALL_BLOCK_BYTES = 64 * 1024  # at most this: in LevelDB itself
 IN_FLIGHT = 8  # pack writes an add may have queued: the chunks it holds stay few

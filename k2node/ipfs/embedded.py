@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import structlog
 
 from k2node.ipfs.blocks import BlockStore
 from k2node.ipfs.dag import DEFAULT_MAX_BYTES, DagReader, IpfsError, NotFound, TooLarge
@@ -34,10 +33,11 @@ from k2node.ipfs.unixfs import (
     read_varint,
     varint,
 )
+from k2node.logs import get_logger
 
 __all__ = ["EmbeddedIpfs", "IpfsError", "NotFound", "TooLarge"]
 
-log = structlog.get_logger("k2node.ipfs")
+log = get_logger("k2node.ipfs")
 
 MAX_BLOCK_BYTES = 2 * 1024 * 1024  # our blocks are <= 256 KiB plus a header; kubo caps at 1 MiB
 FETCH_TIMEOUT_S = 10.0  # one block from one peer, whole

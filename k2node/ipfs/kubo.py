@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
-import structlog
 
 from k2node.ipfs.dag import DEFAULT_MAX_BYTES, DagReader, IpfsError
 from k2node.ipfs.unixfs import Cid, FileBuilder, UnixFsError, check_entry_name
+from k2node.logs import get_logger
 
-log = structlog.get_logger("k2node.ipfs")
+log = get_logger("k2node.ipfs")
 
 T = TypeVar("T")
 _TRANSIENT: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)

@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
+from k2node.logs import get_logger
 
-log = structlog.get_logger("k2node.events")
+log = get_logger("k2node.events")
 
 QUEUE_SIZE = 1000
 

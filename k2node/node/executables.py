@@ -16,7 +16,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import structlog
 import yaml
 
 from k2node.artifact import ArtifactError, read_manifest
@@ -24,9 +23,10 @@ from k2node.contract.launch import declared_variables
 from k2node.ipfs import IpfsBackend, IpfsError
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.unixfs import Cid, FileBuilder, UnixFsError
+from k2node.logs import get_logger
 from k2node.progress import progress_bar
 
-log = structlog.get_logger("k2node.node")
+log = get_logger("k2node.node")
 
 MAX_EXECUTABLE_BYTES = 64 * 1024 * 1024
 FETCH_ATTEMPTS = 4

@@ -7,12 +7,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
-
+from k2node.logs import get_logger
 from k2node.node.executables import ExecutableError, TaskVariablesMissing
 from k2node.node.running import RunningTask
 
-log = structlog.get_logger("k2node.node")
+log = get_logger("k2node.node")
 
 # How often a task whose executable could not be fetched is tried again.
 RETRY_UNAVAILABLE_S = 60.0

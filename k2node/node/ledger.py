@@ -19,8 +19,7 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
-import structlog
-
+from k2node.logs import get_logger
 from k2node.settlement.base import (
     BlockhashExpired,
     DuplicateTransaction,
@@ -31,7 +30,7 @@ from k2node.settlement.outage import Outage
 from k2node.settlement.wire import Signed
 from k2node.store import Store
 
-log = structlog.get_logger("k2node.ledger")
+log = get_logger("k2node.ledger")
 
 PENDING, CONFIRMED, FAILED = "pending", "confirmed", "failed"
 PROBE_KEY = "disk-probe"  # deleted (a write that leaves nothing) to see if the disk is back

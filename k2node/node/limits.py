@@ -16,11 +16,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import structlog
-
+from k2node.logs import get_logger
 from k2node.node.processlimit import TaskGroup, members
 
-log = structlog.get_logger("k2node.process")
+log = get_logger("k2node.process")
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CPUS = os.cpu_count() or 1

@@ -9,9 +9,9 @@ import os
 import socket
 from collections.abc import Mapping
 
-import structlog
+from k2node.logs import get_logger
 
-log = structlog.get_logger("k2node.node")
+log = get_logger("k2node.node")
 
 
 class Notifier:

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 import k2node
 from k2node.contract.ipc import TASK_SECRET, IpcChannel
 from k2node.contract.launch import (
@@ -35,12 +33,13 @@ from k2node.contract.launch import (
 )
 from k2node.contract.values import is_round
 from k2node.eventloop import EVENT_LOOP_ENV
+from k2node.logs import get_logger
 from k2node.node.confine import Rules
 from k2node.node.limits import LimitWatch, Overrun
 from k2node.node.processlimit import TaskGroup
 from k2node.node.tasklog import TaskLog
 
-log = structlog.get_logger("k2node.process")
+log = get_logger("k2node.process")
 
 STOP_TIMEOUT_S = 5.0
 OVERRUN_GRACE_S = 1.0  # a task spinning past its CPU limit does not answer a SIGTERM anyway

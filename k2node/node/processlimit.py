@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
+from k2node.logs import get_logger
 
-log = structlog.get_logger("k2node.node")
+log = get_logger("k2node.node")
 
 CGROUP_V1, CGROUP_V2, RLIMIT, NONE = "cgroup-v1", "cgroup-v2", "rlimit", "none"
 PREFIX = "k2node-"

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
 from solders.instruction import Instruction
 from solders.keypair import Keypair as SoldersKeypair
 from solders.pubkey import Pubkey
@@ -20,6 +19,7 @@ from k2node.config import ConfigError, Settings, load_task_config
 from k2node.contract.launch import TASK_MODE, TaskArgs
 from k2node.crypto import Keypair, load_or_create_wallet
 from k2node.ipfs import IpfsBackend
+from k2node.logs import get_logger
 from k2node.node.agent import TaskAgent
 from k2node.node.confine import rules_for
 from k2node.node.context import TaskContext
@@ -33,7 +33,7 @@ from k2node.settlement.system_ix import minimum_balance
 from k2node.settlement.transactions import STAKE_POT_SEED_LAMPORTS
 from k2node.store import Store
 
-log = structlog.get_logger("k2node.node")
+log = get_logger("k2node.node")
 
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 # Where the node serves the embedded K2's JSON-RPC, for tasks that read K2 themselves.

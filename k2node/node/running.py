@@ -14,11 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import structlog
-
 from k2node.contract.ipc import TASK_LIMITS
 from k2node.contract.phases import PAYOUT, Phase, phase_message
 from k2node.contract.values import is_int, is_round
+from k2node.logs import get_logger
 from k2node.node.clock import Clock
 from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
@@ -28,7 +27,7 @@ from k2node.node.reload import changed_sources
 from k2node.node.scheduler import Scheduler
 from k2node.settlement.base import TransactionError
 
-log = structlog.get_logger("k2node.node")
+log = get_logger("k2node.node")
 
 # Finished-phase and ledger records are kept this many rounds, and pruned every
 # PRUNE_EVERY_ROUNDS (a pruning reads a range of keys per kind of record).

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import structlog
 from aiohttp import web
 
 from k2node.config import ConfigError, Settings
@@ -29,6 +28,7 @@ from k2node.eventloop import loop_kind
 from k2node.ipfs import IpfsBackend
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.kubo import KuboIpfs
+from k2node.logs import get_logger
 from k2node.node import heap
 from k2node.node.clock import SlotTimer
 from k2node.node.confine import landlock_abi
@@ -54,7 +54,7 @@ from k2node.settlement.service import K2Service
 from k2node.settlement.slots import SlotFollower, pubsub_url
 from k2node.store import Store
 
-log = structlog.get_logger("k2node.node")
+log = get_logger("k2node.node")
 
 # Bounds of the shutdown steps, in seconds.
 TASKS_STOP_S = STOP_TIMEOUT_S + 5.0  # terminate, the grace period, kill

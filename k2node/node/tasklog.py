@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-import structlog
+from k2node.logs import get_logger
 
-log = structlog.get_logger("k2node.node")
+log = get_logger("k2node.node")
 
 MAX_LINE = 8 * 1024
 RATE = 500  # lines a second

@@ -24,13 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import structlog
 from solders.hash import Hash
 from solders.transaction import Transaction
 
 from k2node.contract.rounds import Schedule
 from k2node.contract.task_state import OPTION_SECTIONS
 from k2node.contract.units import DEFAULT_SLOT_MS, SlotClock
+from k2node.logs import get_logger
 from k2node.settlement import accounts
 from k2node.settlement.base import (
     Account,
@@ -46,7 +46,7 @@ from k2node.settlement.task_ix import airdrop
 from k2node.settlement.world import World
 from k2node.store import Store, StoreError
 
-log = structlog.get_logger("k2node.k2")
+log = get_logger("k2node.k2")
 
 # A blockhash is good for this many slots, as on K2.
 BLOCKHASH_SLOTS = 150

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import structlog
-
+from k2node.logs import get_logger
 from k2node.settlement.base import LogNotDurable
 from k2node.settlement.snapshot import log_key
 from k2node.store import Store
 
-log = structlog.get_logger("k2node.k2")
+log = get_logger("k2node.k2")
 
 
 class LogWriter:

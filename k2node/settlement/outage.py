@@ -9,9 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
+from k2node.logs import get_logger
 
-log = structlog.get_logger("k2node.faults")
+log = get_logger("k2node.faults")
 
 # A wait for a fault to clear probes after this long, doubling up to the most.
 PROBE_FIRST_S, PROBE_MAX_S = 0.2, 1.0

@@ -12,15 +12,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from k2node import codec
 from k2node.contract.values import is_int
+from k2node.logs import get_logger
 from k2node.settlement.local import LocalK2
 
-log = structlog.get_logger("k2node.k2")
+log = get_logger("k2node.k2")
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SUBSCRIPTIONS = 100  # per connection

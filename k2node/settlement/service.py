@@ -15,7 +15,6 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import structlog
 from aiohttp import web
 from solders.message import Message
 
@@ -24,6 +23,7 @@ from k2node.b58 import b58decode, b58encode
 from k2node.contract.task_state import ACCOUNT_OPTIONS, DISTRIBUTION_SECTIONS, SUBMISSION_SECTIONS
 from k2node.contract.values import is_int
 from k2node.http_errors import json_response
+from k2node.logs import get_logger
 from k2node.settlement import accounts
 from k2node.settlement.base import (
     ALREADY_PROCESSED,
@@ -38,7 +38,7 @@ from k2node.settlement.local import LocalK2
 from k2node.settlement.program import LAMPORTS_PER_SIGNATURE
 from k2node.settlement.system_ix import minimum_balance
 
-log = structlog.get_logger("k2node.k2")
+log = get_logger("k2node.k2")
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602

@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 from urllib.parse import urlsplit, urlunsplit
 
-import structlog
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from k2node import codec
+from k2node.logs import get_logger
 from k2node.settlement.rpc import K2Unreachable, RpcSettlement
 
-log = structlog.get_logger("k2node.k2")
+log = get_logger("k2node.k2")
 
 POLL_S = 5.0  # getSlot this often while the WebSocket is down
 RETRY_WS_S = 30.0  # and try the WebSocket again this often

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from k2node.contract.distribution import (
@@ -16,10 +15,11 @@ from k2node.contract.distribution import (
 )
 from k2node.contract.task_state import in_round
 from k2node.contract.votes import audit_sample
+from k2node.logs import get_logger
 from k2node.task.eager import eager_gather
 from k2node.task.namespace import NamespaceWrapper
 
-log = structlog.get_logger("k2node.task")
+log = get_logger("k2node.task")
 
 
 class CoreLogic:

@@ -32,10 +32,11 @@ from k2node.contract.phases import PHASE_NAMES, Phase
 from k2node.contract.values import is_round
 from k2node.eventloop import loop_kind
 from k2node.http_errors import json_errors, json_response
+from k2node.logs import get_logger
 from k2node.task.core import CoreLogic
 from k2node.task.namespace import NamespaceWrapper
 
-log = structlog.get_logger("k2node.task")
+log = get_logger("k2node.task")
 
 
 class TaskStartError(Exception):

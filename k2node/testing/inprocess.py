@@ -13,6 +13,7 @@ import aiohttp
 import structlog
 
 from k2node.contract.methods import Method
+from k2node.logs import get_logger
 from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
 from k2node.node.http.namespace_rpc import MethodRefused, call_method
@@ -24,7 +25,7 @@ from k2node.task.peers import Peer
 from k2node.task.runner import run_phase
 from k2node.testing.clock import VirtualClock
 
-log = structlog.get_logger("k2node.testing")
+log = get_logger("k2node.testing")
 
 
 class LocalNamespace(NamespaceWrapper):

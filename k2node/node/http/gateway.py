@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import structlog
 from aiohttp import BodyPartReader, web
 
 from k2node import __version__, codec
@@ -20,8 +19,9 @@ from k2node.http_errors import HttpError, json_response
 from k2node.ipfs.dag import IpfsError, IsDirectory, NotFound, TooLarge
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.unixfs import CHUNK_SIZE, Added, Cid, UnixFsError
+from k2node.logs import get_logger
 
-log = structlog.get_logger("k2node.gateway")
+log = get_logger("k2node.gateway")
 
 RAW_TYPE = "application/vnd.ipld.raw"
 CAR_TYPE = "application/vnd.ipld.car"

@@ -8,13 +8,13 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from k2node.contract.methods import CHAIN_ACTIONS, PUBLISHES
 from k2node.contract.values import is_int
 from k2node.http_errors import HttpError, json_body, json_response, short
 from k2node.ipfs import IpfsError
+from k2node.logs import get_logger
 from k2node.node.agent import ActionError
 from k2node.node.context import TaskContext
 from k2node.node.events import EventHub
@@ -24,7 +24,7 @@ from k2node.settlement.base import TransactionError
 
 __all__ = ["METHODS", "MethodRefused", "NamespaceRpc", "call_method"]
 
-log = structlog.get_logger("k2node.rpc")
+log = get_logger("k2node.rpc")
 
 ContextOf = Callable[[str], TaskContext | None]
 LOOPBACK = frozenset({"127.0.0.1", "::1"})

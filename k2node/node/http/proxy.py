@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import structlog
 from aiohttp import web
 
 from k2node.http_errors import HttpError
+from k2node.logs import get_logger
 from k2node.node.http.heads import (
     CONTROL,
     NOT_PASSED,
@@ -36,7 +36,7 @@ from k2node.node.http.heads import (
 from k2node.node.http.upstream import Connection, UpstreamError, UpstreamPool
 from k2node.node.http.wsrelay import CLOSE_WAIT_S, WebSocketRelay
 
-log = structlog.get_logger("k2node.proxy")
+log = get_logger("k2node.proxy")
 
 _WHOLE = 64 * 1024  # an answer of known length up to this is passed on in one piece
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})

@@ -10,17 +10,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
-
 from k2node import __version__, codec
 from k2node.contract.methods import Method
 from k2node.contract.peers import peer_urls
 from k2node.contract.shared import remembered
 from k2node.crypto import payload_signing, verify_signature, web3_account
+from k2node.logs import get_logger
 from k2node.node.agent import ActionError
 from k2node.node.context import TaskContext
 
-log = structlog.get_logger("k2node.rpc")
+log = get_logger("k2node.rpc")
 
 Handler = Callable[..., Awaitable[Any]]
 METHODS: dict[str, Handler] = {}
