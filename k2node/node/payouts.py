@@ -96,13 +96,19 @@ class Watchdog:
         self._agent = agent
         self._restart = restart
         self._since_round: int | None = None  # the round watched from (start or restart)
+        # the newest round seen confirmed: confirmations only grow, so the ledger is read
+        # again only when this one would be too old (not every round of every node)
+        self._latest: int | None = None
 
     def check(self, r: int) -> None:
         if self._since_round is None:
             self._since_round = r
         if r - self._since_round <= WATCHDOG_ROUNDS + 1:
             return
+        if self._latest is not None and r - 1 - self._latest <= WATCHDOG_ROUNDS:
+            return
         latest = self._agent.ledger.latest_confirmed_round(self._agent.task_id, Action.SUBMIT)
+        self._latest = latest
         if latest is None or r - 1 - latest > WATCHDOG_ROUNDS:
             self._since_round = r
             self._restart(f"latest submission is for round {latest}, now round {r}")
