@@ -11,22 +11,23 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "k2node"
 
-# What each part may import besides itself (K2-CONTRACT's two sides, DESIGN's layers).
+# What each part may import besides itself (K2-CONTRACT's two sides, DESIGN's layers);
+# `logs` imports no other part, and every part's loggers come from it.
 ALLOWED = {
     "codec": set(),
     "b58": set(),
     "memory_db": set(),
-    "contract": {"codec"},
+    "contract": {"codec", "logs"},
     "crypto": {"contract", "b58"},
     "store": {"codec", "memory_db"},
     "logs": set(),
-    "http_errors": {"codec"},
+    "http_errors": {"codec", "logs"},
     "eventloop": set(),
     "progress": set(),
     "config": {"contract"},
     "artifact": {"contract"},
-    "ipfs": {"store", "b58"},
-    "settlement": {"codec", "contract", "crypto", "b58", "store", "http_errors"},
+    "ipfs": {"store", "b58", "logs"},
+    "settlement": {"codec", "contract", "crypto", "b58", "store", "http_errors", "logs"},
     "task": {
         "codec",
         "b58",
@@ -51,9 +52,20 @@ ALLOWED = {
         "settlement",
         "http_errors",
         "artifact",
+        "logs",
     },
     # an author's tests and simulations: the node's own parts around the task's code
-    "testing": {"contract", "config", "crypto", "store", "ipfs", "settlement", "node", "task"},
+    "testing": {
+        "contract",
+        "config",
+        "crypto",
+        "store",
+        "ipfs",
+        "settlement",
+        "node",
+        "task",
+        "logs",
+    },
     "authoring": set(),
     "devnet": {"config", "crypto", "node", "settlement"},
     "operator": {"config", "contract", "crypto", "node", "settlement", "store"},
