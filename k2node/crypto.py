@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,8 +128,12 @@ def verify_detached(pubkey: str, message: bytes, signature: bytes) -> bool:
 
 def payload_signing(body: Any, keypair: Keypair) -> str:
     """The template's signed payload: bs58(signature || UTF-8 JSON.stringify(body))."""
-    message = stringify(body).encode()
-    return b58encode(keypair.sign(message) + message)
+    text = stringify(body)
+    message = text.encode()
+    signed = b58encode(keypair.sign(message) + message)
+    if len(signed) <= REMEMBERED_PAYLOAD_CHARS:  # it opens, with this key, to this text
+        _remember((signed, keypair.pubkey), text)
+    return signed
 
 
 def verify_signature(signed: str, pubkey: str) -> dict[str, str]:
@@ -138,8 +143,10 @@ def verify_signature(signed: str, pubkey: str) -> dict[str, str]:
     key = pubkey if isinstance(pubkey, str) else decode_pubkey_or_none(pubkey)
     if key is None:
         return {"error": "Invalid signature"}
-    opened = _opened_remembered if len(signed) <= REMEMBERED_PAYLOAD_CHARS else _opened
-    message = opened(signed, key)
+    if len(signed) <= REMEMBERED_PAYLOAD_CHARS:
+        message = _opened_remembered(signed, key)
+    else:
+        message = _opened(signed, key)
     return {"error": "Invalid signature"} if message is None else {"data": message}
 
 
@@ -161,9 +168,30 @@ def _opened(signed: str, pubkey: str) -> str | None:
 
 # A pure function of its text, remembered for short payloads (a signed submission's digest
 # is some 200 characters): the nodes of a simulation, in one process, each check the same
-# few signed submissions, and a node's audits may check one again. Bounded in memory.
+# few signed submissions, and a node's audits may check one again. What this process signs
+# is remembered as it is made: a signature just made with a key opens with that key (in a
+# simulation, every submission is made in the process that audits it). Bounded in memory.
 REMEMBERED_PAYLOAD_CHARS = 1024
-_opened_remembered = functools.lru_cache(maxsize=4096)(_opened)
+REMEMBERED_PAYLOADS = 4096
+_OPENED: OrderedDict[tuple[str, str], str | None] = OrderedDict()
+
+
+def _remember(key: tuple[str, str], message: str | None) -> None:
+    _OPENED[key] = message
+    if len(_OPENED) > REMEMBERED_PAYLOADS:
+        _OPENED.popitem(last=False)
+
+
+def _opened_remembered(signed: str, pubkey: str) -> str | None:
+    key = (signed, pubkey)
+    try:
+        message = _OPENED[key]
+    except KeyError:
+        message = _opened(signed, pubkey)
+        _remember(key, message)
+        return message
+    _OPENED.move_to_end(key)
+    return message
 
 
 def web3_account(keypair: Keypair, with_secret: bool = True) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from k2node import crypto
 from k2node.b58 import b58decode, b58encode
 from k2node.crypto import (
     Keypair,
@@ -84,6 +85,42 @@ def test_signed_payload_round_trip_and_tampering() -> None:
     for junk in ("", "0OIl", "abc"):
         assert verify_signature(junk, me.pubkey) == {"error": "Invalid signature"}
     assert verify_signature(signed, "not-a-key") == {"error": "Invalid signature"}
+
+
+def test_what_this_process_signs_opens_without_a_second_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    me = Keypair.generate()
+    signed = payload_signing({"round": 1}, me)
+    checked: list[str] = []
+    real_open = crypto._opened
+
+    def counting(signed: str, pubkey: str) -> str | None:
+        checked.append(signed)
+        return real_open(signed, pubkey)
+
+    monkeypatch.setattr(crypto, "_opened", counting)
+    assert verify_signature(signed, me.pubkey) == {"data": '{"round":1}'}
+    assert checked == []  # remembered when it was signed
+    # signed elsewhere (PyNaCl itself): checked once, then remembered
+    message = b'{"round":2}'
+    elsewhere = base58.b58encode(me.signing_key.sign(message).signature + message).decode()
+    for _ in range(2):
+        assert verify_signature(elsewhere, me.pubkey) == {"data": message.decode()}
+    assert checked == [elsewhere]
+    # another key: checked, and refused
+    assert verify_signature(signed, Keypair.generate().pubkey) == {"error": "Invalid signature"}
+    assert len(checked) == 2
+
+
+def test_remembered_payloads_are_bounded() -> None:
+    me = Keypair.generate()
+    first = payload_signing({"n": -1}, me)
+    for n in range(crypto.REMEMBERED_PAYLOADS):
+        payload_signing({"n": n}, me)
+    assert len(crypto._OPENED) <= crypto.REMEMBERED_PAYLOADS
+    assert (first, me.pubkey) not in crypto._OPENED  # the oldest went first
+    assert verify_signature(first, me.pubkey) == {"data": '{"n":-1}'}  # checked again
 
 
 def test_public_keys_arrive_as_base58_or_bn() -> None:

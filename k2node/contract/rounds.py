@@ -8,6 +8,7 @@ messages in them, so both sides use this module.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +34,11 @@ class Schedule:
 
     @classmethod
     def of(cls, state: dict[str, Any]) -> Schedule:
-        return cls(
-            int(state["starting_slot"]),
-            int(state["round_time"]),
-            int(state["submission_window"]),
-            int(state["audit_window"]),
+        return _schedule(
+            state["starting_slot"],
+            state["round_time"],
+            state["submission_window"],
+            state["audit_window"],
         )
 
     def round_of(self, slot: int) -> int:
@@ -69,6 +70,14 @@ class Schedule:
 
     def payout_opens(self, n: int, attempt: int = 0) -> int:
         return self.distribution_audit_of(n, attempt).end
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule(
+    starting_slot: Any, round_time: Any, submission_window: Any, audit_window: Any
+) -> Schedule:
+    # read for every phase of every node from a handful of tasks' states
+    return Schedule(int(starting_slot), int(round_time), int(submission_window), int(audit_window))
 
 
 def distribution_retries(state: dict[str, Any]) -> int:
