@@ -73,6 +73,8 @@ async def test_rpc_settlement_speaks_to_the_service(
     info = await rpc.get_round_sections(task_id, 0, DISTRIBUTION_SECTIONS)
     assert info == {s: {"0": {}} for s in DISTRIBUTION_SECTIONS}
     assert await rpc.get_distribution_list(task_id, manager.pubkey, 0) is None
+    for section in ("distributions_audit_record", "stake_list", "submissions"):
+        assert await rpc.get_section(task_id, section) == await k2.get_section(task_id, section)
     account = await rpc.get_account(task_id)
     assert account is not None and account.owner == str(wire.PROGRAM_ID)
     assert account.data.startswith(b'{"is_allowlisted":true,')  # what the Desktop node finds

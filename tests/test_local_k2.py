@@ -298,6 +298,8 @@ async def test_payout_pays_rewards_and_slashes(k2: LocalK2, clock: FakeClock, ke
     assert state["stake_list"][d] == ROE_PER_KOII  # 2 staked, 1 slashed
     assert state["total_bounty_amount"] == TASK_ARGS["total_bounty_amount"] - 3 * ROE_PER_KOII
     assert state["distributions_audit_record"] == {"0": "PayoutSuccessful"}
+    assert await k2.get_section(task_id, "distributions_audit_record") == {"0": "PayoutSuccessful"}
+    assert await k2.get_section(task_id, "stake_list") == state["stake_list"]
     assert await k2.get_distribution_list(task_id, b, 0) == dist
 
 

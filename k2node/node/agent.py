@@ -120,8 +120,8 @@ class TaskAgent:
         info = await self.settlement.get_round_sections(
             self.task_id, _round(round_), DISTRIBUTION_SECTIONS
         )
-        state = await self.state({"is_distribution_required": True})
-        info["distributions_audit_record"] = state["distributions_audit_record"]
+        record = await self.settlement.get_section(self.task_id, "distributions_audit_record")
+        info["distributions_audit_record"] = record
         return info
 
     async def distribution_list(self, submitter: Any, round_: Any) -> dict[str, int] | None:
@@ -130,8 +130,8 @@ class TaskAgent:
         )
 
     async def _attempt(self, round_: int) -> int:
-        state = await self.state({"is_distribution_required": True})
-        return 1 if state["distributions_audit_record"].get(str(round_)) == PAYOUT_FAILED else 0
+        record = await self.settlement.get_section(self.task_id, "distributions_audit_record")
+        return 1 if record.get(str(round_)) == PAYOUT_FAILED else 0
 
     # -- ledger-guarded actions --------------------------------------------------------------
     async def submit(self, value: Any, round_: Any) -> dict[str, Any]:

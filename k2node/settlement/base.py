@@ -115,6 +115,10 @@ class Settlement(Protocol):
         self, task_id: str, round_: int, sections: tuple[str, ...]
     ) -> dict[str, Any]: ...
 
+    async def get_section(self, task_id: str, section: str) -> Any:
+        """One whole section of the task's state (a round section: every round it keeps)."""
+        ...
+
     async def get_distribution_list(
         self, task_id: str, submitter: str, round_: int
     ) -> dict[str, int] | None: ...

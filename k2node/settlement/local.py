@@ -209,6 +209,9 @@ class LocalK2(SlotClocked):
         key = str(round_)
         return {s: {key: self._world.reads.part(state, s, key)} for s in sections}
 
+    async def get_section(self, task_id: str, section: str) -> Any:
+        return self._world.reads.section(self._world.task(task_id), section)
+
     async def get_distribution_list(
         self, task_id: str, submitter: str, round_: int
     ) -> dict[str, int] | None:

@@ -24,7 +24,7 @@ import aiohttp
 
 from k2node import codec
 from k2node.codec import JSON_HEADERS
-from k2node.contract.task_state import ACCOUNT_OPTIONS, DISTRIBUTION_SECTIONS
+from k2node.contract.task_state import ACCOUNT_OPTIONS, DISTRIBUTION_SECTIONS, OPTION_SECTIONS
 from k2node.contract.units import DEFAULT_SLOT_MS, SlotClock
 from k2node.settlement.base import (
     ALREADY_PROCESSED,
@@ -237,6 +237,10 @@ class RpcSettlement(SlotClocked):
         if not isinstance(found, dict):
             raise TransactionError(f"task {task_id!r} does not exist")
         return {s: found.get(s, {str(round_): {}}) for s in sections}
+
+    async def get_section(self, task_id: str, section: str) -> Any:
+        asked = {opt: True for opt, sections in OPTION_SECTIONS.items() if section in sections}
+        return (await self.get_task_state(task_id, asked)).get(section, {})
 
     async def get_distribution_list(
         self, task_id: str, submitter: str, round_: int
