@@ -120,8 +120,7 @@ class TaskAgent:
         info = await self.settlement.get_round_sections(
             self.task_id, _round(round_), DISTRIBUTION_SECTIONS
         )
-        record = await self.settlement.get_section(self.task_id, "distributions_audit_record")
-        info["distributions_audit_record"] = record
+        info["distributions_audit_record"] = await self._audit_record()
         return info
 
     async def distribution_list(self, submitter: Any, round_: Any) -> dict[str, int] | None:
@@ -129,9 +128,11 @@ class TaskAgent:
             self.task_id, str(_pubkey(submitter)), _round(round_)
         )
 
+    async def _audit_record(self) -> Any:
+        return await self.settlement.get_section(self.task_id, "distributions_audit_record")
+
     async def _attempt(self, round_: int) -> int:
-        record = await self.settlement.get_section(self.task_id, "distributions_audit_record")
-        return 1 if record.get(str(round_)) == PAYOUT_FAILED else 0
+        return 1 if (await self._audit_record()).get(str(round_)) == PAYOUT_FAILED else 0
 
     # -- ledger-guarded actions --------------------------------------------------------------
     async def submit(self, value: Any, round_: Any) -> dict[str, Any]:
