@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
+from structlog.testing import capture_logs
 
 from k2node.crypto import Keypair
 from k2node.node.agent import TaskAgent
@@ -81,6 +82,27 @@ async def test_a_full_disk_answers_not_durable_and_loses_nothing_once_it_recover
         assert await again.get_balance(to) == 12_000  # memory and disk agree after all
     finally:
         again.close()
+
+
+async def test_a_disk_refusing_many_batches_is_logged_once_as_it_begins_and_clears(
+    k2: LocalK2, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payer = await funded(k2, 1)
+    to = Keypair.generate().pubkey
+    real_put_many = k2._store.put_many
+    monkeypatch.setattr(k2._store, "put_many", _full_disk)
+    with capture_logs() as logs:
+        for lamports in range(1000, 6000, 1000):  # five batches, each refused
+            with pytest.raises(LogNotDurable):
+                await sign_and_send(k2, _move(payer, to, lamports), payer)
+        assert k2._log_writer.disk.active
+        monkeypatch.setattr(k2._store, "put_many", real_put_many)
+        assert await k2._log_writer.disk.cleared(within_s=5)  # its probe writes them
+    events = [e["event"] for e in logs if e["event"].startswith("k2_log")]
+    assert events == ["k2_log_sync_failed", "k2_log_synced"]
+    began = next(e for e in logs if e["event"] == "k2_log_sync_failed")
+    assert "No space left" in began["error"] and began["unsynced"] == 1
+    assert k2._log_writer._pending == {} and await k2.get_balance(to) == 15_000
 
 
 async def test_the_ledger_keeps_an_action_owed_when_k2_could_not_store_it(

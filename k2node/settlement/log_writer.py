@@ -5,6 +5,10 @@ fsync of its own.
 A synced batch is on disk whole: a lone synced write would not do, as LevelDB does not
 fsync a log file it has switched away from. Batches are written on a thread, the next one
 gathering meanwhile, so an fsync never holds up the event loop.
+
+A disk that refuses the batches (full, say) is one fault, logged when it begins and when it
+clears: under load a batch fails on every turn of the loop, and a line for each would bury
+the log.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from k2node.logs import get_logger
 from k2node.settlement.base import LogNotDurable
+from k2node.settlement.outage import Outage
 from k2node.settlement.snapshot import log_key
 from k2node.store import Store
 
@@ -29,6 +34,7 @@ class LogWriter:
         self._pending: dict[str, Any] = {}  # appended, not yet on disk
         self._waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
+        self.disk = Outage("k2_log_sync_failed", "k2_log_synced", self._probe, path=str(store.path))
 
     def replayed(self, seq: int) -> None:
         """An entry found on disk when the K2 opened."""
@@ -63,11 +69,21 @@ class LogWriter:
                     await asyncio.to_thread(self._store.put_many, batch, None, True)
             except Exception as exc:  # a full disk, say: kept for the next batch
                 self._pending = batch | self._pending
-                log.error("k2_log_sync_failed", error=str(exc), unsynced=len(self._pending))
+                self.disk.failed(str(exc), unsynced=len(self._pending))
                 _settle(waiters, LogNotDurable(f"K2 could not get its log to disk: {exc}"))
                 continue
+            self.disk.succeeded()
             self._synced = max(self._synced, upto)
             _settle(waiters)
+
+    async def _probe(self) -> bool:
+        """Whether the entries kept back can go to disk now (and they do)."""
+        try:
+            await self.flush()
+        except Exception:
+            return False
+        self.disk.succeeded()
+        return True
 
     async def flush(self) -> None:
         """Everything appended on disk now (a snapshot then deletes all it covers)."""
