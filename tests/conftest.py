@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair as SoldersKeypair
 from solders.pubkey import Pubkey
@@ -89,6 +90,9 @@ def fast_chain(tmp_path: Path) -> Iterator[LocalK2]:
     k2.close()
 
 
+# The tests' task: round_time 20, submission_window 8, audit_window 8 (slots of one second):
+# round N is submitted in [S(N+1), +8), audited in [S(N+1)+8, +8),
+# its list goes in [S(N+2), +8), is audited in [S(N+2)+8, +8); payout from S(N+2)+16.
 TASK_ARGS: dict[str, Any] = {
     "task_name": "test task",
     "task_description": "for tests",
@@ -189,6 +193,43 @@ async def stake(k2: LocalK2, key: Keypair, task_id: str, amount: int = 2 * ROE_P
         exists,
     )
     await sign_and_send(k2, built, payer, key)
+
+
+@pytest.fixture
+def keys() -> dict[str, Keypair]:
+    """A task manager and four nodes (a, b, c, d), for the K2 rules' tests."""
+    return {name: Keypair.generate() for name in ("manager", "a", "b", "c", "d")}
+
+
+async def staked_task(k2: LocalK2, keys: dict[str, Keypair], **overrides: Any) -> str:
+    task_id = await create_task(k2, keys["manager"], **overrides)
+    for name in ("a", "b", "c", "d"):
+        await stake(k2, keys[name], task_id)
+    return task_id
+
+
+async def submit_all(
+    k2: LocalK2, clock: FakeClock, keys: dict[str, Keypair], task_id: str, round_: int
+) -> None:
+    clock.to_slot(k2, 20 * (round_ + 1))
+    for name in ("a", "b", "c", "d"):
+        await send(k2, keys[name], "SubmitTask", task_id, submission=f"v-{name}", round=round_)
+
+
+async def signed_submission(
+    k2: LocalK2,
+    key: Keypair,
+    task_id: str,
+    payer: Keypair,
+    blockhash: str | None = None,
+    checked: bool = True,
+) -> wire.Signed:
+    """A signed SubmitTask of round 0, not sent (`checked=False`: stand-in signatures)."""
+    task, me = Pubkey.from_string(task_id), Pubkey.from_string(key.pubkey)
+    ix = transactions.round_action(Ix.SUBMIT_TASK, task, me, submission="x", round=0)
+    blockhash = blockhash or (await k2.latest_blockhash())[0]
+    signers = [wire.signer(key)]
+    return wire.sign([ix], wire.signer(payer), signers, Hash.from_string(blockhash), checked)
 
 
 async def wait_for(

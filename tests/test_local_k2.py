@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair as SoldersKeypair
 from solders.pubkey import Pubkey
-from solders.transaction import Transaction
 
 from k2node.contract.units import ROE_PER_KOII
 from k2node.crypto import Keypair
 from k2node.settlement import transactions, wire
-from k2node.settlement.base import DuplicateTransaction, TransactionError
+from k2node.settlement.base import TransactionError
 from k2node.settlement.local import LocalK2
-from k2node.settlement.program import LAMPORTS_PER_SIGNATURE
-from k2node.settlement.reads import SharedReads
-from k2node.settlement.round_ix import KEEP_ROUNDS
 from k2node.settlement.wire import Ix, WireError
 from tests.conftest import (
     TASK_ARGS,
@@ -29,35 +23,13 @@ from tests.conftest import (
     send,
     sign_and_send,
     stake,
+    staked_task,
+    submit_all,
 )
-
-# round_time 20, submission_window 8, audit_window 8 (slots of one second):
-# round N is submitted in [S(N+1), +8), audited in [S(N+1)+8, +8),
-# its list goes in [S(N+2), +8), is audited in [S(N+2)+8, +8); payout from S(N+2)+16.
-
-
-@pytest.fixture
-def keys() -> dict[str, Keypair]:
-    return {name: Keypair.generate() for name in ("manager", "a", "b", "c", "d")}
-
-
-async def _staked_task(k2: LocalK2, keys: dict[str, Keypair], **overrides: Any) -> str:
-    task_id = await create_task(k2, keys["manager"], **overrides)
-    for name in ("a", "b", "c", "d"):
-        await stake(k2, keys[name], task_id)
-    return task_id
-
-
-async def _submit_all(
-    k2: LocalK2, clock: FakeClock, keys: dict[str, Keypair], task_id: str, round_: int
-) -> None:
-    clock.to_slot(k2, 20 * (round_ + 1))
-    for name in ("a", "b", "c", "d"):
-        await send(k2, keys[name], "SubmitTask", task_id, submission=f"v-{name}", round=round_)
 
 
 async def test_submission_only_in_its_window(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
-    task_id = await _staked_task(k2, keys)
+    task_id = await staked_task(k2, keys)
     clock.to_slot(k2, 19)
     with pytest.raises(TransactionError, match=r"accepted in slots \[20, 28\)"):
         await send(k2, keys["a"], "SubmitTask", task_id, submission="x", round=0)
@@ -80,7 +52,7 @@ async def test_submission_only_in_its_window(k2: LocalK2, clock: FakeClock, keys
 
 
 async def test_submission_size_limit_is_512_bytes(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
-    task_id = await _staked_task(k2, keys)
+    task_id = await staked_task(k2, keys)
     clock.to_slot(k2, 20)
     with pytest.raises(WireError, match="at most 512"):  # the 512-byte field cannot hold it
         await send(k2, keys["a"], "SubmitTask", task_id, submission="é" * 256 + "x", round=0)
@@ -89,79 +61,8 @@ async def test_submission_size_limit_is_512_bytes(k2: LocalK2, clock: FakeClock,
     assert state["submissions"]["0"][keys["a"].pubkey]["submission_value"] == "é" * 256
 
 
-async def _submission(
-    k2: LocalK2,
-    key: Keypair,
-    task_id: str,
-    payer: Keypair,
-    blockhash: str | None = None,
-    checked: bool = True,
-) -> wire.Signed:
-    """A signed SubmitTask of round 0, not sent (`checked=False`: stand-in signatures)."""
-    task, me = Pubkey.from_string(task_id), Pubkey.from_string(key.pubkey)
-    ix = transactions.round_action(Ix.SUBMIT_TASK, task, me, submission="x", round=0)
-    blockhash = blockhash or (await k2.latest_blockhash())[0]
-    signers = [wire.signer(key)]
-    return wire.sign([ix], wire.signer(payer), signers, Hash.from_string(blockhash), checked)
-
-
-async def test_forged_tampered_unsigned_and_malformed_transactions_are_refused(
-    k2: LocalK2, clock: FakeClock, keys: Any
-) -> None:
-    task_id = await _staked_task(k2, keys)
-    payer = await funded(k2)
-    clock.to_slot(k2, 20)
-    good = (await _submission(k2, keys["a"], task_id, payer)).transaction
-    # b signs in a's place: the signature is not a's
-    forged = Transaction.populate(
-        good.message, [good.signatures[0], wire.signer(keys["b"]).sign_message(bytes(good.message))]
-    )
-    tampered = bytearray(bytes(good))
-    tampered[-20] ^= 0xFF  # the round's bytes, after the signatures
-    unsigned = Transaction.new_unsigned(good.message)
-    cases = {
-        "signature verification failed": [bytes(forged), bytes(tampered), bytes(unsigned)],
-        "malformed": [b"", b"\x01", bytes(good)[:-3], b"\x00" * 200],
-        "at most 1232": [bytes(good) + b"\x00" * 1000],
-    }
-    for message, raws in cases.items():
-        for raw in raws:
-            with pytest.raises(TransactionError, match=message):
-                await k2.send(raw)
-    other_program = Instruction(Pubkey.new_unique(), b"\x01", [])
-    blockhash = Hash.from_string((await k2.latest_blockhash())[0])
-    signed = wire.sign([other_program], wire.signer(payer), [], blockhash)
-    with pytest.raises(TransactionError, match="does not exist on this K2"):
-        await k2.send(signed.wire)
-    state = await k2.get_task_state(task_id, {"is_submission_required": True})
-    assert state["submissions"] == {}
-    assert await k2.get_balance(payer.pubkey) == 100 * ROE_PER_KOII  # no fee either
-
-
-async def test_replayed_and_expired_transactions_are_refused(
-    k2: LocalK2, clock: FakeClock, keys: Any
-) -> None:
-    task_id = await _staked_task(k2, keys)
-    payer = await funded(k2)
-    clock.to_slot(k2, 20)
-    signed = await _submission(k2, keys["a"], task_id, payer)
-    assert await k2.send(signed.wire) == signed.signature
-    with pytest.raises(DuplicateTransaction):
-        await k2.send(signed.wire)
-    assert await k2.transaction_applied(signed.signature)
-    # the payer paid the fee once, for two signatures
-    assert await k2.get_balance(payer.pubkey) == 100 * ROE_PER_KOII - 2 * LAMPORTS_PER_SIGNATURE
-    old = await _submission(k2, keys["b"], task_id, payer, str(k2.blockhash_of(0)))
-    clock.to_slot(k2, 200)
-    with pytest.raises(TransactionError, match="Blockhash not found"):
-        await k2.send(old.wire)
-    unknown = await _submission(k2, keys["b"], task_id, payer, str(Hash.new_unique()))
-    with pytest.raises(TransactionError, match="Blockhash not found"):
-        await k2.send(unknown.wire)
-
-
 async def test_unstaked_key_cannot_submit_or_vote(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
-    task_id = await _staked_task(k2, keys)
+    task_id = await staked_task(k2, keys)
     stranger = Keypair.generate()
     clock.to_slot(k2, 20)
     with pytest.raises(TransactionError, match="not staked"):
@@ -204,8 +105,8 @@ async def test_stake_below_minimum_or_from_a_system_account_is_refused(
 
 
 async def test_audit_trigger_and_votes(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
-    task_id = await _staked_task(k2, keys)
-    await _submit_all(k2, clock, keys, task_id, 0)
+    task_id = await staked_task(k2, keys)
+    await submit_all(k2, clock, keys, task_id, 0)
     a = keys["a"].pubkey
 
     async def vote(name: str, is_valid: bool, candidate: str = a) -> None:
@@ -261,8 +162,8 @@ async def _distribute(
 
 
 async def test_payout_pays_rewards_and_slashes(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
-    task_id = await _staked_task(k2, keys)
-    await _submit_all(k2, clock, keys, task_id, 0)
+    task_id = await staked_task(k2, keys)
+    await submit_all(k2, clock, keys, task_id, 0)
     a, b, c, d = (keys[n].pubkey for n in "abcd")
     dist = {a: ROE_PER_KOII, b: ROE_PER_KOII, c: ROE_PER_KOII, d: -ROE_PER_KOII}
     clock.to_slot(k2, 39)
@@ -304,8 +205,8 @@ async def test_payout_pays_rewards_and_slashes(k2: LocalK2, clock: FakeClock, ke
 
 
 async def test_distribution_list_is_validated(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
-    task_id = await _staked_task(k2, keys)
-    await _submit_all(k2, clock, keys, task_id, 0)
+    task_id = await staked_task(k2, keys)
+    await submit_all(k2, clock, keys, task_id, 0)
     clock.to_slot(k2, 40)
     bad_lists = {
         "not an integer": {keys["a"].pubkey: 1.5},
@@ -324,8 +225,8 @@ async def test_distribution_list_is_validated(k2: LocalK2, clock: FakeClock, key
 
 
 async def test_failed_payout_then_retry(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
-    task_id = await _staked_task(k2, keys)
-    await _submit_all(k2, clock, keys, task_id, 0)
+    task_id = await staked_task(k2, keys)
+    await submit_all(k2, clock, keys, task_id, 0)
     a, b, c, d = (keys[n].pubkey for n in "abcd")
     good = {a: ROE_PER_KOII, b: ROE_PER_KOII, c: ROE_PER_KOII, d: 0}
     clock.to_slot(k2, 40)
@@ -356,8 +257,8 @@ async def test_failed_payout_then_retry(k2: LocalK2, clock: FakeClock, keys: Any
 
 
 async def test_no_retry_when_none_allowed(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
-    task_id = await _staked_task(k2, keys, allowed_failed_distributions=0)
-    await _submit_all(k2, clock, keys, task_id, 0)
+    task_id = await staked_task(k2, keys, allowed_failed_distributions=0)
+    await submit_all(k2, clock, keys, task_id, 0)
     b = keys["b"].pubkey
     clock.to_slot(k2, 40)
     await _distribute(k2, keys["b"], task_id, {b: 0})
@@ -376,7 +277,7 @@ async def test_no_retry_when_none_allowed(k2: LocalK2, clock: FakeClock, keys: A
 async def test_withdraw_is_refused_within_three_rounds_of_a_submission(
     k2: LocalK2, clock: FakeClock, keys: Any
 ) -> None:
-    task_id = await _staked_task(k2, keys)
+    task_id = await staked_task(k2, keys)
     clock.to_slot(k2, 20)
     await send(k2, keys["a"], "SubmitTask", task_id, submission="x", round=0)
     for slot in (21, 40, 79):  # rounds 1..3
@@ -396,8 +297,8 @@ async def test_withdraw_is_refused_within_three_rounds_of_a_submission(
 async def test_claim_moves_available_balance_to_the_main_wallet(
     k2: LocalK2, clock: FakeClock, keys: Any
 ) -> None:
-    task_id = await _staked_task(k2, keys)
-    await _submit_all(k2, clock, keys, task_id, 0)
+    task_id = await staked_task(k2, keys)
+    await submit_all(k2, clock, keys, task_id, 0)
     a = keys["a"].pubkey
     clock.to_slot(k2, 40)
     await _distribute(k2, keys["b"], task_id, {a: 5, keys["b"].pubkey: 0})
@@ -437,166 +338,11 @@ async def test_task_creation_rules(k2: LocalK2, keys: Any) -> None:
         await sign_and_send(k2, [mint], poor)
 
 
-async def test_task_state_sections_follow_options(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
-    task_id = await _staked_task(k2, keys)
-    await _submit_all(k2, clock, keys, task_id, 0)
-    bare = await k2.get_task_state(task_id, {})
-    assert bare["submissions"] == {} and bare["stake_list"] == {}
-    assert bare["task_name"] == "test task" and bare["current_round"] == 1
-    full = await k2.get_task_state(
-        task_id, {"is_submission_required": True, "is_stake_list_required": True}
-    )
-    assert len(full["submissions"]["0"]) == 4 and len(full["stake_list"]) == 4
-    with pytest.raises(TypeError, match="read-only"):  # shared by its readers
-        full["submissions"]["0"].clear()
-    with pytest.raises(TypeError, match="read-only"):
-        full["stake_list"]["x"] = 1
-    assert dict(full["stake_list"]) | {"x": 1} != full["stake_list"]  # a copy of one's own
-    assert (await k2.get_task_state(task_id, {"is_submission_required": True}))["submissions"]
-    with pytest.raises(TransactionError, match="does not exist"):
-        await k2.get_task_state("nope")
-
-
-async def test_a_state_read_follows_every_change_scalars_too(
-    k2: LocalK2, clock: FakeClock, keys: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(SharedReads, "check", False)  # this test compares by itself
-    task_id = await _staked_task(k2, keys)
-    wanted = {"is_submission_required": True}
-    before = await k2.get_task_state(task_id, wanted)
-    again = await k2.get_task_state(task_id, wanted)
-    assert again == before and again is not before  # the same values, a dict of one's own
-    again["is_active"] = "mine"
-    assert (await k2.get_task_state(task_id, wanted))["is_active"] is True
-    # SetActive changes a plain field, no shared part: the next read shows it all the same
-    await send(k2, keys["manager"], "SetActive", task_id, is_active=False)
-    assert (await k2.get_task_state(task_id, wanted))["is_active"] is False
-    assert (await k2.get_task_state(task_id, {}))["is_active"] is False
-    await send(k2, keys["manager"], "SetActive", task_id, is_active=True)
-    await _submit_all(k2, clock, keys, task_id, 0)
-    state = await k2.get_task_state(task_id, wanted)
-    assert state["is_active"] is True and len(state["submissions"]["0"]) == 4
-    assert (await k2.get_task_state(task_id, {}))["submissions"] == {}
-
-
-async def test_a_simulation_k2_trusts_signatures_keeps_every_other_rule_and_writes_nothing(
-    tmp_path: Path, clock: FakeClock, keys: Any
-) -> None:
-    trusting = LocalK2.open(tmp_path / "sim", slot_ms=1000, clock=clock, simulated=True)
-    try:
-        task_id = await _staked_task(trusting, keys)
-        payer = await funded(trusting)
-        clock.to_slot(trusting, 20)
-        good = (await _submission(trusting, keys["a"], task_id, payer)).transaction
-        forged = Transaction.populate(
-            good.message,
-            [good.signatures[0], wire.signer(keys["b"]).sign_message(bytes(good.message))],
-        )
-        await trusting.send(bytes(forged))  # b signed in a's place, and it is taken
-        state = await trusting.get_task_state(task_id, {"is_submission_required": True})
-        assert list(state["submissions"]["0"]) == [keys["a"].pubkey]
-        with pytest.raises(TransactionError, match="already submitted"):
-            other_payer = await funded(trusting)
-            await trusting.send((await _submission(trusting, keys["a"], task_id, other_payer)).wire)
-        with pytest.raises(TransactionError, match="malformed"):
-            await trusting.send(bytes(good)[:-3])
-        assert trusting.seq > 0
-    finally:
-        trusting.close()
-    again = LocalK2.open(tmp_path / "sim", slot_ms=1000, clock=clock)
-    try:  # the world ended with the run: no log, no snapshot
-        assert again.seq == 0
-        with pytest.raises(TransactionError, match="does not exist"):
-            await again.get_task_state(task_id)
-    finally:
-        again.close()
-
-
-async def test_stand_in_signatures_are_refused_by_a_checking_k2_and_taken_by_a_simulations(
-    k2: LocalK2, tmp_path: Path, clock: FakeClock, keys: Any
-) -> None:
-    assert k2.checks_signatures
-    task_id = await _staked_task(k2, keys)
-    payer = await funded(k2)
-    clock.to_slot(k2, 20)
-    stand_in = await _submission(k2, keys["a"], task_id, payer, checked=False)
-    real = await _submission(k2, keys["a"], task_id, payer)
-    assert stand_in.transaction.message == real.transaction.message
-    assert stand_in.signature != real.signature
-    again = await _submission(k2, keys["a"], task_id, payer, checked=False)
-    other = await _submission(k2, keys["b"], task_id, payer, checked=False)
-    # like ed25519's: the same for the same signer and message, another for another
-    assert again.signature == stand_in.signature != other.signature
-    with pytest.raises(TransactionError, match="signature verification failed"):
-        await k2.send(stand_in.wire)
-    assert await k2.send(real.wire) == real.signature
-
-    trusting = LocalK2.open(tmp_path / "sim", slot_ms=1000, clock=clock, simulated=True)
-    try:
-        assert not trusting.checks_signatures
-        task_id = await _staked_task(trusting, keys)  # signed_now: stand-ins, taken
-        payer = await funded(trusting)
-        clock.to_slot(trusting, 20)
-        stand_in = await _submission(trusting, keys["a"], task_id, payer, checked=False)
-        assert await trusting.send(stand_in.wire) == stand_in.signature
-        with pytest.raises(DuplicateTransaction):
-            await trusting.send(stand_in.wire)
-        state = await trusting.get_task_state(task_id, {"is_submission_required": True})
-        assert list(state["submissions"]["0"]) == [keys["a"].pubkey]
-    finally:
-        trusting.close()
-
-
-async def test_state_survives_restart(tmp_path: Path, clock: FakeClock, keys: Any) -> None:
-    path = tmp_path / "chain"
-    k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
-    task_id = await _staked_task(k2, keys)
-    await _submit_all(k2, clock, keys, task_id, 0)
-    before = await k2.get_task_state(
-        task_id, {"is_submission_required": True, "is_stake_list_required": True}
-    )
-    k2.close()  # writes a snapshot
-    k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
-    assert (
-        await k2.get_task_state(
-            task_id, {"is_submission_required": True, "is_stake_list_required": True}
-        )
-        == before
-    )
-    clock.to_slot(k2, 28)
-    await send(
-        k2,
-        keys["b"],
-        "AuditSubmissions",
-        task_id,
-        candidate=keys["a"].pubkey,
-        is_valid=False,
-        round=0,
-    )
-    k2._store.close()  # a crash: no snapshot, only the log
-    k2 = LocalK2.open(path, slot_ms=1000, clock=clock)
-    state = await k2.get_task_state(task_id, {"is_submission_required": True})
-    assert keys["a"].pubkey in state["submissions_audit_trigger"]["0"]
-    assert k2.current_slot() == 28  # the slot clock continues from the same genesis
-    k2.close()
-
-
-async def test_old_rounds_are_pruned(k2: LocalK2, clock: FakeClock, keys: Any) -> None:
-    task_id = await _staked_task(k2, keys)
-    for round_ in range(KEEP_ROUNDS + 6):
-        clock.to_slot(k2, 20 * (round_ + 1))
-        await send(k2, keys["a"], "SubmitTask", task_id, submission="x", round=round_)
-    state = await k2.get_task_state(task_id, {"is_submission_required": True})
-    rounds = sorted(int(r) for r in state["submissions"])
-    assert len(rounds) <= KEEP_ROUNDS + 1
-    assert rounds[-1] == KEEP_ROUNDS + 5
-
-
 async def test_a_slashed_submitter_can_still_distribute_its_round(
     k2: LocalK2, clock: FakeClock, keys: Any
 ) -> None:
-    task_id = await _staked_task(k2, keys)
-    await _submit_all(k2, clock, keys, task_id, 0)
+    task_id = await staked_task(k2, keys)
+    await submit_all(k2, clock, keys, task_id, 0)
     a, b = keys["a"].pubkey, keys["b"].pubkey
     k2._world.tasks[task_id]["stake_list"][a] = 1  # slashed below the minimum meanwhile
     outsider = Keypair.generate()
