@@ -220,6 +220,30 @@ async def test_bad_requests_get_json_rpc_errors(
     assert answer["error"]["code"] == code and answer["error"]["message"]
 
 
+async def test_get_health_says_unhealthy_while_the_log_cannot_be_written(
+    service: tuple[TestClient[Any, Any], LocalK2], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, k2 = service
+
+    async def health() -> dict[str, Any]:
+        return dict(await (await client.post("/", json=_rpc("getHealth"))).json())
+
+    def full_disk(*_: Any, **__: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    assert (await health())["result"] == "ok"
+    real_put_many = k2._store.put_many
+    monkeypatch.setattr(k2._store, "put_many", full_disk)
+    airdrop = await client.post("/", json=_rpc("requestAirdrop", Keypair.generate().pubkey, 5))
+    assert airdrop.status == 503  # applied, not yet on disk: ask again
+    error = (await health())["error"]
+    assert error["code"] == -32005 and "log cannot be written" in error["message"]
+    assert error["data"] == {"numSlotsBehind": None}
+    monkeypatch.setattr(k2._store, "put_many", real_put_many)
+    assert await k2._log_writer.disk.cleared(within_s=5)
+    assert (await health())["result"] == "ok"
+
+
 async def test_an_unreachable_service_is_a_clear_error() -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(K2Unreachable, match=r"127\.0\.0\.1:9"):

@@ -93,6 +93,11 @@ class LocalK2(SlotClocked):
         self.tx_count: dict[str, int] = {}  # received transactions by instruction (tests, metrics)
 
     @property
+    def log_writable(self) -> bool:
+        """False while the disk refuses the log's batches (what was applied waits to go down)."""
+        return not self._log_writer.disk.active
+
+    @property
     def seq(self) -> int:
         """The number of the last change in the log."""
         return self._log_writer.seq

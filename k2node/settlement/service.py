@@ -42,6 +42,7 @@ log = get_logger("k2node.k2")
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+NODE_UNHEALTHY = -32005  # Solana's server error for getHealth
 SLOTS_PER_EPOCH = 432_000
 # A transaction's largest encoding (1,232 bytes in base58 is at most 1,683 characters).
 MAX_ENCODED_TRANSACTION = 2048
@@ -207,6 +208,12 @@ class K2Service:
         return {"genesis": self._k2.wall_time_of_slot(0), "slot_ms": self._k2.slot_ms}
 
     async def _get_health(self) -> str:
+        if not self._k2.log_writable:  # Solana's shape for an unhealthy node, and why
+            raise RpcError(
+                NODE_UNHEALTHY,
+                "Node is unhealthy: its log cannot be written to disk",
+                {"numSlotsBehind": None},
+            )
         return "ok"
 
     async def _get_version(self) -> dict[str, Any]:
