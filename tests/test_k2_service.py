@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from solders.hash import Hash
 from solders.instruction import Instruction
@@ -231,7 +232,7 @@ async def test_get_health_says_unhealthy_while_the_log_cannot_be_written(
     def full_disk(*_: Any, **__: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    assert (await health())["result"] == "ok"
+    assert (await health())["result"] == "ok" and await _compose_healthcheck(client) == 0
     real_put_many = k2._store.put_many
     monkeypatch.setattr(k2._store, "put_many", full_disk)
     airdrop = await client.post("/", json=_rpc("requestAirdrop", Keypair.generate().pubkey, 5))
@@ -239,9 +240,23 @@ async def test_get_health_says_unhealthy_while_the_log_cannot_be_written(
     error = (await health())["error"]
     assert error["code"] == -32005 and "log cannot be written" in error["message"]
     assert error["data"] == {"numSlotsBehind": None}
+    assert await _compose_healthcheck(client) == 1  # docker marks the container unhealthy
     monkeypatch.setattr(k2._store, "put_many", real_put_many)
     assert await k2._log_writer.disk.cleared(within_s=5)
-    assert (await health())["result"] == "ok"
+    assert (await health())["result"] == "ok" and await _compose_healthcheck(client) == 0
+
+
+async def _compose_healthcheck(client: TestClient[Any, Any]) -> int:
+    """The exit status of docker-compose.yml's health check of its K2, run here against
+    `client`'s service."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    command = compose["services"]["k2"]["healthcheck"]["test"]
+    assert command[:3] == ["CMD", "python3", "-c"]
+    code = command[3].replace("http://127.0.0.1:8899", _url(client).rstrip("/"))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stderr=asyncio.subprocess.DEVNULL
+    )
+    return await asyncio.wait_for(process.wait(), 30)
 
 
 async def test_an_unreachable_service_is_a_clear_error() -> None:
