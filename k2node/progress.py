@@ -14,20 +14,28 @@ if TYPE_CHECKING:  # rich loads only where a bar is drawn: not in a node logging
 READ_SIZE = 256 * 1024
 
 
-def progress_bar(label: str) -> Progress | None:
-    """A byte-counting bar on stderr when that is a terminal; None on a pipe."""
+def progress_bar(label: str, counting: str = "bytes") -> Progress | None:
+    """A bar on stderr when that is a terminal, None on a pipe: counting "bytes" (with the
+    speed) or "steps" (n of N)."""
     if not sys.stderr.isatty():
         return None
     from rich.console import Console
     from rich.progress import (
         BarColumn,
         DownloadColumn,
+        MofNCompleteColumn,
         Progress,
+        ProgressColumn,
+        TimeElapsedColumn,
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
 
-    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    columns: tuple[ProgressColumn, ...] = (
+        (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+        if counting == "bytes"
+        else (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    )
     return Progress(f"[bold]{label}", *columns, console=Console(stderr=True), transient=True)
 
 

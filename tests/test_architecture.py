@@ -56,6 +56,7 @@ ALLOWED = {
     },
     # an author's tests and simulations: the node's own parts around the task's code
     "testing": {
+        "progress",
         "contract",
         "config",
         "crypto",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,11 +125,29 @@ def _simulate(*args: str) -> subprocess.CompletedProcess[str]:
 def test_command_json() -> None:
     run = _simulate("--nodes", "4", "--rounds", "2", "--liars", "0.25", "--seed", "5", "--json")
     assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stderr == ""  # on a pipe: the report alone, no bar
     report = json.loads(run.stdout)
     assert report["nodes"] == 4 and report["rounds"] == 2 and report["seed"] == 5
     assert report["roles"] == {"liar": 1, "honest": 3}
     assert [r["round"] for r in report["per_round"]] == [0, 1]
     assert report["honest_slashed"] == [] and report["cheaters_gained"] == []
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="no `script` to give it a terminal")
+def test_command_json_on_a_terminal_counts_the_rounds_on_a_bar() -> None:
+    args = [sys.executable, "-m", "k2node", "simulate", HELLO, "--nodes", "4", "--rounds", "3"]
+    command = shlex.join([*args, "--seed", "5", "--json"])
+    run = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert run.returncode == 0, run.stdout[-2000:]
+    shown = run.stdout
+    assert "simulating" in shown and "━" in shown and "3/3" in shown
+    assert '"rounds": 3' in shown  # and the report after it
 
 
 def test_command_text() -> None:

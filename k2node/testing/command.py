@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from k2node.config import ConfigError
+from k2node.progress import progress_bar
 from k2node.task.runner import TaskStartError
 from k2node.testing.adversaries import Role
 from k2node.testing.report import print_summary, round_line
-from k2node.testing.simulation import simulate
+from k2node.testing.simulation import RoundReport, simulate
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 # flag (as argparse names it) -> the role it mixes in
 _ROLE_OF_FLAG = {
@@ -36,19 +43,20 @@ async def simulate_command(args: argparse.Namespace) -> int:
         return 2
     console = Console(stderr=args.json)
     folder = Path(tempfile.mkdtemp(prefix="k2node-simulate-"))
+    # with --json the rounds go by unprinted: on a terminal a bar counts them on stderr
+    bar = progress_bar("simulating", counting="steps") if args.json else None
+
+    def printed(report: RoundReport) -> None:
+        console.print(round_line(report), soft_wrap=True)
+
+    on_round: Callable[[RoundReport], None] | None = None if args.json else printed
     try:
-        report = await simulate(
-            args.task,
-            folder,
-            args.nodes,
-            args.rounds,
-            mix,
-            args.seed,
-            args.config,
-            on_round=None
-            if args.json
-            else lambda rep: console.print(round_line(rep), soft_wrap=True),
-        )
+        with bar if bar is not None else contextlib.nullcontext():
+            if bar is not None:
+                on_round = _counter(bar, args.rounds)
+            report = await simulate(
+                args.task, folder, args.nodes, args.rounds, mix, args.seed, args.config, on_round
+            )
     except (ValueError, TaskStartError, ConfigError) as exc:
         print(f"k2node simulate: {exc}", file=sys.stderr)
         return 2
@@ -59,3 +67,9 @@ async def simulate_command(args: argparse.Namespace) -> int:
     else:
         print_summary(report, console)
     return 1 if args.check and not report.sound else 0
+
+
+def _counter(bar: Progress, rounds: int) -> Callable[[RoundReport], None]:
+    """A round report's callback that moves `bar` on by a round."""
+    counted = bar.add_task("rounds", total=rounds)
+    return lambda _report: bar.advance(counted)
