@@ -201,6 +201,12 @@ def test_compose_up_pays_keeps_scales_and_stops(docker: dict[str, str], project:
         assert state["ExitCode"] == 0, state
         health = json.loads(_run("docker", "inspect", f"{PROJECT}_node_1", env=env))[0]
         assert health["State"]["Health"]["Status"] in ("healthy", "starting")
+
+        def k2_health() -> str:
+            found = json.loads(_run("docker", "inspect", f"{PROJECT}_k2_1", env=env))[0]
+            return str(found["State"]["Health"]["Status"])
+
+        wait(lambda: k2_health() == "healthy", 60, "the K2's getHealth check")
         for container in (f"{PROJECT}_node_1", f"{PROJECT}_k2_1"):  # not root inside
             status = _run("docker", "exec", container, "cat", "/proc/1/status", env=env)
             uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
