@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # rich loads only where a bar is drawn: not in a node logging to a pipe
     from rich.progress import Progress
@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # rich loads only where a bar is drawn: not in a node logging
 READ_SIZE = 256 * 1024
 
 
-def progress_bar(label: str, counting: str = "bytes") -> Progress | None:
+def progress_bar(label: str, counting: Literal["bytes", "steps"] = "bytes") -> Progress | None:
     """A bar on stderr when that is a terminal, None on a pipe: counting "bytes" (with the
     speed) or "steps" (n of N)."""
     if not sys.stderr.isatty():

@@ -7,7 +7,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from solders.hash import Hash
@@ -193,6 +193,11 @@ async def stake(k2: LocalK2, key: Keypair, task_id: str, amount: int = 2 * ROE_P
         exists,
     )
     await sign_and_send(k2, built, payer, key)
+
+
+def full_disk(*_: Any, **__: Any) -> NoReturn:
+    """A write to a disk with no room left: a stand-in for any store's or file's write."""
+    raise OSError(28, "No space left on device")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from k2node.node.ledger import Ledger
 from k2node.settlement.base import LogNotDurable, TransactionError
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
-from tests.conftest import FakeClock, create_task, funded, sign_and_send, stake
+from tests.conftest import FakeClock, create_task, full_disk, funded, sign_and_send, stake
 
 
 def _move(payer: Keypair, to: str, lamports: int) -> list[Any]:
@@ -29,10 +29,6 @@ def _move(payer: Keypair, to: str, lamports: int) -> list[Any]:
         lamports=lamports,
     )
     return [transfer(params)]
-
-
-def _full_disk(items: dict[str, Any], delete: list[str] | None = None, sync: bool = False) -> None:
-    raise OSError(28, "No space left on device")
 
 
 async def test_answers_wait_for_the_disk_and_share_its_syncs(
@@ -64,14 +60,14 @@ async def test_answers_wait_for_the_disk_and_share_its_syncs(
     assert synced[-1] == k2.seq and await k2.get_balance(to) == 20 * 1000
 
 
-async def test_a_full_disk_answers_not_durable_and_loses_nothing_once_it_recovers(
+async def test_afull_disk_answers_not_durable_and_loses_nothing_once_it_recovers(
     tmp_path: Path, k2: LocalK2, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     payer = await funded(k2, 1)
     to = Keypair.generate().pubkey
     real_put_many = k2._store.put_many
 
-    monkeypatch.setattr(k2._store, "put_many", _full_disk)
+    monkeypatch.setattr(k2._store, "put_many", full_disk)
     with pytest.raises(LogNotDurable, match="could not get its log to disk"):
         await sign_and_send(k2, _move(payer, to, 5000), payer)  # not a refusal
     monkeypatch.setattr(k2._store, "put_many", real_put_many)
@@ -90,7 +86,7 @@ async def test_a_disk_refusing_many_batches_is_logged_once_as_it_begins_and_clea
     payer = await funded(k2, 1)
     to = Keypair.generate().pubkey
     real_put_many = k2._store.put_many
-    monkeypatch.setattr(k2._store, "put_many", _full_disk)
+    monkeypatch.setattr(k2._store, "put_many", full_disk)
     with capture_logs() as logs:
         for lamports in range(1000, 6000, 1000):  # five batches, each refused
             with pytest.raises(LogNotDurable):
@@ -116,7 +112,7 @@ async def test_the_ledger_keeps_an_action_owed_when_k2_could_not_store_it(
     clock.to_slot(k2, 21)  # round 0's submission window (the tests' 20-slot rounds)
     real_put_many = k2._store.put_many
 
-    monkeypatch.setattr(k2._store, "put_many", _full_disk)
+    monkeypatch.setattr(k2._store, "put_many", full_disk)
     with pytest.raises(LogNotDurable):
         await agent.submit("a value", 0)
     (entry,) = [e for _, e in store.items("ledger/")]

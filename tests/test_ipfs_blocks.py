@@ -10,6 +10,7 @@ import pytest
 from k2node.ipfs.blocks import SMALL_BLOCK_BYTES, BlockStore
 from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.ipfs.unixfs import CHUNK_SIZE, Cid, FileBuilder, leaf_pieces
+from tests.conftest import full_disk
 
 
 def _packs(path: Path) -> list[Path]:
@@ -89,10 +90,7 @@ def test_a_dropped_block_is_gone_and_can_be_stored_again(tmp_path: Path) -> None
 def test_a_failed_write_fails_the_add(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import k2node.ipfs.blocks as blocks
 
-    def full(*_: object) -> int:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(blocks.os, "pwritev", full)
+    monkeypatch.setattr(blocks.os, "pwritev", full_disk)
     ipfs = EmbeddedIpfs.open(tmp_path / "ipfs")
     with pytest.raises(OSError, match="No space left"):
         ipfs.add_bytes(random.Random(6).randbytes(CHUNK_SIZE * 2))

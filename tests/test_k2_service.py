@@ -35,7 +35,15 @@ from k2node.settlement.base import DuplicateTransaction, TransactionError
 from k2node.settlement.local import LocalK2
 from k2node.settlement.rpc import K2Unreachable, RpcSettlement
 from k2node.settlement.service import K2Service
-from tests.conftest import REPO, TASK_ARGS, FakeClock, create_task, node_settings, wait_for
+from tests.conftest import (
+    REPO,
+    TASK_ARGS,
+    FakeClock,
+    create_task,
+    full_disk,
+    node_settings,
+    wait_for,
+)
 
 # base58 of `{"is_allowlisted":true`: the Desktop node's filter for task accounts
 ALLOWLISTED = "aRN1MbEZhbr2W97MTP3RhQjjqHgoZN"
@@ -228,9 +236,6 @@ async def test_get_health_says_unhealthy_while_the_log_cannot_be_written(
 
     async def health() -> dict[str, Any]:
         return dict(await (await client.post("/", json=_rpc("getHealth"))).json())
-
-    def full_disk(*_: Any, **__: Any) -> None:
-        raise OSError(28, "No space left on device")
 
     assert (await health())["result"] == "ok" and await _compose_healthcheck(client) == 0
     real_put_many = k2._store.put_many

@@ -45,15 +45,9 @@ async def simulate_command(args: argparse.Namespace) -> int:
     folder = Path(tempfile.mkdtemp(prefix="k2node-simulate-"))
     # with --json the rounds go by unprinted: on a terminal a bar counts them on stderr
     bar = progress_bar("simulating", counting="steps") if args.json else None
-
-    def printed(report: RoundReport) -> None:
-        console.print(round_line(report), soft_wrap=True)
-
-    on_round: Callable[[RoundReport], None] | None = None if args.json else printed
     try:
         with bar if bar is not None else contextlib.nullcontext():
-            if bar is not None:
-                on_round = _counter(bar, args.rounds)
+            on_round = _on_round(args, bar, console)
             report = await simulate(
                 args.task, folder, args.nodes, args.rounds, mix, args.seed, args.config, on_round
             )
@@ -69,7 +63,14 @@ async def simulate_command(args: argparse.Namespace) -> int:
     return 1 if args.check and not report.sound else 0
 
 
-def _counter(bar: Progress, rounds: int) -> Callable[[RoundReport], None]:
-    """A round report's callback that moves `bar` on by a round."""
-    counted = bar.add_task("rounds", total=rounds)
-    return lambda _report: bar.advance(counted)
+def _on_round(
+    args: argparse.Namespace, bar: Progress | None, console: Console
+) -> Callable[[RoundReport], None] | None:
+    """What each settled round does: moves the bar on, is printed, or (--json on a pipe)
+    nothing."""
+    if bar is not None:
+        counted = bar.add_task("rounds", total=args.rounds)
+        return lambda _report: bar.advance(counted)
+    if args.json:
+        return None
+    return lambda report: console.print(round_line(report), soft_wrap=True)
