@@ -62,7 +62,27 @@ async def test_a_payout_its_submitter_left_undone_is_triggered_and_logged_once(
     settled = [e for e in logs if e["event"] == "payout_settled"]
     assert len(settled) == 1  # logged once, however often the round is looked at
     assert settled[0]["round"] == 0 and settled[0]["reward"] == 2 * ROE_PER_KOII
+    assert settled[0]["submitted"] is True
     assert (await _state(agent))["distributions_audit_record"] == {"0": "PayoutSuccessful"}
+
+
+async def test_a_round_this_node_took_no_part_in_is_settled_as_not_submitted(
+    agent: TaskAgent, k2: LocalK2, clock: FakeClock
+) -> None:
+    peer = Keypair.generate()
+    await stake(k2, peer, agent.task_id)
+    clock.to_slot(k2, 21)  # this node started too late for round 0: only the peer submits
+    await send(k2, peer, "SubmitTask", agent.task_id, submission="theirs", round=0)
+    clock.to_slot(k2, 41)
+    dist = {peer.pubkey: 4 * ROE_PER_KOII}
+    await send(k2, peer, "UploadDistributionList", agent.task_id, list=dist, round=0)
+    await send(k2, peer, "SubmitDistributionList", agent.task_id, round=0)
+    clock.to_slot(k2, 57)
+    await send(k2, peer, "Payout", agent.task_id, round=0)
+    with capture_logs() as logs:
+        await Payouts(agent, EventHub()).settle(3, await _state(agent))
+    settled = [e for e in logs if e["event"] == "payout_settled"]
+    assert [(e["round"], e["submitted"], e["amount"]) for e in settled] == [(0, False, 0)]
 
 
 def _confirm_submission(agent: TaskAgent, round_: int) -> None:

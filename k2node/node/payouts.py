@@ -14,7 +14,7 @@ from typing import Any
 from k2node.contract.task_state import PAYOUT_SUCCESSFUL, in_round
 from k2node.node.agent import TaskAgent
 from k2node.node.events import EventHub
-from k2node.node.ledger import Action
+from k2node.node.ledger import CONFIRMED, Action, Ledger
 from k2node.settlement.base import TransactionError
 
 # A payout of round n still undone when round n+4 opens (two rounds after its payout
@@ -57,7 +57,9 @@ class Payouts:
 
     async def settle(self, r: int, state: dict[str, Any]) -> None:
         """Log each settled payout once, with this node's reward or slash; and trigger a
-        payout its submitter left undone for two rounds (any staked node may)."""
+        payout its submitter left undone for two rounds (any staked node may). `submitted`
+        says whether this node's own submission of that round was confirmed: a node that
+        started late or missed the window is settled with nothing, which is not a slash."""
         records = state.get("distributions_audit_record", {})
         lists = state.get("distribution_rewards_submission", {})
         for n in range(max(0, r - SETTLED_LOOKBACK_ROUNDS), r - 2):
@@ -79,12 +81,14 @@ class Payouts:
         if record == PAYOUT_SUCCESSFUL:
             dist = await self._agent.distribution_list(submitter, n) or {}
             amount = int(dist.get(me, 0))
+        mine = self._agent.ledger.get(Ledger.key(self.task_id, Action.SUBMIT, n)) or {}
         self._events.emit(
             "payout_settled",
             task_id=self.task_id,
             round=n,
             staking_key=me,
             outcome=record,
+            submitted=mine.get("status") == CONFIRMED,
             amount=amount,
             reward=max(amount, 0),
             slash=max(-amount, 0),
