@@ -19,6 +19,7 @@ from solders.transaction import Transaction
 from k2node.config import Settings
 from k2node.contract.units import ROE_PER_KOII, SlotClock
 from k2node.crypto import Keypair
+from k2node.ipfs.embedded import EmbeddedIpfs
 from k2node.node.clock import SlotTimer
 from k2node.settlement import transactions, wire
 from k2node.settlement.base import SlotClocked
@@ -198,6 +199,13 @@ async def stake(k2: LocalK2, key: Keypair, task_id: str, amount: int = 2 * ROE_P
 def full_disk(*_: Any, **__: Any) -> NoReturn:
     """A write to a disk with no room left: a stand-in for any store's or file's write."""
     raise OSError(28, "No space left on device")
+
+
+@pytest.fixture
+def ipfs_store(tmp_path: Path) -> Iterator[EmbeddedIpfs]:
+    ipfs = EmbeddedIpfs.open(tmp_path / "ipfs")
+    yield ipfs
+    ipfs.close()
 
 
 @pytest.fixture
