@@ -182,8 +182,6 @@ async def stake(k2: LocalK2, key: Keypair, task_id: str, amount: int = 2 * ROE_P
     task program) with the stake in it, and the staking key stakes it."""
     payer = await _fee_payer(k2)
     pot = Pubkey.from_string((await k2.get_task_state(task_id))["stake_pot_account"])
-    account = await k2.get_account(key.pubkey)
-    exists = account is not None and account.owner == str(wire.PROGRAM_ID)
     built = transactions.stake(
         Pubkey.from_string(payer.pubkey),
         Pubkey.from_string(key.pubkey),
@@ -191,7 +189,7 @@ async def stake(k2: LocalK2, key: Keypair, task_id: str, amount: int = 2 * ROE_P
         pot,
         amount,
         "http://127.0.0.1:1",
-        exists,
+        await transactions.staking_lamports(k2, key.pubkey),
     )
     await sign_and_send(k2, built, payer, key)
 

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from k2node.contract.units import ROE_PER_KOII
 from k2node.crypto import Keypair
 from k2node.node.agent import ActionError, TaskAgent
 from k2node.node.ledger import Ledger
 from k2node.settlement.local import LocalK2
+from k2node.settlement.program import LAMPORTS_PER_SIGNATURE
 from k2node.store import Store
 from tests.conftest import FakeClock, create_task, send, stake
 
@@ -76,6 +78,24 @@ async def test_stake_is_topped_up_once_and_claim_of_nothing_is_zero(
     assert (await agent.stake(2 * 10**9, "http://127.0.0.1:1")).get("already") is True
     assert k2.tx_count["Stake"] == 1
     assert await agent.claim() == {"claimed": 0}
+
+
+async def test_a_withdrawn_stake_is_staked_again_before_the_main_wallet_pays(
+    agent: TaskAgent, k2: LocalK2, tmp_path: Path
+) -> None:
+    url, me, main = "http://127.0.0.1:1", agent.staking.pubkey, agent.main.pubkey
+    await agent.stake(2 * ROE_PER_KOII, url)
+    reserve = await k2.get_balance(me)  # what opening the staking account left beside the stake
+    await send(k2, agent.staking, "Withdraw", agent.task_id)
+    assert await k2.get_balance(me) == reserve + 2 * ROE_PER_KOII
+    fee = 2 * LAMPORTS_PER_SIGNATURE
+    for koii, from_main in ((1, 0), (3, 2)):  # then 1 KOII left of it, and 2 more needed
+        task_id = await create_task(k2, Keypair.generate())
+        other = TaskAgent(task_id, k2, agent.ledger, agent.staking, agent.main, tmp_path / task_id)
+        before = await k2.get_balance(main)
+        assert (await other.stake(koii * ROE_PER_KOII, url))["stake"] == koii * ROE_PER_KOII
+        assert await k2.get_balance(main) == before - from_main * ROE_PER_KOII - fee
+    assert await k2.get_balance(me) == reserve
 
 
 async def test_a_retried_distribution_is_a_new_action_not_a_repeat(

@@ -58,7 +58,7 @@ async def _stake_at(k2: LocalK2, task_id: str, url: str) -> str:
         pot,
         2 * 10**9,
         url,
-        False,
+        None,  # a new staking account
     )
     await sign_and_send(k2, built, payer, key)
     return key.pubkey

@@ -139,6 +139,16 @@ async def test_an_operator_sees_claims_and_unstakes(tmp_path: Path) -> None:
         await _k2node(data, "stake", task_id, "0.5", "--yes"), "needs a stake of at least 1 KOII"
     )
 
+    # the stake came back to the staking account: staking again draws on it, the main
+    # wallet pays the fee alone
+    _, _, (main_before, staking_before) = await _world(data, task_id, main, me)
+    done = await _k2node(data, "stake", task_id, "1", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "costs 1 KOII withdrawn earlier, in the staking account, fee" in done.stdout
+    stakes_after, _, (main_after, staking_after) = await _world(data, task_id, main, me)
+    assert stakes_after[me] == ROE_PER_KOII
+    assert (main_after, staking_after) == (main_before - 10_000, staking_before - ROE_PER_KOII)
+
 
 async def test_no_wallet_and_no_k2_are_clear(tmp_path: Path) -> None:
     _refused(await _k2node(tmp_path / "empty", "status"), "no wallet at")

@@ -198,8 +198,6 @@ class TaskAgent:
         if have >= max(amount, int(state["minimum_stake_amount"]), 1):
             return {"stake": have, "already": True}
         need = max(amount, int(state["minimum_stake_amount"])) - have
-        account = await self.settlement.get_account(self.staking.pubkey)
-        exists = account is not None and account.owner == str(wire.PROGRAM_ID)
         instructions = transactions.stake(
             wire.signer(self.main).pubkey(),
             self._me,
@@ -207,7 +205,7 @@ class TaskAgent:
             await self.stake_pot(),
             need,
             ip_address[:64],
-            exists,
+            await transactions.staking_lamports(self.settlement, self.staking.pubkey),
         )
         signature = await self.settlement.send((await self._signed(instructions)).wire)
         return {"stake": have + need, "signature": signature}

@@ -74,15 +74,18 @@ async def plan_stake(reach: Reach, task_id: str, amount_text: str) -> Plan:
             f"{state['task_name']} needs a stake of at least {koii(minimum)}; with "
             f"{koii(amount)} more you would have {koii(have + amount)}"
         )
-    account = await reach.settlement.get_account(staking.pubkey)
-    exists = account is not None and account.owner == str(PROGRAM_ID)
-    extra = 0 if exists else transactions.STAKING_EXTRA
+    held = await transactions.staking_lamports(reach.settlement, staking.pubkey)
+    extra = transactions.STAKING_EXTRA if held is None else 0
+    # stakes withdrawn earlier wait in the staking account: the next stake draws on them first
+    from_staking = 0 if held is None else min(amount, transactions.staking_spare(held))
+    from_main = amount - from_staking
     balance = await reach.settlement.get_balance(reach.main.pubkey)
-    if balance < amount + extra + FEE:
+    if balance < from_main + extra + FEE:
         raise OperatorError(
             f"your main wallet holds {koii(balance)}; staking {koii(amount)} takes "
-            f"{koii(amount + extra + FEE)} with the fee"
+            f"{koii(from_main + extra + FEE)} from it with the fee"
             + (" and the staking account's rent" if extra else "")
+            + (f" ({koii(from_staking)} comes from the staking account)" if from_staking else "")
         )
     pot = Pubkey.from_string(state["stake_pot_account"])
     instructions = transactions.stake(
@@ -92,12 +95,17 @@ async def plan_stake(reach: Reach, task_id: str, amount_text: str) -> Plan:
         pot,
         amount,
         reach.public_url[:64],
-        exists,
+        held,
     )
     rent = f" and {koii(extra)} to open the staking account" if extra else ""
+    sources = []
+    if from_staking:
+        sources.append(f"{koii(from_staking)} withdrawn earlier, in the staking account")
+    if from_main or not from_staking:
+        sources.append(f"{koii(from_main)}{rent} from the main wallet {reach.main.pubkey}")
     return Plan(
-        f"stake {koii(amount)} on {state['task_name']} ({task_id}) from {reach.main.pubkey}: "
-        f"costs {koii(amount)}{rent}, fee {koii(FEE)}; your stake becomes {koii(have + amount)}",
+        f"stake {koii(amount)} on {state['task_name']} ({task_id}): costs "
+        f"{' and '.join(sources)}, fee {koii(FEE)}; your stake becomes {koii(have + amount)}",
         instructions,
         [staking],
         f"staked: {koii(have + amount)} on {state['task_name']}",

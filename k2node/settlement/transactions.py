@@ -100,16 +100,36 @@ def stake(
     stake_pot: Pubkey,
     amount: int,
     ip_address: str,
-    staking_exists: bool,
+    staking_lamports: int | None,
 ) -> list[Instruction]:
-    """Fund the staking account from the main wallet (creating it, owned by the task
-    program, the first time), then stake from it."""
-    if staking_exists:
-        fund = transfer(TransferParams(from_pubkey=payer, to_pubkey=staking, lamports=amount))
-    else:
-        fund = _program_account(payer, staking, amount + STAKING_EXTRA, STAKING_SPACE)
+    """Stake `amount` from the staking account. The first time (`staking_lamports` None) the
+    main wallet opens it, owned by the task program, with the stake in it. Once it exists,
+    what it holds beyond its reserve (a stake withdrawn from any task) is staked first, and
+    the main wallet pays in only the rest: the task program owns the account, so no plain
+    transfer could move that back out."""
     accounts = {"task": task, "signer": staking, "stake_pot": stake_pot}
-    return [fund, instruction(Ix.STAKE, {"amount": amount, "ip_address": ip_address}, accounts)]
+    stake_ix = instruction(Ix.STAKE, {"amount": amount, "ip_address": ip_address}, accounts)
+    if staking_lamports is None:
+        return [_program_account(payer, staking, amount + STAKING_EXTRA, STAKING_SPACE), stake_ix]
+    from_main = amount - min(amount, staking_spare(staking_lamports))
+    if from_main == 0:
+        return [stake_ix]
+    fund = transfer(TransferParams(from_pubkey=payer, to_pubkey=staking, lamports=from_main))
+    return [fund, stake_ix]
+
+
+async def staking_lamports(settlement: Settlement, staking: str) -> int | None:
+    """What the staking account holds; None while it is not open (owned by the task program)."""
+    account = await settlement.get_account(staking)
+    if account is None or account.owner != str(PROGRAM_ID):
+        return None
+    return account.lamports
+
+
+def staking_spare(lamports: int) -> int:
+    """What a staking account holds beyond the reserve it was opened with: stakes withdrawn,
+    which the next stake draws on before the main wallet."""
+    return max(0, lamports - STAKING_EXTRA)
 
 
 def round_action(ix: Ix, task: Pubkey, signer: Pubkey, **fields: Any) -> Instruction:
