@@ -4,7 +4,8 @@ creates); a base image built from Debian's packages (no registry is reachable); 
 project's docker-compose.yml: a payout, `down`/`up` keeping the task, `--scale node=3` paying
 three nodes, `docker stop` ending a node cleanly within its grace period.
 
-`make compose-test` runs it alone; `make test` runs it where the machine allows it."""
+`make compose-test` runs it alone, `make soak` with the long variants; `make test` leaves it
+out (the `compose` marker)."""
 
 from __future__ import annotations
 
