@@ -139,8 +139,13 @@ async def test_an_operator_sees_claims_and_unstakes(tmp_path: Path) -> None:
         await _k2node(data, "stake", task_id, "0.5", "--yes"), "needs a stake of at least 1 KOII"
     )
 
-    # the stake came back to the staking account: staking again draws on it, the main
-    # wallet pays the fee alone
+    # the stake came back to the staking account: status shows it, staking again draws on
+    # it, the main wallet pays the fee alone
+    assert _json(await _k2node(data, "status", "--json"))["staking_wallet"]["unstaked"] == (
+        ROE_PER_KOII
+    )
+    text = await _k2node(data, "status")
+    assert "(1 KOII of it unstaked, for the next stake)" in text.stdout
     _, _, (main_before, staking_before) = await _world(data, task_id, main, me)
     done = await _k2node(data, "stake", task_id, "1", "--yes")
     assert done.returncode == 0, done.stderr
@@ -148,6 +153,7 @@ async def test_an_operator_sees_claims_and_unstakes(tmp_path: Path) -> None:
     stakes_after, _, (main_after, staking_after) = await _world(data, task_id, main, me)
     assert stakes_after[me] == ROE_PER_KOII
     assert (main_after, staking_after) == (main_before - 10_000, staking_before - ROE_PER_KOII)
+    assert _json(await _k2node(data, "status", "--json"))["staking_wallet"]["unstaked"] == 0
 
 
 async def test_no_wallet_and_no_k2_are_clear(tmp_path: Path) -> None:

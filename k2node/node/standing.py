@@ -11,6 +11,7 @@ from k2node.config import Settings
 from k2node.contract.rounds import Schedule
 from k2node.contract.task_state import OPTION_SECTIONS, PAYOUT_SUCCESSFUL
 from k2node.node.executables import ExecutableError, declared_for
+from k2node.settlement import transactions
 from k2node.settlement.base import Settlement, TransactionError
 from k2node.settlement.task_ix import WITHDRAW_COOLDOWN_ROUNDS
 
@@ -166,7 +167,13 @@ async def standing(
     main_wallet = {"pubkey": main, "balance": await k2.get_balance(main)}
     staking_wallet = None
     if staking is not None:
-        staking_wallet = {"pubkey": staking, "balance": await k2.get_balance(staking)}
+        held = await transactions.staking_lamports(k2, staking)
+        staking_wallet = {
+            "pubkey": staking,
+            "balance": await k2.get_balance(staking),
+            # stakes withdrawn earlier, which the next stake draws on before the main wallet
+            "unstaked": 0 if held is None else transactions.staking_spare(held),
+        }
     me = staking or ""
     tasks = [await task_status(k2, me, here, t, settings) for t in task_ids]
     return Status(here is not None, main_wallet, staking_wallet, tasks, k2.slot_ms)

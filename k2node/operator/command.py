@@ -51,7 +51,11 @@ def _print_status(found: Status, console: Console) -> None:
     )
     if found.staking_wallet is not None:
         staking = found.staking_wallet
-        console.print(f"staking wallet {staking['pubkey']}: {koii(staking['balance'])}")
+        unstaked = staking["unstaked"]
+        spare = f" ({koii(unstaked)} of it unstaked, for the next stake)" if unstaked else ""
+        console.print(
+            f"staking wallet {staking['pubkey']}: {koii(staking['balance'])}{spare}", soft_wrap=True
+        )
     for t in found.tasks:
         console.print(f"\n[bold]{t.name or '?'}[/bold] {t.task_id}: {t.state}", soft_wrap=True)
         if not t.name:
