@@ -21,9 +21,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check k2node tests bench
 	$(VENV)/bin/mypy
 
-# two workers, each module's tests on one (its module-wide fixtures are built once)
 test: lint
-	$(PY) -m pytest -q -n 2 --dist loadscope
+	$(PY) -m pytest -q
 
 # docker compose for real (root, and Debian's docker.io, docker-compose, debootstrap)
 compose-test: $(STAMP)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import shutil
 import subprocess
@@ -315,25 +314,27 @@ def npm_modules(package: str, folder: str, name: str) -> Path:
         pytest.skip("Node.js and npm are not installed on this machine")
     cache = NPM_CACHE / folder
     modules = cache / "node_modules"
-    cache.mkdir(parents=True, exist_ok=True)
-    # one installer at a time per folder: `make test`'s two workers may both want it
-    with (cache / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (modules / name).is_dir():
-            _npm_install(cache, package)
+    if not (modules / name).is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [
+                "npm",
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+                "--prefix",
+                str(cache),
+                package,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"npm could not install {package}: {done.stderr.strip()[-300:]}")
     return modules
-
-
-def _npm_install(cache: Path, package: str) -> None:
-    done = subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(cache), package],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"npm could not install {package}: {done.stderr.strip()[-300:]}")
 
 
 def log_events(path: Path) -> list[dict[str, object]]:
