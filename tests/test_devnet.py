@@ -58,7 +58,7 @@ def test_three_nodes_are_paid_and_sigint_stops_every_process(tmp_path: Path) -> 
     log = "".join(lines)
     assert set(paid) == {"node1", "node2", "liar3"}, log[-4000:]
     assert paid["node1"] > 0 and paid["node2"] > 0  # the honest nodes rewarded
-    assert paid["liar3"] < 0  # the lying one slashed
+    assert paid["liar3"] < 0, log[-4000:]  # the lying one slashed
     assert devnet.returncode == 0, log[-3000:]
     assert "devnet | all stopped" in log
     assert set(pids) == {"k2", "node1", "node2", "liar3"}
