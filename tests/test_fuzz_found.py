@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -26,20 +25,9 @@ from k2node.node.ledger import Ledger
 from k2node.settlement.local import LocalK2
 from k2node.store import Store
 from tests.conftest import create_task
+from tests.namespace_env import StoppedTask
 
 SECRET = "s3cret-s3cret-s3cret"
-
-
-@dataclass
-class _Stopped:
-    context: TaskContext
-    running: bool = False
-    server_socket: Path | None = None
-    server_port: int = 0
-    max_request_body: int | None = None
-
-    async def manual_phase(self, name: str, round_: int, retry: bool) -> dict[str, Any]:
-        return {"delivered": False}
 
 
 @dataclass
@@ -57,7 +45,7 @@ async def node(tmp_path: Path, k2: LocalK2) -> AsyncIterator[Served]:
     agent = TaskAgent(task_id, k2, Ledger(store, k2), me, manager, tmp_path / "task")
     ipfs = EmbeddedIpfs.open(tmp_path / "ipfs")
     ctx = TaskContext(agent, "test task", SECRET, 10, "http://127.0.0.1:1", ipfs)
-    api = NodeApi({task_id: _Stopped(ctx)}, manager.pubkey, "", EventHub(), ipfs)
+    api = NodeApi({task_id: StoppedTask(ctx)}, manager.pubkey, "", EventHub(), ipfs)
     server = TestServer(api.app())
     await server.start_server()
     yield Served(f"http://127.0.0.1:{server.port}", task_id, ipfs)

@@ -170,7 +170,7 @@ async def standing(
         held = await transactions.staking_lamports(k2, staking)
         staking_wallet = {
             "pubkey": staking,
-            "balance": await k2.get_balance(staking),
+            "balance": held if held is not None else await k2.get_balance(staking),
             # stakes withdrawn earlier, which the next stake draws on before the main wallet
             "unstaked": 0 if held is None else transactions.staking_spare(held),
         }

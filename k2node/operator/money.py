@@ -77,8 +77,7 @@ async def plan_stake(reach: Reach, task_id: str, amount_text: str) -> Plan:
     held = await transactions.staking_lamports(reach.settlement, staking.pubkey)
     extra = transactions.STAKING_EXTRA if held is None else 0
     # stakes withdrawn earlier wait in the staking account: the next stake draws on them first
-    from_staking = 0 if held is None else min(amount, transactions.staking_spare(held))
-    from_main = amount - from_staking
+    from_staking, from_main = transactions.stake_split(amount, held)
     balance = await reach.settlement.get_balance(reach.main.pubkey)
     if balance < from_main + extra + FEE:
         raise OperatorError(

@@ -82,7 +82,6 @@ class LogWriter:
             await self.flush()
         except Exception:
             return False
-        self.disk.succeeded()
         return True
 
     async def flush(self) -> None:

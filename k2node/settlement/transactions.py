@@ -111,7 +111,7 @@ def stake(
     stake_ix = instruction(Ix.STAKE, {"amount": amount, "ip_address": ip_address}, accounts)
     if staking_lamports is None:
         return [_program_account(payer, staking, amount + STAKING_EXTRA, STAKING_SPACE), stake_ix]
-    from_main = amount - min(amount, staking_spare(staking_lamports))
+    _, from_main = stake_split(amount, staking_lamports)
     if from_main == 0:
         return [stake_ix]
     fund = transfer(TransferParams(from_pubkey=payer, to_pubkey=staking, lamports=from_main))
@@ -124,6 +124,14 @@ async def staking_lamports(settlement: Settlement, staking: str) -> int | None:
     if account is None or account.owner != str(PROGRAM_ID):
         return None
     return account.lamports
+
+
+def stake_split(amount: int, staking_lamports: int | None) -> tuple[int, int]:
+    """How a stake of `amount` is paid: (from the staking account's spare, from the main
+    wallet)."""
+    spare = 0 if staking_lamports is None else staking_spare(staking_lamports)
+    from_staking = min(amount, spare)
+    return from_staking, amount - from_staking
 
 
 def staking_spare(lamports: int) -> int:
